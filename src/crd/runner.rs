@@ -1,0 +1,370 @@
+//! `Runner`: one GitLab CI runner, owned by this operator.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::connection::SecretKeyRef;
+
+/// Desired state of a GitLab runner. Field names follow GitLab's Runners API in Kubernetes casing.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gitlab.runner-operator.dev",
+    version = "v1alpha1",
+    kind = "Runner",
+    namespaced,
+    status = "RunnerStatus",
+    shortname = "glrunner",
+    shortname = "glrunners",
+    category = "gitlab",
+    derive = "PartialEq",
+    doc = "A GitLab CI runner managed through GitLab's Runners API; its authentication token is kept in a Secret.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.runnerType"),
+    printcolumn(name = "Runner ID", type_ = "integer", json_path = ".status.runnerId"),
+    printcolumn(name = "GitLab", type_ = "string", json_path = ".status.gitlab.status", description = "Status GitLab reports: online, offline, stale, never_contacted, paused"),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Token Expiry", type_ = "date", json_path = ".status.tokenExpiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.runnerType == 'group_type' ? has(self.group) : !has(self.group)").message("group is required when runnerType is group_type, and not allowed for other runner types"))]
+#[x_kube(validation = Rule::new("self.runnerType == 'project_type' ? has(self.project) : !has(self.project)").message("project is required when runnerType is project_type, and not allowed for other runner types"))]
+#[x_kube(validation = Rule::new("!has(self.assignedProjects) || size(self.assignedProjects) == 0 || self.runnerType == 'project_type'").message("assignedProjects is only allowed when runnerType is project_type"))]
+#[x_kube(validation = Rule::new("!has(self.runUntagged) || self.runUntagged || (has(self.tags) && size(self.tags) > 0)").message("runUntagged: false needs at least one tag, or the runner could never pick up a job"))]
+#[x_kube(validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("group is immutable: a runner cannot move to another group; create a new Runner instead"))]
+#[x_kube(validation = Rule::new("has(self.project) == has(oldSelf.project) && (!has(self.project) || self.project == oldSelf.project)").message("project is immutable: a runner's owner project cannot change; create a new Runner instead"))]
+pub struct RunnerSpec {
+    /// The GitLabConnection (same namespace) or ClusterGitLabConnection that says which GitLab to
+    /// talk to and with which access token.
+    pub connection_ref: ConnectionRef,
+
+    /// Scope of the runner: instance_type (whole instance, needs an admin token), group_type
+    /// (a group and its subgroups) or project_type (a project, plus assignedProjects). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("runnerType is immutable: create a new Runner instead"))]
+    pub runner_type: RunnerType,
+
+    /// The group that owns a group_type runner: numeric id or full path (e.g. `platform/ci`).
+    /// Required for group_type, not allowed otherwise. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub group: Option<String>,
+
+    /// The owner project of a project_type runner: numeric id or full path (e.g. `platform/api`).
+    /// Required for project_type, not allowed otherwise. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub project: Option<String>,
+
+    /// Further projects (ids or full paths) a project_type runner is assigned to, besides its owner
+    /// project. Projects assigned by hand in GitLab and not listed here are unassigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new("self.all(p, size(p) > 0)").message("assignedProjects entries must not be empty"))]
+    pub assigned_projects: Vec<String>,
+
+    /// Description shown in GitLab (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Job tags the runner picks up: a set of at most 50 non-empty tags without commas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new("self.all(t, t.matches('^[^,\\\\s]([^,]*[^,\\\\s])?$'))").message("tags must be non-empty and contain no commas or leading/trailing spaces (GitLab splits tags on commas)"))]
+    pub tags: Vec<String>,
+
+    /// Whether the runner also picks up jobs without tags. GitLab's default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_untagged: Option<bool>,
+
+    /// Pause the runner: it stays registered but picks up no jobs. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+
+    /// Lock a project runner to its current projects (GitLab then refuses further assignment by
+    /// non-admins). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+
+    /// not_protected (any branch) or ref_protected (protected branches and tags only). Default
+    /// not_protected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<AccessLevel>,
+
+    /// Maximum job timeout in seconds; GitLab's minimum is 600 (10 minutes). Unset means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 600))]
+    pub maximum_timeout: Option<i64>,
+
+    /// Free-text maintenance note shown to maintainers in GitLab (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub maintenance_note: Option<String>,
+
+    /// How the runner is created in GitLab. Default: `POST /user/runners` with the connection's
+    /// token (strategy UserRunner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<Registration>,
+
+    /// The Secret that receives the runner's authentication token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<TokenSecret>,
+
+    /// When to rotate the authentication token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rotation: Option<TokenRotation>,
+
+    /// What happens in GitLab when this Runner is deleted: Delete (default) removes the runner,
+    /// Orphan leaves it registered. Switch to Orphan to release a Runner whose GitLab is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Take over an existing GitLab runner by id instead of creating one. GitLab never reveals an
+    /// existing token, so adoption resets it: the old token stops working at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<Adopt>,
+}
+
+/// Reference to the connection a Runner uses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRef {
+    /// GitLabConnection (same namespace as the Runner, the default) or ClusterGitLabConnection.
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// Name of the connection.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Which connection kind a Runner refers to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ConnectionKind {
+    /// A namespaced GitLabConnection in the Runner's namespace.
+    #[default]
+    GitLabConnection,
+    /// A cluster-scoped ClusterGitLabConnection.
+    ClusterGitLabConnection,
+}
+
+/// GitLab's runner scopes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerType {
+    /// Available to every project of the instance (admin only).
+    InstanceType,
+    /// Available to a group's projects and subgroups.
+    GroupType,
+    /// Available to its owner project and assigned projects.
+    ProjectType,
+}
+
+impl RunnerType {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerType::InstanceType => "instance_type",
+            RunnerType::GroupType => "group_type",
+            RunnerType::ProjectType => "project_type",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLevel {
+    /// Jobs from any ref.
+    NotProtected,
+    /// Only jobs from protected branches and tags.
+    RefProtected,
+}
+
+impl AccessLevel {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::NotProtected => "not_protected",
+            AccessLevel::RefProtected => "ref_protected",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the runner from GitLab (a runner already gone counts as removed).
+    #[default]
+    Delete,
+    /// Leave the runner registered in GitLab.
+    Orphan,
+}
+
+/// How the runner is created in GitLab.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.strategy != 'RegistrationToken' || has(self.registrationTokenSecretRef)").message("strategy RegistrationToken needs registrationTokenSecretRef"))]
+pub struct Registration {
+    /// UserRunner (default): `POST /user/runners` with the connection's access token (GitLab 16+).
+    /// RegistrationToken: the legacy `POST /runners` with a registration token (older GitLab and
+    /// JiHu instances; disabled by default since GitLab 17.0).
+    #[serde(default)]
+    pub strategy: RegistrationStrategy,
+    /// Secret key holding the registration token, for strategy RegistrationToken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Runner creation flows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RegistrationStrategy {
+    /// `POST /user/runners` with the connection's access token.
+    #[default]
+    UserRunner,
+    /// Legacy `POST /runners` with a registration token.
+    RegistrationToken,
+}
+
+/// The Secret that receives the authentication token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecret {
+    /// Secret name. Default `<runner name>-runner-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Keys written: GitLabRunnerChart (default; `runner-token` plus an empty
+    /// `runner-registration-token`, both of which the gitlab-runner Helm chart mounts) or
+    /// GitLabRunnerOperator (`runner-token` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SecretFormat>,
+    /// Extra labels on the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Workloads in the Runner's namespace that mount the Secret; each new token triggers a
+    /// rolling restart of them (a pod-template annotation changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SecretFormat {
+    /// `runner-token` and an empty `runner-registration-token`, for the gitlab-runner Helm chart.
+    #[default]
+    GitLabRunnerChart,
+    /// `runner-token` only, for GitLab's Runner Operator.
+    GitLabRunnerOperator,
+}
+
+/// A workload restarted after each new token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: ConsumerKind,
+    /// Name of the workload in the Runner's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Workload kinds that can consume the token Secret.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConsumerKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+/// When to rotate the authentication token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRotation {
+    /// Rotate this long after the token was issued (Go duration, e.g. `720h`). Unset: no
+    /// time-based rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$"))]
+    pub interval: Option<String>,
+    /// Rotate when the token expires within this window (Go duration, e.g. `24h`). Default: a
+    /// third of the token's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$"))]
+    pub before_expiry: Option<String>,
+}
+
+/// Adoption of an existing GitLab runner.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Adopt {
+    /// The GitLab runner id to take over.
+    #[schemars(range(min = 1))]
+    pub runner_id: i64,
+}
+
+/// Observed state of a Runner.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// GitLab's id of the runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<i64>,
+    /// When the current token was issued (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_issued_at: Option<String>,
+    /// When the current token expires (RFC 3339); unset when it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    /// Why the current token was issued: Created, Interval, Expiry, Requested, Recovered, Adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_reason: Option<String>,
+    /// What GitLab reports about the runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<GitLabRunnerState>,
+    /// Resolved ids of the projects the runner serves (owner first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub project_ids: Vec<i64>,
+    /// Resolved id of the owner group (group_type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<i64>,
+    /// Name of the token Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
+    /// Current state, with Ready as the summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// GitLab's view of the runner.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitLabRunnerState {
+    /// online, offline, stale, never_contacted or paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Last contact of the runner process with GitLab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacted_at: Option<String>,
+}
+
+impl Runner {
+    /// The Secret name: `spec.tokenSecret.name` or `<runner>-runner-token`.
+    pub fn token_secret_name(&self) -> String {
+        self.spec
+            .token_secret
+            .as_ref()
+            .and_then(|t| t.name.clone())
+            .unwrap_or_else(|| format!("{}-runner-token", self.metadata.name.as_deref().unwrap_or("runner")))
+    }
+}

@@ -1,0 +1,11 @@
+//! runner-operator: GitLab CI runners managed declaratively from Kubernetes.
+//!
+//! Dependencies point one way: `cli` → `controller` → {`crd`, `gitlab`}; `crd` and `gitlab` know
+//! nothing of each other.
+
+pub mod crd;
+pub mod cli;
+pub mod kube_client;
+pub mod run;
+pub mod telemetry;
+pub mod tls;
