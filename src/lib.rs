@@ -9,3 +9,6 @@ pub mod kube_client;
 pub mod run;
 pub mod telemetry;
 pub mod tls;
+pub mod gitlab;
+#[cfg(feature = "emulator")]
+pub mod emulator;

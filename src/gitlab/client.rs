@@ -1,0 +1,581 @@
+//! The HTTP client: authentication, rate limit, retries, pagination, one function per endpoint.
+//!
+//! Retry rules:
+//! - GET, PUT and DELETE are idempotent: retried with capped, jittered exponential backoff on 5xx,
+//!   timeouts and connection errors. (A retried DELETE that already succeeded answers 404, which
+//!   callers treat as done.)
+//! - POSTs are not retried when GitLab may have processed them — a second
+//!   `POST /user/runners` would register a second runner, a second reset would kill the token the
+//!   first one returned. They are retried only when the request surely never reached GitLab (the
+//!   connection could not be opened) or GitLab refused it unprocessed (429). A create stays safe
+//!   beyond that because the controller marks every runner it creates and looks for its marked
+//!   runner before creating again, so a lost answer costs a lookup, not a duplicate.
+//! - 429 (any method): every caller of the connection waits `Retry-After` (else `RateLimit-Reset`,
+//!   else backoff), then the request is sent again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::error::{GitLabError, parse_message};
+use super::ratelimit::RateLimiter;
+use super::types::*;
+
+/// Characters kept as-is in a path segment; `/` in project paths becomes `%2F` as GitLab requires.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Page size for list calls (GitLab's maximum).
+pub const PER_PAGE: u32 = 100;
+
+/// Backoff and retry limits.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt for 5xx/timeouts/connection errors.
+    pub max_retries: u32,
+    /// Retries after 429 answers.
+    pub max_rate_limited_retries: u32,
+    /// First backoff step.
+    pub base: Duration,
+    /// Longest backoff step.
+    pub cap: Duration,
+    /// Longest wait honoured from `Retry-After`/`RateLimit-Reset`.
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            max_rate_limited_retries: 5,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(10),
+            max_rate_limit_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random wait in [step/2, step], step = base·2^attempt capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let step = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let half = step / 2;
+        half + Duration::from_secs_f64(half.as_secs_f64() * fastrand::f64())
+    }
+}
+
+/// Everything needed to talk to one GitLab instance.
+pub struct ClientConfig {
+    /// Instance URL, e.g. `https://gitlab.example.com` (`/api/v4` is appended).
+    pub base_url: String,
+    /// Personal, group or project access token.
+    pub token: SecretString,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Sustained requests per second.
+    pub requests_per_second: f64,
+    /// Burst size.
+    pub burst: u32,
+    /// Extra PEM CA certificates to trust.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Accept any certificate (reported loudly by the controller).
+    pub insecure_skip_tls_verify: bool,
+    /// Retry behaviour.
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults: 30 s timeout, 10 requests/s, burst 20.
+    pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            token,
+            timeout: Duration::from_secs(30),
+            requests_per_second: 10.0,
+            burst: 20,
+            ca_bundle_pem: None,
+            insecure_skip_tls_verify: false,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &"[REDACTED]")
+            .field("timeout", &self.timeout)
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A GitLab Runners API client. Cheap to clone; clones share the rate limiter.
+#[derive(Clone)]
+pub struct GitLabClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    api: Url,
+    token: SecretString,
+    limiter: RateLimiter,
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for GitLabClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitLabClient").field("api", &self.inner.api.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// Who authenticates a request.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    /// The connection's access token in `PRIVATE-TOKEN`.
+    User,
+    /// Runner-facing endpoints: the runner or registration token travels in the JSON body, never
+    /// in the URL (URLs end up in error messages and proxy logs).
+    None,
+}
+
+struct Call<'a> {
+    method: Method,
+    endpoint: &'a str,
+    url: Url,
+    body: Option<serde_json::Value>,
+    auth: Auth,
+}
+
+impl GitLabClient {
+    /// Builds a client; fails on a bad URL or CA bundle.
+    pub fn new(config: ClientConfig) -> Result<Self, GitLabError> {
+        let base = config.base_url.trim_end_matches('/');
+        let api = Url::parse(&format!("{base}/api/v4/"))
+            .map_err(|e| GitLabError::Config(format!("url {:?} is not a valid URL: {e}", config.base_url)))?;
+        if !matches!(api.scheme(), "http" | "https") {
+            return Err(GitLabError::Config(format!("url {:?} must be http(s)", config.base_url)));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("runner-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| GitLabError::Config(format!("the CA bundle is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(GitLabError::Config("the CA bundle holds no certificate".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        if config.insecure_skip_tls_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| GitLabError::Config(format!("building the HTTP client: {e}")))?;
+        Ok(GitLabClient {
+            inner: Arc::new(Inner {
+                http,
+                api,
+                token: config.token,
+                limiter: RateLimiter::new(config.requests_per_second, config.burst),
+                retry: config.retry,
+                timeout: config.timeout,
+            }),
+        })
+    }
+
+    /// The connection's rate limiter (shared by every clone).
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    fn url(&self, path: &str, query: &impl Serialize) -> Result<Url, GitLabError> {
+        let mut url = self
+            .inner
+            .api
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| GitLabError::Config(format!("building URL for {path}: {e}")))?;
+        append_query(&mut url, query);
+        Ok(url)
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, GitLabError> {
+        let idempotent = call.method != Method::POST;
+        let retry = &self.inner.retry;
+        let (mut failures, mut throttled) = (0u32, 0u32);
+        loop {
+            self.inner.limiter.acquire().await;
+            let mut req = self.inner.http.request(call.method.clone(), call.url.clone());
+            if call.auth == Auth::User {
+                let mut value = HeaderValue::from_str(self.inner.token.expose_secret())
+                    .map_err(|_| GitLabError::Config("the access token contains characters not allowed in a header".into()))?;
+                value.set_sensitive(true);
+                req = req.header("PRIVATE-TOKEN", value);
+            }
+            if let Some(body) = &call.body {
+                req = req.json(body);
+            }
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = retry_after(resp.headers());
+                    let body = resp.text().await.unwrap_or_default();
+                    let err = GitLabError::Api {
+                        endpoint: call.endpoint.to_string(),
+                        status: status.as_u16(),
+                        message: parse_message(&body),
+                        retry_after,
+                    };
+                    if status == StatusCode::TOO_MANY_REQUESTS && throttled < retry.max_rate_limited_retries {
+                        let wait = retry_after.unwrap_or_else(|| retry.backoff(throttled)).min(retry.max_rate_limit_wait);
+                        tracing::warn!(endpoint = call.endpoint, wait_ms = wait.as_millis() as u64, "GitLab rate limit hit; holding back all requests of this connection");
+                        self.inner.limiter.pause_for(wait);
+                        throttled += 1;
+                        continue;
+                    }
+                    if status.is_server_error() && idempotent && failures < retry.max_retries {
+                        let wait = retry.backoff(failures);
+                        tracing::debug!(endpoint = call.endpoint, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "GitLab server error; retrying");
+                        tokio::time::sleep(wait).await;
+                        failures += 1;
+                        continue;
+                    }
+                    return Err(err);
+                }
+                Err(e) => {
+                    let never_sent = e.is_connect();
+                    let err = if e.is_timeout() {
+                        GitLabError::Timeout { endpoint: call.endpoint.to_string(), timeout: self.inner.timeout }
+                    } else {
+                        GitLabError::Transport { endpoint: call.endpoint.to_string(), source: e.without_url() }
+                    };
+                    if (idempotent || never_sent) && failures < retry.max_retries {
+                        let wait = retry.backoff(failures);
+                        tracing::debug!(endpoint = call.endpoint, error = %err, wait_ms = wait.as_millis() as u64, "GitLab unreachable; retrying");
+                        tokio::time::sleep(wait).await;
+                        failures += 1;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, GitLabError> {
+        let endpoint = call.endpoint.to_string();
+        let resp = self.send(call).await?;
+        decode(&endpoint, resp).await
+    }
+
+    async fn empty(&self, call: Call<'_>) -> Result<(), GitLabError> {
+        self.send(call).await.map(|_| ())
+    }
+
+    async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str, query: &impl Serialize) -> Result<T, GitLabError> {
+        let url = self.url(path, query)?;
+        self.json(Call { method: Method::GET, endpoint, url, body: None, auth: Auth::User }).await
+    }
+
+    /// GETs every page (per_page 100), following `X-Next-Page`, else the `Link: rel="next"` header.
+    async fn get_all<T: DeserializeOwned>(&self, endpoint: &str, path: &str, query: &impl Serialize) -> Result<Vec<T>, GitLabError> {
+        let mut url = self.url(path, query)?;
+        set_param(&mut url, "per_page", &PER_PAGE.to_string());
+        set_param(&mut url, "page", "1");
+        let mut all = Vec::new();
+        for _ in 0..100_000 {
+            let resp = self.send(Call { method: Method::GET, endpoint, url: url.clone(), body: None, auth: Auth::User }).await?;
+            let next_page = header_str(resp.headers(), "x-next-page").filter(|s| !s.is_empty());
+            let next_link = next_link(resp.headers());
+            let page: Vec<T> = decode(endpoint, resp).await?;
+            all.extend(page);
+            if let Some(next) = next_page {
+                set_param(&mut url, "page", &next);
+            } else if let Some(link) = next_link {
+                url = Url::parse(&link).map_err(|e| GitLabError::Decode { endpoint: endpoint.into(), detail: format!("bad Link header: {e}") })?;
+            } else {
+                return Ok(all);
+            }
+        }
+        Err(GitLabError::Decode { endpoint: endpoint.into(), detail: "pagination did not end".into() })
+    }
+
+    fn call_with_body(&self, method: Method, endpoint: &'static str, path: &str, body: Option<serde_json::Value>, auth: Auth) -> Result<Call<'static>, GitLabError> {
+        Ok(Call { method, endpoint, url: self.url(path, &())?, body, auth })
+    }
+
+    // ---- Runner lists ----
+
+    /// `GET /runners`: runners the token's user owns or administers (never instance runners).
+    pub async fn list_owned_runners(&self, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all("GET /runners", "runners", filter).await
+    }
+
+    /// `GET /runners/all`: every runner (admins and auditors).
+    pub async fn list_all_runners(&self, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all("GET /runners/all", "runners/all", filter).await
+    }
+
+    /// `GET /projects/:id/runners`; `project` is an id or a full path.
+    pub async fn list_project_runners(&self, project: &str, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all("GET /projects/:id/runners", &format!("projects/{}/runners", segment(project)), filter).await
+    }
+
+    /// `GET /groups/:id/runners`; `group` is an id or a full path.
+    pub async fn list_group_runners(&self, group: &str, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all("GET /groups/:id/runners", &format!("groups/{}/runners", segment(group)), filter).await
+    }
+
+    // ---- One runner ----
+
+    /// `GET /runners/:id`, with its projects and groups.
+    pub async fn get_runner(&self, id: i64) -> Result<RunnerDetails, GitLabError> {
+        self.get("GET /runners/:id", &format!("runners/{id}"), &()).await
+    }
+
+    /// `PUT /runners/:id` with only the given attributes.
+    pub async fn update_runner(&self, id: i64, attributes: &RunnerAttributes) -> Result<RunnerDetails, GitLabError> {
+        let body = serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
+        let call = self.call_with_body(Method::PUT, "PUT /runners/:id", &format!("runners/{id}"), Some(body), Auth::User)?;
+        self.json(call).await
+    }
+
+    /// `DELETE /runners/:id`.
+    pub async fn delete_runner(&self, id: i64) -> Result<(), GitLabError> {
+        let call = self.call_with_body(Method::DELETE, "DELETE /runners/:id", &format!("runners/{id}"), None, Auth::User)?;
+        self.empty(call).await
+    }
+
+    /// `DELETE /runners` authenticated by the runner's own token.
+    pub async fn delete_runner_by_token(&self, token: &SecretString) -> Result<(), GitLabError> {
+        let body = serde_json::json!({ "token": token.expose_secret() });
+        let call = self.call_with_body(Method::DELETE, "DELETE /runners", "runners", Some(body), Auth::None)?;
+        self.empty(call).await
+    }
+
+    /// `GET /runners/:id/jobs` (all pages).
+    pub async fn list_runner_jobs(&self, id: i64, filter: &JobFilter) -> Result<Vec<Job>, GitLabError> {
+        self.get_all("GET /runners/:id/jobs", &format!("runners/{id}/jobs"), filter).await
+    }
+
+    /// `GET /runners/:id/managers`.
+    pub async fn list_runner_managers(&self, id: i64) -> Result<Vec<RunnerManager>, GitLabError> {
+        self.get("GET /runners/:id/managers", &format!("runners/{id}/managers"), &()).await
+    }
+
+    // ---- Creation ----
+
+    /// `POST /user/runners`: create a runner with the access token (GitLab ≥ 16.0). The answer is
+    /// the only time GitLab shows the token.
+    pub async fn create_user_runner(&self, request: &CreateUserRunner) -> Result<RunnerRegistration, GitLabError> {
+        let body = serde_json::to_value(request).map_err(|e| GitLabError::Config(e.to_string()))?;
+        let call = self.call_with_body(Method::POST, "POST /user/runners", "user/runners", Some(body), Auth::User)?;
+        self.json(call).await
+    }
+
+    /// Legacy `POST /runners` with a registration token (410 where registration tokens are off).
+    pub async fn register_runner(&self, registration_token: &SecretString, attributes: &RunnerAttributes) -> Result<RunnerRegistration, GitLabError> {
+        let mut body = serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
+        body["token"] = serde_json::Value::String(registration_token.expose_secret().to_string());
+        let call = self.call_with_body(Method::POST, "POST /runners", "runners", Some(body), Auth::None)?;
+        self.json(call).await
+    }
+
+    /// `POST /runners/verify`. Note: GitLab records a contact, so a dead runner looks online
+    /// afterwards; use it only in recovery paths.
+    pub async fn verify_runner(&self, token: &SecretString, system_id: Option<&str>) -> Result<RunnerRegistration, GitLabError> {
+        let mut body = serde_json::json!({ "token": token.expose_secret() });
+        if let Some(id) = system_id {
+            body["system_id"] = serde_json::Value::String(id.to_string());
+        }
+        let call = self.call_with_body(Method::POST, "POST /runners/verify", "runners/verify", Some(body), Auth::None)?;
+        self.json(call).await
+    }
+
+    // ---- Tokens ----
+
+    /// `POST /runners/:id/reset_authentication_token`: the old token dies at once.
+    pub async fn reset_runner_token(&self, id: i64) -> Result<ResetToken, GitLabError> {
+        let call = self.call_with_body(Method::POST, "POST /runners/:id/reset_authentication_token", &format!("runners/{id}/reset_authentication_token"), None, Auth::User)?;
+        self.json(call).await
+    }
+
+    /// `POST /runners/reset_authentication_token` with the current runner token.
+    pub async fn reset_runner_token_with_token(&self, token: &SecretString) -> Result<ResetToken, GitLabError> {
+        let body = serde_json::json!({ "token": token.expose_secret() });
+        let call = self.call_with_body(Method::POST, "POST /runners/reset_authentication_token", "runners/reset_authentication_token", Some(body), Auth::None)?;
+        self.json(call).await
+    }
+
+    /// `POST /runners/reset_registration_token` (instance; admin).
+    pub async fn reset_instance_registration_token(&self) -> Result<ResetToken, GitLabError> {
+        let call = self.call_with_body(Method::POST, "POST /runners/reset_registration_token", "runners/reset_registration_token", None, Auth::User)?;
+        self.json(call).await
+    }
+
+    /// `POST /projects/:id/runners/reset_registration_token`.
+    pub async fn reset_project_registration_token(&self, project: &str) -> Result<ResetToken, GitLabError> {
+        let path = format!("projects/{}/runners/reset_registration_token", segment(project));
+        let call = self.call_with_body(Method::POST, "POST /projects/:id/runners/reset_registration_token", &path, None, Auth::User)?;
+        self.json(call).await
+    }
+
+    /// `POST /groups/:id/runners/reset_registration_token`.
+    pub async fn reset_group_registration_token(&self, group: &str) -> Result<ResetToken, GitLabError> {
+        let path = format!("groups/{}/runners/reset_registration_token", segment(group));
+        let call = self.call_with_body(Method::POST, "POST /groups/:id/runners/reset_registration_token", &path, None, Auth::User)?;
+        self.json(call).await
+    }
+
+    // ---- Assignment ----
+
+    /// `POST /projects/:id/runners`: assign a project runner to one more project.
+    pub async fn assign_runner(&self, project: &str, runner_id: i64) -> Result<Runner, GitLabError> {
+        let path = format!("projects/{}/runners", segment(project));
+        let call = self.call_with_body(Method::POST, "POST /projects/:id/runners", &path, Some(serde_json::json!({ "runner_id": runner_id })), Auth::User)?;
+        self.json(call).await
+    }
+
+    /// `DELETE /projects/:id/runners/:runner_id`.
+    pub async fn unassign_runner(&self, project: &str, runner_id: i64) -> Result<(), GitLabError> {
+        let path = format!("projects/{}/runners/{runner_id}", segment(project));
+        let call = self.call_with_body(Method::DELETE, "DELETE /projects/:id/runners/:runner_id", &path, None, Auth::User)?;
+        self.empty(call).await
+    }
+
+    // ---- Context ----
+
+    /// `GET /projects/:id`; `project` is an id or a full path.
+    pub async fn get_project(&self, project: &str) -> Result<Project, GitLabError> {
+        self.get("GET /projects/:id", &format!("projects/{}", segment(project)), &()).await
+    }
+
+    /// `GET /groups/:id`; `group` is an id or a full path.
+    pub async fn get_group(&self, group: &str) -> Result<Group, GitLabError> {
+        self.get("GET /groups/:id", &format!("groups/{}", segment(group)), &()).await
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<Version, GitLabError> {
+        self.get("GET /version", "version", &()).await
+    }
+
+    /// `GET /user`: who the access token belongs to.
+    pub async fn current_user(&self) -> Result<User, GitLabError> {
+        self.get("GET /user", "user", &()).await
+    }
+}
+
+/// Percent-encodes an id or full path as one URL path segment.
+pub fn segment(id_or_path: &str) -> String {
+    utf8_percent_encode(id_or_path, SEGMENT).to_string()
+}
+
+async fn decode<T: DeserializeOwned>(endpoint: &str, resp: reqwest::Response) -> Result<T, GitLabError> {
+    let bytes = resp.bytes().await.map_err(|e| GitLabError::Transport { endpoint: endpoint.into(), source: e.without_url() })?;
+    serde_json::from_slice(&bytes).map_err(|e| GitLabError::Decode { endpoint: endpoint.into(), detail: e.to_string() })
+}
+
+fn append_query(url: &mut Url, query: &impl Serialize) {
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(query) else { return };
+    let mut pairs = url.query_pairs_mut();
+    for (k, v) in map {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) => {
+                pairs.append_pair(&k, &s);
+            }
+            other => {
+                pairs.append_pair(&k, &other.to_string());
+            }
+        }
+    }
+    drop(pairs);
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+}
+
+fn set_param(url: &mut Url, key: &str, value: &str) {
+    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != key).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut pairs = url.query_pairs_mut();
+    pairs.clear();
+    for (k, v) in &kept {
+        pairs.append_pair(k, v);
+    }
+    pairs.append_pair(key, value);
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+/// `Retry-After` (seconds), else `RateLimit-Reset` (Unix seconds).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(secs) = header_str(headers, "retry-after").and_then(|s| s.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = header_str(headers, "ratelimit-reset").and_then(|s| s.parse::<u64>().ok())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = header_str(headers, "link")?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_one_segment() {
+        assert_eq!(segment("platform/ci-tools"), "platform%2Fci-tools");
+        assert_eq!(segment("42"), "42");
+        assert_eq!(segment("a b"), "a%20b");
+    }
+
+    #[test]
+    fn link_header_next() {
+        let mut h = HeaderMap::new();
+        h.insert("link", HeaderValue::from_static("<https://g/api/v4/runners?page=1&per_page=2>; rel=\"prev\", <https://g/api/v4/runners?page=3&per_page=2>; rel=\"next\", <https://g/api/v4/runners?page=1&per_page=2>; rel=\"first\""));
+        assert_eq!(next_link(&h).as_deref(), Some("https://g/api/v4/runners?page=3&per_page=2"));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = RetryPolicy::default();
+        for attempt in 0..40 {
+            let d = p.backoff(attempt);
+            assert!(d <= p.cap, "{d:?}");
+            assert!(d >= (p.base * (1 << attempt.min(16))).min(p.cap) / 2);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let cfg = ClientConfig::new("https://gitlab.example.com", SecretString::from("glpat-supersecret"));
+        assert!(!format!("{cfg:?}").contains("supersecret"));
+        let client = GitLabClient::new(cfg).expect("client");
+        assert!(!format!("{client:?}").contains("supersecret"));
+    }
+}

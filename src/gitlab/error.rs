@@ -1,0 +1,163 @@
+//! Typed GitLab errors: status, GitLab's own message and the endpoint, never a token.
+
+use std::time::Duration;
+
+/// What went wrong talking to GitLab.
+#[derive(Debug, thiserror::Error)]
+pub enum GitLabError {
+    /// GitLab answered with an error status.
+    #[error("GitLab answered {status} to {endpoint}: {message}{}", hint(*status))]
+    Api {
+        /// Method and path template, e.g. `PUT /runners/:id` (ids, not tokens).
+        endpoint: String,
+        /// HTTP status code.
+        status: u16,
+        /// GitLab's message (`message` as string or object, or `error`), or the body text.
+        message: String,
+        /// `Retry-After` or `RateLimit-Reset`, when GitLab sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The request did not complete (DNS, connect, TLS, reset).
+    #[error("cannot reach GitLab for {endpoint}: {source}")]
+    Transport {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request timed out.
+    #[error("GitLab did not answer {endpoint} in time ({timeout:?}); raise the connection's timeoutSeconds if GitLab is slow")]
+    Timeout { endpoint: String, timeout: Duration },
+    /// GitLab's answer was not what the API documents.
+    #[error("unexpected answer from GitLab to {endpoint}: {detail}")]
+    Decode { endpoint: String, detail: String },
+    /// The client could not be built (bad URL, CA bundle).
+    #[error("invalid GitLab client configuration: {0}")]
+    Config(String),
+}
+
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => " (the access token is unknown, expired or revoked: renew it in its Secret)",
+        403 => " (the access token lacks a scope or role: it needs create_runner + manage_runner or api, and Maintainer/Owner rights on the project or group)",
+        410 => " (registration tokens are disabled on this GitLab: use registration strategy UserRunner)",
+        429 => " (GitLab rate limit: requests are held back and retried)",
+        500..=599 => " (GitLab server error: retried with backoff)",
+        _ => "",
+    }
+}
+
+impl GitLabError {
+    /// The HTTP status, when GitLab answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GitLabError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// GitLab's message, when it answered.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            GitLabError::Api { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// 404: the object does not exist (for runners: gone). A 403 never counts as gone.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// 403: exists (or may exist) but this token may not do that.
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(403)
+    }
+
+    /// Worth retrying later without any change by the user: 429, 5xx, timeouts, transport.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitLabError::Api { status, .. } => *status == 429 || *status >= 500,
+            GitLabError::Transport { .. } | GitLabError::Timeout { .. } => true,
+            GitLabError::Decode { .. } | GitLabError::Config(_) => false,
+        }
+    }
+
+    /// How long GitLab asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GitLabError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Extracts GitLab's message from an error body: `{"message": "..."}`, `{"message": {...}}`,
+/// `{"error": "...", "error_description": "..."}`, or plain text (Rack::Attack's 429).
+pub fn parse_message(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.trim().chars().take(500).collect();
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::Array(items) => format!(
+                    "{k} {}",
+                    items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", ")
+                ),
+                serde_json::Value::String(s) => format!("{k}: {s}"),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    };
+    if let Some(m) = value.get("message") {
+        return text(m);
+    }
+    if let Some(e) = value.get("error") {
+        let mut s = text(e);
+        if let Some(d) = value.get("error_description").and_then(|d| d.as_str()) {
+            s = format!("{s}: {d}");
+        }
+        if let Some(scope) = value.get("scope").and_then(|d| d.as_str()) {
+            s = format!("{s} (accepted scopes: {scope})");
+        }
+        return s;
+    }
+    body.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_in_every_shape() {
+        assert_eq!(parse_message(r#"{"message":"404 Runner Not Found"}"#), "404 Runner Not Found");
+        assert_eq!(
+            parse_message(r#"{"message":{"tags_list":["Too many tags specified. Please limit the number of tags to 50"]}}"#),
+            "tags_list Too many tags specified. Please limit the number of tags to 50"
+        );
+        assert_eq!(parse_message(r#"{"error":"id is invalid"}"#), "id is invalid");
+        assert_eq!(
+            parse_message(r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api create_runner"}"#),
+            "insufficient_scope: The request requires higher privileges than provided by the access token. (accepted scopes: api create_runner)"
+        );
+        assert_eq!(parse_message("Retry later\n"), "Retry later");
+        assert_eq!(
+            parse_message(r#"{"message":{"error":"This endpoint has been requested too many times. Try again later."}}"#),
+            "error: This endpoint has been requested too many times. Try again later."
+        );
+    }
+
+    #[test]
+    fn forbidden_is_not_gone() {
+        let e = GitLabError::Api { endpoint: "GET /runners/:id".into(), status: 403, message: "403 Forbidden - No access granted".into(), retry_after: None };
+        assert!(e.is_forbidden());
+        assert!(!e.is_not_found());
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("lacks a scope or role"));
+    }
+}

@@ -1,0 +1,10 @@
+//! GitLab Runners REST API client. Knows nothing of Kubernetes.
+
+pub mod client;
+pub mod error;
+pub mod ratelimit;
+pub mod types;
+
+pub use client::{ClientConfig, GitLabClient, RetryPolicy};
+pub use error::GitLabError;
+pub use types::*;
