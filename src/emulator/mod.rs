@@ -6,6 +6,7 @@
 //! `/-/emulator/` (seed, state, faults, clock, counts) for the standalone binary.
 
 mod control;
+pub mod openapi;
 pub mod model;
 mod server;
 

@@ -160,6 +160,7 @@ struct Call<'a> {
 impl GitLabClient {
     /// Builds a client; fails on a bad URL or CA bundle.
     pub fn new(config: ClientConfig) -> Result<Self, GitLabError> {
+        crate::tls::install_crypto_provider();
         let base = config.base_url.trim_end_matches('/');
         let api = Url::parse(&format!("{base}/api/v4/"))
             .map_err(|e| GitLabError::Config(format!("url {:?} is not a valid URL: {e}", config.base_url)))?;
