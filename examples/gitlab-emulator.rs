@@ -34,7 +34,10 @@ async fn main() -> ExitCode {
     }
     let seed: Seed = match seed_path {
         None => default_seed(),
-        Some(path) => match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())) {
+        Some(path) => match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+        {
             Ok(seed) => seed,
             Err(e) => {
                 eprintln!("cannot load seed {path}: {e}");
@@ -49,7 +52,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("GitLab emulator on {} (API at {}/api/v4); Ctrl-C stops it", emulator.url(), emulator.url());
+    println!(
+        "GitLab emulator on {} (API at {}/api/v4); Ctrl-C stops it",
+        emulator.url(),
+        emulator.url()
+    );
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
 }

@@ -53,11 +53,13 @@ fn print_crds(output_dir: Option<PathBuf>) -> Result<(), String> {
             print!("{yaml}");
         }
         Some(dir) => {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             for crd in crate::crd::all() {
                 let path = dir.join(crate::crd::file_name(&crd));
                 let yaml = crate::crd::to_yaml(&crd).map_err(|e| format!("rendering CRD: {e}"))?;
-                std::fs::write(&path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
         }

@@ -13,13 +13,16 @@ use crate::crd::{ClusterGitLabConnection, GitLabConnection, Runner};
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, String> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("loading kubeconfig {}: {e}", path.display()))?
         }
         None => Config::infer().await.map_err(|e| {
-            format!("no Kubernetes configuration found ({e}); pass --kubeconfig or run inside a cluster")
+            format!(
+                "no Kubernetes configuration found ({e}); pass --kubeconfig or run inside a cluster"
+            )
         })?,
     };
     Client::try_from(config).map_err(|e| format!("building the Kubernetes client: {e}"))
@@ -29,11 +32,26 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, String> {
 pub async fn check_crds_installed(client: &Client) -> Result<(), String> {
     let lp = ListParams::default().limit(1);
     let checks = [
-        ("runners", Api::<Runner>::all(client.clone()).list(&lp).await.map(|_| ())),
-        ("gitlabconnections", Api::<GitLabConnection>::all(client.clone()).list(&lp).await.map(|_| ())),
+        (
+            "runners",
+            Api::<Runner>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "gitlabconnections",
+            Api::<GitLabConnection>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
+        ),
         (
             "clustergitlabconnections",
-            Api::<ClusterGitLabConnection>::all(client.clone()).list(&lp).await.map(|_| ()),
+            Api::<ClusterGitLabConnection>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
         ),
     ];
     for (plural, result) in checks {
@@ -46,7 +64,12 @@ pub async fn check_crds_installed(client: &Client) -> Result<(), String> {
                     crate::crd::GROUP
                 ));
             }
-            Err(e) => return Err(format!("checking that the CRD {plural}.{} is installed: {e}", crate::crd::GROUP)),
+            Err(e) => {
+                return Err(format!(
+                    "checking that the CRD {plural}.{} is installed: {e}",
+                    crate::crd::GROUP
+                ));
+            }
         }
     }
     Ok(())

@@ -3,12 +3,12 @@
 //! Dependencies point one way: `cli` → `controller` → {`crd`, `gitlab`}; `crd` and `gitlab` know
 //! nothing of each other.
 
-pub mod crd;
 pub mod cli;
+pub mod crd;
+#[cfg(feature = "emulator")]
+pub mod emulator;
+pub mod gitlab;
 pub mod kube_client;
 pub mod run;
 pub mod telemetry;
 pub mod tls;
-pub mod gitlab;
-#[cfg(feature = "emulator")]
-pub mod emulator;

@@ -17,12 +17,15 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<(), String> {
     crate::telemetry::init(args.log_format);
     crate::tls::install_crypto_provider();
-    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("starting the async runtime: {e}"))?;
+    let rt =
+        tokio::runtime::Runtime::new().map_err(|e| format!("starting the async runtime: {e}"))?;
     rt.block_on(async move {
         let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
         crate::kube_client::check_crds_installed(&client).await?;
         tracing::info!("CRDs are installed; reconciling is not implemented in this build yet");
-        tokio::signal::ctrl_c().await.map_err(|e| format!("waiting for a signal: {e}"))?;
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("waiting for a signal: {e}"))?;
         Ok(())
     })
 }

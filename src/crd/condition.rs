@@ -63,12 +63,21 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_flip() {
         let mut cs = vec![];
-        set_condition(&mut cs, condition(READY, false, "Creating", "a", Some(1), t(10)));
-        set_condition(&mut cs, condition(READY, false, "Creating", "b", Some(2), t(20)));
+        set_condition(
+            &mut cs,
+            condition(READY, false, "Creating", "a", Some(1), t(10)),
+        );
+        set_condition(
+            &mut cs,
+            condition(READY, false, "Creating", "b", Some(2), t(20)),
+        );
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].last_transition_time, t(10));
         assert_eq!(cs[0].message, "b");
-        set_condition(&mut cs, condition(READY, true, "Reconciled", "", Some(2), t(30)));
+        set_condition(
+            &mut cs,
+            condition(READY, true, "Reconciled", "", Some(2), t(30)),
+        );
         assert_eq!(cs[0].last_transition_time, t(30));
     }
 

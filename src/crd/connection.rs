@@ -22,9 +22,21 @@ const URL_MESSAGE: &str = "url must start with https:// (http:// only with allow
     derive = "PartialEq",
     doc = "A GitLab instance and the access token Runners in this namespace use to manage runners there.",
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.gitlabVersion"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.gitlabVersion"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
@@ -51,9 +63,21 @@ pub struct GitLabConnectionSpec {
     derive = "PartialEq",
     doc = "A GitLab instance and access token shared by Runners across namespaces.",
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.gitlabVersion"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.gitlabVersion"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
@@ -75,7 +99,11 @@ pub struct ClusterGitLabConnectionSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ClientSettings {
     /// Allow an http:// url. Only for local emulators: the token travels in clear text.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowInsecureHTTP")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allowInsecureHTTP"
+    )]
     pub allow_insecure_http: Option<bool>,
     /// Secret key with PEM CA certificates to trust for this GitLab (added to the system roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +112,11 @@ pub struct ClientSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_config_map_ref: Option<ConfigMapKeyRef>,
     /// Skip TLS certificate verification. Dangerous: reported in the connection's status.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "insecureSkipTLSVerify")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "insecureSkipTLSVerify"
+    )]
     pub insecure_skip_tls_verify: Option<bool>,
     /// Client-side request rate limit shared by every Runner using this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,9 @@
 //!
 //! Types only: no HTTP, no reconcile logic. The YAML in `crds/` is generated from here.
 
+// kube-derive printcolumn attributes repeat `type_`, which this lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod connection;
 pub mod duration;
@@ -21,7 +24,11 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD this operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Runner::crd(), GitLabConnection::crd(), ClusterGitLabConnection::crd()]
+    vec![
+        Runner::crd(),
+        GitLabConnection::crd(),
+        ClusterGitLabConnection::crd(),
+    ]
 }
 
 /// File name under `crds/` for a CRD.

@@ -24,11 +24,28 @@ use super::connection::SecretKeyRef;
     doc = "A GitLab CI runner managed through GitLab's Runners API; its authentication token is kept in a Secret.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.runnerType"),
     printcolumn(name = "Runner ID", type_ = "integer", json_path = ".status.runnerId"),
-    printcolumn(name = "GitLab", type_ = "string", json_path = ".status.gitlab.status", description = "Status GitLab reports: online, offline, stale, never_contacted, paused"),
+    printcolumn(
+        name = "GitLab",
+        type_ = "string",
+        json_path = ".status.gitlab.status",
+        description = "Status GitLab reports: online, offline, stale, never_contacted, paused"
+    ),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Token Expiry", type_ = "date", json_path = ".status.tokenExpiresAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Token Expiry",
+        type_ = "date",
+        json_path = ".status.tokenExpiresAt"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.runnerType == 'group_type' ? has(self.group) : !has(self.group)").message("group is required when runnerType is group_type, and not allowed for other runner types"))]
@@ -365,6 +382,11 @@ impl Runner {
             .token_secret
             .as_ref()
             .and_then(|t| t.name.clone())
-            .unwrap_or_else(|| format!("{}-runner-token", self.metadata.name.as_deref().unwrap_or("runner")))
+            .unwrap_or_else(|| {
+                format!(
+                    "{}-runner-token",
+                    self.metadata.name.as_deref().unwrap_or("runner")
+                )
+            })
     }
 }

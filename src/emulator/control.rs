@@ -13,9 +13,20 @@ use serde_json::json;
 use super::Shared;
 
 pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
-    let reply = |status: StatusCode, v: serde_json::Value| (status, [("content-type", "application/json")], v.to_string()).into_response();
+    let reply = |status: StatusCode, v: serde_json::Value| {
+        (
+            status,
+            [("content-type", "application/json")],
+            v.to_string(),
+        )
+            .into_response()
+    };
     let bad = |e: String| reply(StatusCode::BAD_REQUEST, json!({ "error": e }));
-    match (method.clone(), path.trim_start_matches("/-/emulator/").trim_end_matches('/')) {
+    match (
+        method.clone(),
+        path.trim_start_matches("/-/emulator/")
+            .trim_end_matches('/'),
+    ) {
         (Method::POST, "seed") => match serde_json::from_slice::<super::Seed>(body) {
             Ok(seed) => match shared.apply_seed(&seed) {
                 Ok(()) => reply(StatusCode::OK, json!({"seeded": true})),
@@ -25,12 +36,19 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
         },
         (Method::POST, "faults") => match serde_json::from_slice::<super::Fault>(body) {
             Ok(f) => {
-                shared.faults.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+                shared
+                    .faults
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(f);
                 reply(StatusCode::OK, json!({"injected": true}))
             }
             Err(e) => bad(e.to_string()),
         },
-        (Method::POST, "clock") => match serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("advance_seconds").and_then(|s| s.as_i64())) {
+        (Method::POST, "clock") => match serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("advance_seconds").and_then(|s| s.as_i64()))
+        {
             Some(secs) => {
                 let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.clock_offset_ms += secs * 1000;
@@ -51,10 +69,17 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 .collect();
             let projects: Vec<_> = st.projects.values().map(|p| json!({"id": p.id, "path": p.path_with_namespace, "registration_token": p.registration_token})).collect();
             let groups: Vec<_> = st.groups.values().map(|g| json!({"id": g.id, "path": g.full_path, "registration_token": g.registration_token})).collect();
-            reply(StatusCode::OK, json!({"runners": runners, "projects": projects, "groups": groups, "settings": st.settings}))
+            reply(
+                StatusCode::OK,
+                json!({"runners": runners, "projects": projects, "groups": groups, "settings": st.settings}),
+            )
         }
         (Method::POST, p) if p.starts_with("runners/") && p.ends_with("/contact") => {
-            let id = p.trim_start_matches("runners/").trim_end_matches("/contact").parse::<i64>().ok();
+            let id = p
+                .trim_start_matches("runners/")
+                .trim_end_matches("/contact")
+                .parse::<i64>()
+                .ok();
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = st.now();
             match id.and_then(|id| st.runners.get_mut(&id)) {
@@ -65,6 +90,9 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 None => reply(StatusCode::NOT_FOUND, json!({"error": "no such runner"})),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "unknown emulator control endpoint"})),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown emulator control endpoint"}),
+        ),
     }
 }

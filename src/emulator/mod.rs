@@ -6,8 +6,8 @@
 //! `/-/emulator/` (seed, state, faults, clock, counts) for the standalone binary.
 
 mod control;
-pub mod openapi;
 pub mod model;
+pub mod openapi;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use model::{JobRec, Role, Settings, Throttle};
 use model::{AccessToken, Group, Project, State, User};
+pub use model::{JobRec, Role, Settings, Throttle};
 
 /// What an injected fault does.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,23 +128,53 @@ impl Shared {
         for u in &seed.users {
             if st.user_by_name(&u.username).is_none() {
                 let id = st.alloc_id();
-                st.users.insert(id, User { id, username: u.username.clone(), admin: u.admin });
+                st.users.insert(
+                    id,
+                    User {
+                        id,
+                        username: u.username.clone(),
+                        admin: u.admin,
+                    },
+                );
             }
         }
-        let user_id = |st: &State, name: &str| st.user_by_name(name).map(|u| u.id).ok_or_else(|| format!("unknown user {name:?}"));
+        let user_id = |st: &State, name: &str| {
+            st.user_by_name(name)
+                .map(|u| u.id)
+                .ok_or_else(|| format!("unknown user {name:?}"))
+        };
         for t in &seed.tokens {
             let uid = user_id(&st, &t.user)?;
-            st.tokens.insert(t.token.clone(), AccessToken { user_id: uid, scopes: t.scopes.clone(), expired: t.expired, revoked: t.revoked });
+            st.tokens.insert(
+                t.token.clone(),
+                AccessToken {
+                    user_id: uid,
+                    scopes: t.scopes.clone(),
+                    expired: t.expired,
+                    revoked: t.revoked,
+                },
+            );
         }
         let mut groups = seed.groups.clone();
         groups.sort_by_key(|g| g.path.matches('/').count());
         for g in &groups {
             let parent = match g.path.rsplit_once('/') {
-                Some((parent, _)) => Some(st.find_group(parent).map(|p| p.id).ok_or_else(|| format!("group {:?} needs its parent group {parent:?} first", g.path))?),
+                Some((parent, _)) => {
+                    Some(st.find_group(parent).map(|p| p.id).ok_or_else(|| {
+                        format!("group {:?} needs its parent group {parent:?} first", g.path)
+                    })?)
+                }
                 None => None,
             };
-            let members = g.members.iter().map(|(n, r)| user_id(&st, n).map(|id| (id, *r))).collect::<Result<HashMap<_, _>, _>>()?;
-            let id = st.find_group(&g.path).map(|x| x.id).unwrap_or_else(|| st.alloc_id());
+            let members = g
+                .members
+                .iter()
+                .map(|(n, r)| user_id(&st, n).map(|id| (id, *r)))
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            let id = st
+                .find_group(&g.path)
+                .map(|x| x.id)
+                .unwrap_or_else(|| st.alloc_id());
             st.groups.insert(
                 id,
                 Group {
@@ -152,7 +182,10 @@ impl Shared {
                     full_path: g.path.clone(),
                     parent,
                     members,
-                    registration_token: g.registration_token.clone().unwrap_or_else(|| format!("GR1348941{}", model::random_string(20))),
+                    registration_token: g
+                        .registration_token
+                        .clone()
+                        .unwrap_or_else(|| format!("GR1348941{}", model::random_string(20))),
                     runner_token_expiration_interval: g.runner_token_expiration_interval,
                     allow_registration_token: g.allow_registration_token.unwrap_or(true),
                 },
@@ -163,8 +196,15 @@ impl Shared {
                 Some((ns, _)) => st.find_group(ns).map(|g| g.id),
                 None => None,
             };
-            let members = p.members.iter().map(|(n, r)| user_id(&st, n).map(|id| (id, *r))).collect::<Result<HashMap<_, _>, _>>()?;
-            let id = st.find_project(&p.path).map(|x| x.id).unwrap_or_else(|| st.alloc_id());
+            let members = p
+                .members
+                .iter()
+                .map(|(n, r)| user_id(&st, n).map(|id| (id, *r)))
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            let id = st
+                .find_project(&p.path)
+                .map(|x| x.id)
+                .unwrap_or_else(|| st.alloc_id());
             st.projects.insert(
                 id,
                 Project {
@@ -172,7 +212,10 @@ impl Shared {
                     path_with_namespace: p.path.clone(),
                     group,
                     members,
-                    registration_token: p.registration_token.clone().unwrap_or_else(|| format!("GR1348941{}", model::random_string(20))),
+                    registration_token: p
+                        .registration_token
+                        .clone()
+                        .unwrap_or_else(|| format!("GR1348941{}", model::random_string(20))),
                     runner_token_expiration_interval: p.runner_token_expiration_interval,
                     shared_runners_enabled: true,
                     group_runners_enabled: true,
@@ -219,11 +262,16 @@ impl GitLabEmulator {
 
     /// Starts on a given address.
     pub async fn start_on(addr: &str, seed: &Seed) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), faults: Mutex::new(vec![]) });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            faults: Mutex::new(vec![]),
+        });
         shared.apply_seed(seed).map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -232,7 +280,11 @@ impl GitLabEmulator {
                 })
                 .await;
         });
-        Ok(GitLabEmulator { shared, addr, shutdown: Some(tx) })
+        Ok(GitLabEmulator {
+            shared,
+            addr,
+            shutdown: Some(tx),
+        })
     }
 
     /// The instance URL to give a client (`/api/v4` is appended by clients).
@@ -257,7 +309,11 @@ impl GitLabEmulator {
 
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
-        self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
     }
 
     /// Requests served per endpoint label (`GET /runners/:id`), faults included.
@@ -312,8 +368,16 @@ impl GitLabEmulator {
                 access_level: r.access_level.clone(),
                 maximum_timeout: r.maximum_timeout,
                 maintenance_note: r.maintenance_note.clone(),
-                projects: r.projects.iter().filter_map(|p| st.projects.get(p)).map(|p| p.path_with_namespace.clone()).collect(),
-                group: r.group.and_then(|g| st.groups.get(&g)).map(|g| g.full_path.clone()),
+                projects: r
+                    .projects
+                    .iter()
+                    .filter_map(|p| st.projects.get(p))
+                    .map(|p| p.path_with_namespace.clone())
+                    .collect(),
+                group: r
+                    .group
+                    .and_then(|g| st.groups.get(&g))
+                    .map(|g| g.full_path.clone()),
                 token: r.token.clone(),
                 token_expires_at: r.token_expires_at.map(model::iso),
             })
@@ -337,11 +401,18 @@ impl GitLabEmulator {
 
     /// A project's current registration token (legacy flow).
     pub fn project_registration_token(&self, path: &str) -> Option<String> {
-        self.lock().find_project(path).map(|p| p.registration_token.clone())
+        self.lock()
+            .find_project(path)
+            .map(|p| p.registration_token.clone())
     }
 
     /// Changes a project's flags.
-    pub fn set_project_runner_settings(&self, path: &str, shared_runners: bool, group_runners: bool) {
+    pub fn set_project_runner_settings(
+        &self,
+        path: &str,
+        shared_runners: bool,
+        group_runners: bool,
+    ) {
         let mut st = self.lock();
         let id = st.find_project(path).map(|p| p.id);
         if let Some(p) = id.and_then(|id| st.projects.get_mut(&id)) {
@@ -372,18 +443,43 @@ pub fn default_seed() -> Seed {
         ..Default::default()
     };
     Seed {
-        users: vec![SeedUser { username: "root".into(), admin: true }, SeedUser { username: "platform-bot".into(), admin: false }],
+        users: vec![
+            SeedUser {
+                username: "root".into(),
+                admin: true,
+            },
+            SeedUser {
+                username: "platform-bot".into(),
+                admin: false,
+            },
+        ],
         tokens: vec![
-            SeedToken { token: "glpat-emulator-root".into(), user: "root".into(), scopes: vec!["api".into()], ..Default::default() },
+            SeedToken {
+                token: "glpat-emulator-root".into(),
+                user: "root".into(),
+                scopes: vec!["api".into()],
+                ..Default::default()
+            },
             SeedToken {
                 token: "glpat-emulator-bot".into(),
                 user: "platform-bot".into(),
-                scopes: vec!["create_runner".into(), "manage_runner".into(), "read_api".into()],
+                scopes: vec![
+                    "create_runner".into(),
+                    "manage_runner".into(),
+                    "read_api".into(),
+                ],
                 ..Default::default()
             },
         ],
-        groups: vec![ns("platform", &[("platform-bot", Role::Owner)]), ns("platform/ci", &[])],
-        projects: vec![ns("platform/api", &[]), ns("platform/web", &[]), ns("platform/docs", &[])],
+        groups: vec![
+            ns("platform", &[("platform-bot", Role::Owner)]),
+            ns("platform/ci", &[]),
+        ],
+        projects: vec![
+            ns("platform/api", &[]),
+            ns("platform/web", &[]),
+            ns("platform/docs", &[]),
+        ],
         settings: None,
     }
 }

@@ -63,7 +63,10 @@ pub struct Project {
 
 impl Project {
     pub fn name(&self) -> &str {
-        self.path_with_namespace.rsplit('/').next().unwrap_or(&self.path_with_namespace)
+        self.path_with_namespace
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.path_with_namespace)
     }
 }
 
@@ -163,7 +166,10 @@ const STALE_MS: i64 = 7 * 24 * 3600 * 1000;
 impl RunnerRec {
     /// REST `status`: stale → never_contacted → paused → online/offline.
     pub fn rest_status(&self, now: Millis) -> &'static str {
-        let last = self.contacted_at.unwrap_or(self.created_at).max(self.created_at);
+        let last = self
+            .contacted_at
+            .unwrap_or(self.created_at)
+            .max(self.created_at);
         if last <= now - STALE_MS {
             "stale"
         } else if self.contacted_at.is_none() {
@@ -253,7 +259,10 @@ impl State {
     pub fn find_project(&self, id_or_path: &str) -> Option<&Project> {
         match id_or_path.parse::<i64>() {
             Ok(id) => self.projects.get(&id),
-            Err(_) => self.projects.values().find(|p| p.path_with_namespace == id_or_path),
+            Err(_) => self
+                .projects
+                .values()
+                .find(|p| p.path_with_namespace == id_or_path),
         }
     }
 
@@ -273,12 +282,19 @@ impl State {
     }
 
     pub fn group_role(&self, user: &User, group: i64) -> Option<Role> {
-        self.group_chain(Some(group)).iter().filter_map(|g| g.members.get(&user.id).copied()).max()
+        self.group_chain(Some(group))
+            .iter()
+            .filter_map(|g| g.members.get(&user.id).copied())
+            .max()
     }
 
     pub fn project_role(&self, user: &User, project: i64) -> Option<Role> {
         let p = self.projects.get(&project)?;
-        let inherited = self.group_chain(p.group).iter().filter_map(|g| g.members.get(&user.id).copied()).max();
+        let inherited = self
+            .group_chain(p.group)
+            .iter()
+            .filter_map(|g| g.members.get(&user.id).copied())
+            .max();
         p.members.get(&user.id).copied().max(inherited)
     }
 
@@ -292,7 +308,10 @@ impl State {
     }
 
     fn is_maintainer_of_any(&self, user: &User, projects: &[i64]) -> bool {
-        projects.iter().any(|p| self.project_role(user, *p).is_some_and(|r| r >= Role::Maintainer))
+        projects.iter().any(|p| {
+            self.project_role(user, *p)
+                .is_some_and(|r| r >= Role::Maintainer)
+        })
     }
 
     pub fn can_read_runner(&self, user: &User, r: &RunnerRec) -> bool {
@@ -301,7 +320,10 @@ impl State {
         }
         match r.runner_type.as_str() {
             "instance_type" => true,
-            "group_type" => r.group.and_then(|g| self.group_role(user, g)).is_some_and(|role| role >= Role::Maintainer),
+            "group_type" => r
+                .group
+                .and_then(|g| self.group_role(user, g))
+                .is_some_and(|role| role >= Role::Maintainer),
             _ => self.is_maintainer_of_any(user, &r.projects),
         }
     }
@@ -338,14 +360,22 @@ impl State {
         let interval = match r.runner_type.as_str() {
             "instance_type" => s.runner_token_expiration_interval,
             "group_type" => {
-                let g = r.group.and_then(|g| self.groups.get(&g)).and_then(|g| g.runner_token_expiration_interval);
+                let g = r
+                    .group
+                    .and_then(|g| self.groups.get(&g))
+                    .and_then(|g| g.runner_token_expiration_interval);
                 min_opt(g, s.group_runner_token_expiration_interval)
             }
             _ => r
                 .projects
                 .iter()
                 .filter_map(|p| self.projects.get(p))
-                .map(|p| min_opt(p.runner_token_expiration_interval, s.project_runner_token_expiration_interval))
+                .map(|p| {
+                    min_opt(
+                        p.runner_token_expiration_interval,
+                        s.project_runner_token_expiration_interval,
+                    )
+                })
                 .fold(None, min_opt),
         };
         interval.map(|secs| now + secs * 1000)
@@ -385,7 +415,11 @@ impl State {
     }
 
     pub fn project_entity(&self, p: &Project) -> Value {
-        let namespace = p.path_with_namespace.rsplit_once('/').map(|(ns, _)| ns).unwrap_or("");
+        let namespace = p
+            .path_with_namespace
+            .rsplit_once('/')
+            .map(|(ns, _)| ns)
+            .unwrap_or("");
         json!({
             "id": p.id,
             "description": null,
@@ -411,7 +445,13 @@ impl State {
         })
     }
 
-    pub fn runner_details(&self, user: &User, r: &RunnerRec, now: Millis, include_projects: bool) -> Value {
+    pub fn runner_details(
+        &self,
+        user: &User,
+        r: &RunnerRec,
+        now: Millis,
+        include_projects: bool,
+    ) -> Value {
         let mut v = self.runner_entity(r, now);
         let manager = r.managers.iter().max_by_key(|m| m.contacted_at);
         let obj = v.as_object_mut().expect("entity is an object");
@@ -425,7 +465,11 @@ impl State {
         obj.insert("platform".into(), json!(manager.map(|_| "linux")));
         obj.insert("architecture".into(), json!(manager.map(|_| "amd64")));
         obj.insert("contacted_at".into(), json!(r.contacted_at.map(iso)));
-        let note = if self.can_update_runner(user, r) { r.maintenance_note.clone() } else { None };
+        let note = if self.can_update_runner(user, r) {
+            r.maintenance_note.clone()
+        } else {
+            None
+        };
         obj.insert("maintenance_note".into(), json!(note));
         if include_projects {
             let projects: Vec<Value> = r
@@ -460,7 +504,9 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 /// Random `[A-Za-z0-9_-]` characters, like GitLab's token bodies.
 pub fn random_string(n: usize) -> String {
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
-    (0..n).map(|_| CHARS[fastrand::usize(..CHARS.len())] as char).collect()
+    (0..n)
+        .map(|_| CHARS[fastrand::usize(..CHARS.len())] as char)
+        .collect()
 }
 
 /// GitLab's tag parsing: strings split on commas, array items split too, trimmed, blanks
@@ -494,8 +540,14 @@ mod tests {
 
     #[test]
     fn tag_parsing() {
-        assert_eq!(parse_tags(&json!("tag1, tag2")), Some(vec!["tag1".into(), "tag2".into()]));
-        assert_eq!(parse_tags(&json!(["a,b", "c", " a "])), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            parse_tags(&json!("tag1, tag2")),
+            Some(vec!["tag1".into(), "tag2".into()])
+        );
+        assert_eq!(
+            parse_tags(&json!(["a,b", "c", " a "])),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(parse_tags(&json!("")), Some(vec![]));
     }
 

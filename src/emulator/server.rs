@@ -1,5 +1,8 @@
 //! HTTP front of the emulator: routing, parameters, auth, scopes, pagination, throttling.
 
+// Errors here are finished HTTP answers returned early; their size is irrelevant in a test server.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -24,7 +27,12 @@ fn error(status: u16, msg: impl Into<String>) -> Response {
 
 fn json_reply(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn no_content() -> Response {
@@ -35,12 +43,28 @@ const NO_ACCESS: &str = "403 Forbidden - No access granted";
 
 /// The endpoint label used for counting and fault matching, e.g. `GET /runners/:id`.
 pub fn endpoint_label(method: &Method, segs: &[String]) -> String {
-    let parts: Vec<&str> = match segs.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["runners", x, rest @ ..] if x.parse::<i64>().is_ok() => std::iter::once("runners").chain(std::iter::once(":id")).chain(rest.iter().copied()).collect(),
-        [kind @ ("projects" | "groups"), _, "runners", r, rest @ ..] if *r != "reset_registration_token" => {
-            [*kind, ":id", "runners", ":runner_id"].into_iter().chain(rest.iter().copied()).collect()
+    let parts: Vec<&str> = match segs
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["runners", x, rest @ ..] if x.parse::<i64>().is_ok() => std::iter::once("runners")
+            .chain(std::iter::once(":id"))
+            .chain(rest.iter().copied())
+            .collect(),
+        [kind @ ("projects" | "groups"), _, "runners", r, rest @ ..]
+            if *r != "reset_registration_token" =>
+        {
+            [*kind, ":id", "runners", ":runner_id"]
+                .into_iter()
+                .chain(rest.iter().copied())
+                .collect()
         }
-        [kind @ ("projects" | "groups"), _, rest @ ..] => [*kind, ":id"].into_iter().chain(rest.iter().copied()).collect(),
+        [kind @ ("projects" | "groups"), _, rest @ ..] => [*kind, ":id"]
+            .into_iter()
+            .chain(rest.iter().copied())
+            .collect(),
         other => other.to_vec(),
     };
     format!("{method} /{}", parts.join("/"))
@@ -64,7 +88,11 @@ pub async fn handle(
     let Some(rest) = path.strip_prefix("/api/v4/") else {
         return error(404, "404 Not Found");
     };
-    let segs: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
     let label = endpoint_label(&method, &segs);
 
     // Faults first: they model the network and proxies in front of GitLab.
@@ -72,23 +100,35 @@ pub async fn handle(
     shared.count(&label);
     if let Some(action) = fault {
         match action {
-            FaultAction::Delay { millis } => tokio::time::sleep(std::time::Duration::from_millis(millis)).await,
-            FaultAction::Status { status, body, retry_after } => {
+            FaultAction::Delay { millis } => {
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await
+            }
+            FaultAction::Status {
+                status,
+                body,
+                retry_after,
+            } => {
                 let mut resp = if status == 429 && body.is_none() {
                     rack_attack_429(retry_after.unwrap_or(60), 0, 0)
                 } else {
-                    json_reply(status, body.unwrap_or_else(|| json!({"message": format!("{status} Injected fault")})))
+                    json_reply(
+                        status,
+                        body.unwrap_or_else(
+                            || json!({"message": format!("{status} Injected fault")}),
+                        ),
+                    )
                 };
-                if let Some(secs) = retry_after {
-                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                if let Some(secs) = retry_after
+                    && let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                         resp.headers_mut().insert("retry-after", v);
                     }
-                }
                 return resp;
             }
             FaultAction::Drop => {
                 // Headers promise a body that never comes: hyper closes the connection mid-response.
-                let stream = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("injected connection drop")) });
+                let stream = futures::stream::once(async {
+                    Err::<Bytes, std::io::Error>(std::io::Error::other("injected connection drop"))
+                });
                 return Response::builder()
                     .status(200)
                     .header("content-length", "1000")
@@ -102,9 +142,22 @@ pub async fn handle(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let base_url = format!("http://{}{}", headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost"), path);
+    let base_url = format!(
+        "http://{}{}",
+        headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost"),
+        path
+    );
     let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    let ctx = Ctx { method: &method, segs: &segs, params: &params, headers: &headers, base_url: &base_url };
+    let ctx = Ctx {
+        method: &method,
+        segs: &segs,
+        params: &params,
+        headers: &headers,
+        base_url: &base_url,
+    };
     route(&mut st, &ctx).unwrap_or_else(|e| e)
 }
 
@@ -116,11 +169,17 @@ struct Ctx<'a> {
     base_url: &'a str,
 }
 
-fn merge_params(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Params, Response> {
+fn merge_params(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Params, Response> {
     let mut params = Params::new();
     let mut add = |k: String, v: String| {
         if let Some(key) = k.strip_suffix("[]") {
-            let entry = params.entry(key.to_string()).or_insert_with(|| Value::Array(vec![]));
+            let entry = params
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Array(vec![]));
             if let Value::Array(items) = entry {
                 items.push(Value::String(v));
             }
@@ -134,12 +193,20 @@ fn merge_params(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Resul
         }
     }
     if !body.is_empty() {
-        let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if ct.starts_with("application/json") {
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(map)) => params.extend(map),
                 Ok(_) => {}
-                Err(_) => return Err(error(400, "The provided content-type 'application/json' is not supported.")),
+                Err(_) => {
+                    return Err(error(
+                        400,
+                        "The provided content-type 'application/json' is not supported.",
+                    ));
+                }
             }
         } else {
             for (k, v) in url::form_urlencoded::parse(body) {
@@ -170,9 +237,16 @@ fn p_bool(params: &Params, name: &str) -> Result<Option<bool>, Response> {
 fn p_int(params: &Params, name: &str) -> Result<Option<i64>, Response> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| error(400, format!("{name} is invalid"))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| error(400, format!("{name} is invalid"))),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| error(400, format!("{name} is invalid"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| error(400, format!("{name} is invalid"))),
         Some(_) => Err(error(400, format!("{name} is invalid"))),
     }
 }
@@ -188,7 +262,9 @@ fn p_str(params: &Params, name: &str) -> Result<Option<String>, Response> {
 
 fn p_values(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<String>, Response> {
     match p_str(params, name)? {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(error(400, format!("{name} does not have a valid value"))),
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            Err(error(400, format!("{name} does not have a valid value")))
+        }
         other => Ok(other),
     }
 }
@@ -205,14 +281,22 @@ enum ScopeKind {
 }
 
 fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response> {
-    let header_token = ctx.headers.get("private-token").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_token = ctx
+        .headers
+        .get("private-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let bearer = ctx
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let param = ctx.params.get("private_token").and_then(Value::as_str).map(str::to_string);
+    let param = ctx
+        .params
+        .get("private_token")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let Some(token) = header_token.or(bearer).or(param) else {
         return Err(message(401, "401 Unauthorized"));
     };
@@ -220,10 +304,16 @@ fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response
         return Err(message(401, "401 Unauthorized"));
     };
     if t.revoked {
-        return Err(json_reply(401, json!({"error": "invalid_token", "error_description": "Token was revoked. You have to re-authorize from the user."})));
+        return Err(json_reply(
+            401,
+            json!({"error": "invalid_token", "error_description": "Token was revoked. You have to re-authorize from the user."}),
+        ));
     }
     if t.expired {
-        return Err(json_reply(401, json!({"error": "invalid_token", "error_description": "Token is expired. You can either do re-authorization or token refresh."})));
+        return Err(json_reply(
+            401,
+            json!({"error": "invalid_token", "error_description": "Token is expired. You can either do re-authorization or token refresh."}),
+        ));
     }
     let is_get = *ctx.method == Method::GET || *ctx.method == Method::HEAD;
     let mut accepted = vec!["api"];
@@ -245,11 +335,16 @@ fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response
             }),
         ));
     }
-    st.users.get(&t.user_id).cloned().ok_or_else(|| message(401, "401 Unauthorized"))
+    st.users
+        .get(&t.user_id)
+        .cloned()
+        .ok_or_else(|| message(401, "401 Unauthorized"))
 }
 
 fn throttle(st: &mut State, user: &User) -> Result<(), Response> {
-    let Some(th) = st.settings.throttle.clone() else { return Ok(()) };
+    let Some(th) = st.settings.throttle.clone() else {
+        return Ok(());
+    };
     let now_s = (st.now() / 1000).max(0) as u64;
     let period = th.period_seconds.max(1);
     let window = now_s - now_s % period;
@@ -257,16 +352,28 @@ fn throttle(st: &mut State, user: &User) -> Result<(), Response> {
     *count += 1;
     if *count > th.limit {
         let retry = period - now_s % period;
-        return Err(rack_attack_429(retry, th.limit.div_ceil(period).saturating_mul(60).max(1), *count));
+        return Err(rack_attack_429(
+            retry,
+            th.limit.div_ceil(period).saturating_mul(60).max(1),
+            *count,
+        ));
     }
     Ok(())
 }
 
 /// Rack::Attack's throttled answer: plain text with RateLimit-* headers.
 fn rack_attack_429(retry_after: u64, limit_per_minute: u64, observed: u64) -> Response {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let reset = now + retry_after;
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, [("content-type", "text/plain")], "Retry later\n").into_response();
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [("content-type", "text/plain")],
+        "Retry later\n",
+    )
+        .into_response();
     let h = resp.headers_mut();
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -298,12 +405,23 @@ fn paginate(items: Vec<Value>, ctx: &Ctx) -> Reply {
         let mut pairs: Vec<(String, String)> = ctx
             .params
             .iter()
-            .filter(|(k, _)| k.as_str() != "page" && k.as_str() != "per_page" && k.as_str() != "private_token")
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .filter(|(k, _)| {
+                k.as_str() != "page" && k.as_str() != "per_page" && k.as_str() != "private_token"
+            })
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect();
         pairs.insert(0, ("per_page".into(), per_page.to_string()));
         pairs.insert(0, ("page".into(), p.to_string()));
-        let q: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
         format!("<{}?{}>", ctx.base_url, q)
     };
     let mut links = Vec::new();
@@ -327,8 +445,22 @@ fn paginate(items: Vec<Value>, ctx: &Ctx) -> Reply {
     };
     put("x-page", page.to_string());
     put("x-per-page", per_page.to_string());
-    put("x-next-page", if has_next { (page + 1).to_string() } else { String::new() });
-    put("x-prev-page", if page > 1 { (page - 1).to_string() } else { String::new() });
+    put(
+        "x-next-page",
+        if has_next {
+            (page + 1).to_string()
+        } else {
+            String::new()
+        },
+    );
+    put(
+        "x-prev-page",
+        if page > 1 {
+            (page - 1).to_string()
+        } else {
+            String::new()
+        },
+    );
     if !skip_counts {
         put("x-total", total.to_string());
         put("x-total-pages", total_pages.to_string());
@@ -345,11 +477,17 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
     match (m, segs.as_slice()) {
         (Method::GET, ["version"]) => {
             authenticate(st, ctx, ScopeKind::Other)?;
-            Ok(json_reply(200, json!({"version": st.settings.version, "revision": "abcdef12", "kas": {"enabled": false}, "enterprise": true})))
+            Ok(json_reply(
+                200,
+                json!({"version": st.settings.version, "revision": "abcdef12", "kas": {"enabled": false}, "enterprise": true}),
+            ))
         }
         (Method::GET, ["user"]) => {
             let u = authed(st, ctx, ScopeKind::Other)?;
-            Ok(json_reply(200, json!({"id": u.id, "username": u.username, "name": u.username, "state": "active", "is_admin": u.admin})))
+            Ok(json_reply(
+                200,
+                json!({"id": u.id, "username": u.username, "name": u.username, "state": "active", "is_admin": u.admin}),
+            ))
         }
         (Method::GET, ["projects", id]) => {
             let u = authed(st, ctx, ScopeKind::Other)?;
@@ -363,8 +501,12 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
         }
         (Method::GET, ["runners"]) => list_runners(st, ctx, ListKind::Owned),
         (Method::GET, ["runners", "all"]) => list_runners(st, ctx, ListKind::All),
-        (Method::GET, ["projects", id, "runners"]) => list_runners(st, ctx, ListKind::Project(id.to_string())),
-        (Method::GET, ["groups", id, "runners"]) => list_runners(st, ctx, ListKind::Group(id.to_string())),
+        (Method::GET, ["projects", id, "runners"]) => {
+            list_runners(st, ctx, ListKind::Project(id.to_string()))
+        }
+        (Method::GET, ["groups", id, "runners"]) => {
+            list_runners(st, ctx, ListKind::Group(id.to_string()))
+        }
         (Method::POST, ["user", "runners"]) => create_user_runner(st, ctx),
         (Method::POST, ["runners"]) => register_legacy(st, ctx),
         (Method::DELETE, ["runners"]) => delete_by_token(st, ctx),
@@ -376,12 +518,17 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
                 return Err(message(403, "403 Forbidden"));
             }
             st.settings.registration_token = random_string(20);
-            Ok(json_reply(201, json!({"token": st.settings.registration_token})))
+            Ok(json_reply(
+                201,
+                json!({"token": st.settings.registration_token}),
+            ))
         }
         (Method::POST, ["projects", id, "runners", "reset_registration_token"]) => {
             let u = authed(st, ctx, ScopeKind::Other)?;
             let p = visible_project(st, &u, id)?;
-            if !st.settings.allow_runner_registration_token || !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer)) {
+            if !st.settings.allow_runner_registration_token
+                || !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer))
+            {
                 return Err(message(403, "403 Forbidden"));
             }
             let token = format!("GR1348941{}", random_string(20));
@@ -393,7 +540,9 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
         (Method::POST, ["groups", id, "runners", "reset_registration_token"]) => {
             let u = authed(st, ctx, ScopeKind::Other)?;
             let g = visible_group(st, &u, id)?;
-            if !st.settings.allow_runner_registration_token || !(u.admin || st.group_role(&u, g.id) == Some(Role::Owner)) {
+            if !st.settings.allow_runner_registration_token
+                || !(u.admin || st.group_role(&u, g.id) == Some(Role::Owner))
+            {
                 return Err(message(403, "403 Forbidden"));
             }
             let token = format!("GR1348941{}", random_string(20));
@@ -403,7 +552,9 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
             Ok(json_reply(201, json!({"token": token})))
         }
         (Method::POST, ["projects", id, "runners"]) => assign(st, ctx, id),
-        (Method::DELETE, ["projects", id, "runners", runner_id]) => unassign(st, ctx, id, runner_id),
+        (Method::DELETE, ["projects", id, "runners", runner_id]) => {
+            unassign(st, ctx, id, runner_id)
+        }
         (_, ["runners", id, rest @ ..]) => runner_by_id(st, ctx, id, rest),
         _ => Err(error(404, "404 Not Found")),
     }
@@ -417,11 +568,17 @@ fn authed(st: &mut State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response> 
 }
 
 fn visible_project(st: &State, u: &User, id: &str) -> Result<Project, Response> {
-    st.find_project(id).filter(|p| st.project_visible(u, p.id)).cloned().ok_or_else(|| message(404, "404 Project Not Found"))
+    st.find_project(id)
+        .filter(|p| st.project_visible(u, p.id))
+        .cloned()
+        .ok_or_else(|| message(404, "404 Project Not Found"))
 }
 
 fn visible_group(st: &State, u: &User, id: &str) -> Result<Group, Response> {
-    st.find_group(id).filter(|g| st.group_visible(u, g.id)).cloned().ok_or_else(|| message(404, "404 Group Not Found"))
+    st.find_group(id)
+        .filter(|g| st.group_visible(u, g.id))
+        .cloned()
+        .ok_or_else(|| message(404, "404 Group Not Found"))
 }
 
 enum ListKind {
@@ -434,41 +591,78 @@ enum ListKind {
 fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
     let u = authed(st, ctx, ScopeKind::Other)?;
     let now = st.now();
-    const OWNED_SCOPES: &[&str] = &["active", "paused", "online", "offline", "never_contacted", "stale"];
-    const ALL_SCOPES: &[&str] = &["specific", "shared", "instance_type", "group_type", "project_type", "active", "paused", "online", "offline", "never_contacted", "stale"];
+    const OWNED_SCOPES: &[&str] = &[
+        "active",
+        "paused",
+        "online",
+        "offline",
+        "never_contacted",
+        "stale",
+    ];
+    const ALL_SCOPES: &[&str] = &[
+        "specific",
+        "shared",
+        "instance_type",
+        "group_type",
+        "project_type",
+        "active",
+        "paused",
+        "online",
+        "offline",
+        "never_contacted",
+        "stale",
+    ];
     let scope = match kind {
         ListKind::Owned => {
             let s = p_str(ctx.params, "scope")?;
-            if let Some(s) = &s {
-                if !OWNED_SCOPES.contains(&s.as_str()) {
+            if let Some(s) = &s
+                && !OWNED_SCOPES.contains(&s.as_str()) {
                     return Err(message(400, "Scope contains invalid value"));
                 }
-            }
             s
         }
         ListKind::All | ListKind::Project(_) => p_values(ctx.params, "scope", ALL_SCOPES)?,
         ListKind::Group(_) => None,
     };
-    let rtype = p_values(ctx.params, "type", &["instance_type", "group_type", "project_type"])?;
-    let status = p_values(ctx.params, "status", &["online", "offline", "stale", "never_contacted", "active", "paused"])?;
+    let rtype = p_values(
+        ctx.params,
+        "type",
+        &["instance_type", "group_type", "project_type"],
+    )?;
+    let status = p_values(
+        ctx.params,
+        "status",
+        &[
+            "online",
+            "offline",
+            "stale",
+            "never_contacted",
+            "active",
+            "paused",
+        ],
+    )?;
     let paused = p_bool(ctx.params, "paused")?;
     let tags = match ctx.params.get("tag_list") {
         Some(v) => parse_tags(v).ok_or_else(|| error(400, "tag_list is invalid"))?,
         None => vec![],
     };
     let version_prefix = p_str(ctx.params, "version_prefix")?;
-    if let Some(vp) = &version_prefix {
-        if !vp.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+') {
+    if let Some(vp) = &version_prefix
+        && !vp.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+') {
             return Err(error(400, "version_prefix is invalid"));
         }
-    }
     let candidates: Vec<RunnerRec> = match &kind {
         ListKind::Owned => st
             .runners
             .values()
             .filter(|r| match r.runner_type.as_str() {
-                "project_type" => r.projects.iter().any(|p| st.project_role(&u, *p) >= Some(Role::Maintainer)),
-                "group_type" => r.group.is_some_and(|g| st.group_role(&u, g) == Some(Role::Owner)),
+                "project_type" => r
+                    .projects
+                    .iter()
+                    .any(|p| st.project_role(&u, *p) >= Some(Role::Maintainer)),
+                "group_type" => r
+                    .group
+                    .is_some_and(|g| st.group_role(&u, g) == Some(Role::Owner)),
                 _ => false,
             })
             .cloned()
@@ -489,7 +683,9 @@ fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
                 .values()
                 .filter(|r| match r.runner_type.as_str() {
                     "project_type" => r.projects.contains(&p.id),
-                    "group_type" => p.group_runners_enabled && r.group.is_some_and(|g| ancestors.contains(&g)),
+                    "group_type" => {
+                        p.group_runners_enabled && r.group.is_some_and(|g| ancestors.contains(&g))
+                    }
                     _ => p.shared_runners_enabled,
                 })
                 .cloned()
@@ -519,7 +715,11 @@ fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
         .filter(|r| status.as_deref().is_none_or(|s| r.matches_status(s, now)))
         .filter(|r| paused.is_none_or(|p| r.paused == p))
         .filter(|r| tags.iter().all(|t| r.tags.contains(t)))
-        .filter(|r| version_prefix.as_deref().is_none_or(|vp| !r.managers.is_empty() && "18.6.0".starts_with(vp)))
+        .filter(|r| {
+            version_prefix
+                .as_deref()
+                .is_none_or(|vp| !r.managers.is_empty() && "18.6.0".starts_with(vp))
+        })
         .map(|r| st.runner_entity(r, now))
         .collect();
     paginate(items, ctx)
@@ -555,16 +755,26 @@ fn read_attrs(params: &Params) -> Result<Attrs, Response> {
         Some(Value::String(s)) if s.is_empty() => Some(None),
         Some(_) => Some(p_int(params, "maximum_timeout")?),
     };
-    let note_key = if params.contains_key("maintenance_note") { "maintenance_note" } else { "maintainer_note" };
+    let note_key = if params.contains_key("maintenance_note") {
+        "maintenance_note"
+    } else {
+        "maintainer_note"
+    };
     Ok(Attrs {
-        description: params.contains_key("description").then(|| p_str(params, "description")).transpose()?,
+        description: params
+            .contains_key("description")
+            .then(|| p_str(params, "description"))
+            .transpose()?,
         paused,
         tags,
         run_untagged: p_bool(params, "run_untagged")?,
         locked: p_bool(params, "locked")?,
         access_level: p_values(params, "access_level", &["not_protected", "ref_protected"])?,
         maximum_timeout,
-        maintenance_note: params.contains_key(note_key).then(|| p_str(params, note_key)).transpose()?,
+        maintenance_note: params
+            .contains_key(note_key)
+            .then(|| p_str(params, note_key))
+            .transpose()?,
     })
 }
 
@@ -614,19 +824,40 @@ impl Attrs {
 fn validate_runner(r: &RunnerRec, tags_changed: bool) -> Result<(), Map<String, Value>> {
     let mut errs = Map::new();
     if tags_changed && r.tags.len() > 50 {
-        errs.insert("tags_list".into(), json!(["Too many tags specified. Please limit the number of tags to 50"]));
+        errs.insert(
+            "tags_list".into(),
+            json!(["Too many tags specified. Please limit the number of tags to 50"]),
+        );
     }
     if !r.run_untagged && r.tags.is_empty() {
-        errs.insert("tags_list".into(), json!(["can not be empty when runner is not allowed to pick untagged jobs"]));
+        errs.insert(
+            "tags_list".into(),
+            json!(["can not be empty when runner is not allowed to pick untagged jobs"]),
+        );
     }
     if r.maximum_timeout.is_some_and(|t| t < 600) {
-        errs.insert("maximum_timeout".into(), json!(["needs to be at least 10 minutes"]));
+        errs.insert(
+            "maximum_timeout".into(),
+            json!(["needs to be at least 10 minutes"]),
+        );
     }
-    if r.description.as_ref().is_some_and(|d| d.chars().count() > 1024) {
-        errs.insert("description".into(), json!(["is too long (maximum is 1024 characters)"]));
+    if r.description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1024)
+    {
+        errs.insert(
+            "description".into(),
+            json!(["is too long (maximum is 1024 characters)"]),
+        );
     }
-    if r.maintenance_note.as_ref().is_some_and(|d| d.chars().count() > 1024) {
-        errs.insert("maintenance_note".into(), json!(["is too long (maximum is 1024 characters)"]));
+    if r.maintenance_note
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1024)
+    {
+        errs.insert(
+            "maintenance_note".into(),
+            json!(["is too long (maximum is 1024 characters)"]),
+        );
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
@@ -659,13 +890,21 @@ fn new_runner(st: &mut State, runner_type: &str, legacy: bool, now: Millis) -> R
 }
 
 fn registration_reply(r: &RunnerRec) -> Response {
-    json_reply(201, json!({"id": r.id, "token": r.token, "token_expires_at": r.token_expires_at.map(iso)}))
+    json_reply(
+        201,
+        json!({"id": r.id, "token": r.token, "token_expires_at": r.token_expires_at.map(iso)}),
+    )
 }
 
 fn create_user_runner(st: &mut State, ctx: &Ctx) -> Reply {
     let u = authed(st, ctx, ScopeKind::UserRunners)?;
     let runner_type = match p_str(ctx.params, "runner_type")? {
-        None => return Err(error(400, "runner_type is missing, runner_type does not have a valid value")),
+        None => {
+            return Err(error(
+                400,
+                "runner_type is missing, runner_type does not have a valid value",
+            ));
+        }
         Some(t) if !["instance_type", "group_type", "project_type"].contains(&t.as_str()) => {
             return Err(error(400, "runner_type does not have a valid value"));
         }
@@ -676,16 +915,24 @@ fn create_user_runner(st: &mut State, ctx: &Ctx) -> Reply {
     let mut r = new_runner(st, &runner_type, false, now);
     match runner_type.as_str() {
         "group_type" => {
-            let id = p_int(ctx.params, "group_id")?.ok_or_else(|| error(400, "group_id is missing"))?;
-            let g = st.groups.get(&id).ok_or_else(|| message(400, "400 Bad request - Missing/invalid group"))?;
+            let id =
+                p_int(ctx.params, "group_id")?.ok_or_else(|| error(400, "group_id is missing"))?;
+            let g = st
+                .groups
+                .get(&id)
+                .ok_or_else(|| message(400, "400 Bad request - Missing/invalid group"))?;
             if !(u.admin || st.group_role(&u, g.id) == Some(Role::Owner)) {
                 return Err(message(403, "403 Forbidden - Insufficient permissions"));
             }
             r.group = Some(g.id);
         }
         "project_type" => {
-            let id = p_int(ctx.params, "project_id")?.ok_or_else(|| error(400, "project_id is missing"))?;
-            let p = st.projects.get(&id).ok_or_else(|| message(400, "400 Bad request - Missing/invalid project"))?;
+            let id = p_int(ctx.params, "project_id")?
+                .ok_or_else(|| error(400, "project_id is missing"))?;
+            let p = st
+                .projects
+                .get(&id)
+                .ok_or_else(|| message(400, "400 Bad request - Missing/invalid project"))?;
             if !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer)) {
                 return Err(message(403, "403 Forbidden - Insufficient permissions"));
             }
@@ -707,7 +954,13 @@ fn create_user_runner(st: &mut State, ctx: &Ctx) -> Reply {
                     "tags_list" => "Tags list".to_string(),
                     other => capitalize(&other.replace('_', " ")),
                 };
-                format!("{attr} {}", v.as_array().and_then(|a| a.first()).and_then(Value::as_str).unwrap_or(""))
+                format!(
+                    "{attr} {}",
+                    v.as_array()
+                        .and_then(|a| a.first())
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                )
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -731,7 +984,10 @@ fn capitalize(s: &str) -> String {
 fn register_legacy(st: &mut State, ctx: &Ctx) -> Reply {
     let token = p_str(ctx.params, "token")?.ok_or_else(|| error(400, "token is missing"))?;
     if ctx.params.contains_key("maintenance_note") && ctx.params.contains_key("maintainer_note") {
-        return Err(error(400, "maintainer_note, maintenance_note are mutually exclusive"));
+        return Err(error(
+            400,
+            "maintainer_note, maintenance_note are mutually exclusive",
+        ));
     }
     let attrs = read_attrs(ctx.params)?;
     let now = st.now();
@@ -742,13 +998,21 @@ fn register_legacy(st: &mut State, ctx: &Ctx) -> Reply {
         }
         ("instance_type", None, None)
     } else if let Some(p) = st.projects.values().find(|p| p.registration_token == token) {
-        let top = st.group_chain(p.group).last().map(|g| g.allow_registration_token).unwrap_or(true);
+        let top = st
+            .group_chain(p.group)
+            .last()
+            .map(|g| g.allow_registration_token)
+            .unwrap_or(true);
         if !st.settings.allow_runner_registration_token || !top {
             return Err(disallowed());
         }
         ("project_type", Some(p.id), None)
     } else if let Some(g) = st.groups.values().find(|g| g.registration_token == token) {
-        let top = st.group_chain(Some(g.id)).last().map(|g| g.allow_registration_token).unwrap_or(true);
+        let top = st
+            .group_chain(Some(g.id))
+            .last()
+            .map(|g| g.allow_registration_token)
+            .unwrap_or(true);
         if !st.settings.allow_runner_registration_token || !top {
             return Err(disallowed());
         }
@@ -775,14 +1039,27 @@ fn register_legacy(st: &mut State, ctx: &Ctx) -> Reply {
 fn live_runner_by_token(st: &State, ctx: &Ctx, forbidden: &str) -> Result<i64, Response> {
     let token = p_str(ctx.params, "token")?.ok_or_else(|| error(400, "token is missing"))?;
     let now = st.now();
-    st.runner_by_token(&token).filter(|r| !r.token_expired(now)).map(|r| r.id).ok_or_else(|| message(403, forbidden.to_string()))
+    st.runner_by_token(&token)
+        .filter(|r| !r.token_expired(now))
+        .map(|r| r.id)
+        .ok_or_else(|| message(403, forbidden.to_string()))
 }
 
 fn unmodified_since_ok(ctx: &Ctx, updated_at: Millis) -> Result<(), Response> {
-    let Some(value) = ctx.headers.get("if-unmodified-since").and_then(|v| v.to_str().ok()) else { return Ok(()) };
-    let parsed = k8s_openapi::jiff::fmt::rfc2822::parse(value).ok().map(|z| z.timestamp().as_millisecond());
+    let Some(value) = ctx
+        .headers
+        .get("if-unmodified-since")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let parsed = k8s_openapi::jiff::fmt::rfc2822::parse(value)
+        .ok()
+        .map(|z| z.timestamp().as_millisecond());
     match parsed {
-        Some(since) if updated_at / 1000 > since / 1000 => Err(message(412, "412 Precondition Failed")),
+        Some(since) if updated_at / 1000 > since / 1000 => {
+            Err(message(412, "412 Precondition Failed"))
+        }
         _ => Ok(()),
     }
 }
@@ -801,20 +1078,32 @@ fn verify(st: &mut State, ctx: &Ctx) -> Reply {
     let system_id = p_str(ctx.params, "system_id")?;
     let now = st.now();
     let next_manager_id = st.alloc_id();
-    let Some(r) = st.runners.get_mut(&id) else { return Err(message(403, "403 Forbidden")) };
+    let Some(r) = st.runners.get_mut(&id) else {
+        return Err(message(403, "403 Forbidden"));
+    };
     r.contacted_at = Some(now);
     if let Some(sid) = system_id {
         match r.managers.iter_mut().find(|m| m.system_id == sid) {
             Some(m) => m.contacted_at = now,
-            None => r.managers.push(Manager { id: next_manager_id, system_id: sid, created_at: now, contacted_at: now }),
+            None => r.managers.push(Manager {
+                id: next_manager_id,
+                system_id: sid,
+                created_at: now,
+                contacted_at: now,
+            }),
         }
     }
-    Ok(json_reply(200, json!({"id": r.id, "token": r.token, "token_expires_at": r.token_expires_at.map(iso)})))
+    Ok(json_reply(
+        200,
+        json!({"id": r.id, "token": r.token, "token_expires_at": r.token_expires_at.map(iso)}),
+    ))
 }
 
 fn reset_token(st: &mut State, id: i64) -> Response {
     let now = st.now();
-    let Some(r) = st.runners.get(&id).cloned() else { return message(404, "404 Runner Not Found") };
+    let Some(r) = st.runners.get(&id).cloned() else {
+        return message(404, "404 Runner Not Found");
+    };
     let token = st.new_runner_token(&r.runner_type, !r.token.starts_with("glrt-"));
     let expires = st.token_expiry(&r, now);
     if let Some(r) = st.runners.get_mut(&id) {
@@ -822,7 +1111,10 @@ fn reset_token(st: &mut State, id: i64) -> Response {
         r.token_expires_at = expires;
         r.updated_at = now;
     }
-    json_reply(201, json!({"token": token, "token_expires_at": expires.map(iso)}))
+    json_reply(
+        201,
+        json!({"token": token, "token_expires_at": expires.map(iso)}),
+    )
 }
 
 fn reset_by_token(st: &mut State, ctx: &Ctx) -> Reply {
@@ -833,7 +1125,11 @@ fn reset_by_token(st: &mut State, ctx: &Ctx) -> Reply {
 fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
     let u = authed(st, ctx, ScopeKind::RunnerById)?;
     let id: i64 = id.parse().map_err(|_| error(400, "id is invalid"))?;
-    let r = st.runners.get(&id).cloned().ok_or_else(|| message(404, "404 Runner Not Found"))?;
+    let r = st
+        .runners
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| message(404, "404 Runner Not Found"))?;
     let now = st.now();
     match (ctx.method.clone(), rest) {
         (Method::GET, []) => {
@@ -849,11 +1145,15 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
             }
             let attrs = read_attrs(ctx.params)?;
             if attrs.is_empty() {
-                return Err(error(400, "description, active, paused, tag_list, run_untagged, locked, access_level, maximum_timeout, maintenance_note are missing, at least one parameter must be provided"));
+                return Err(error(
+                    400,
+                    "description, active, paused, tag_list, run_untagged, locked, access_level, maximum_timeout, maintenance_note are missing, at least one parameter must be provided",
+                ));
             }
             let mut updated = r.clone();
             let tags_changed = attrs.apply(&mut updated);
-            validate_runner(&updated, tags_changed).map_err(|errs| message(400, Value::Object(errs)))?;
+            validate_runner(&updated, tags_changed)
+                .map_err(|errs| message(400, Value::Object(errs)))?;
             updated.updated_at = now;
             let body = st.runner_details(&u, &updated, now, true);
             st.runners.insert(id, updated);
@@ -861,7 +1161,10 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
         }
         (Method::DELETE, []) => {
             if !u.admin && r.runner_type == "project_type" && r.projects.len() > 1 {
-                return Err(message(403, "403 Forbidden - Runner associated with more than one project"));
+                return Err(message(
+                    403,
+                    "403 Forbidden - Runner associated with more than one project",
+                ));
             }
             if !st.can_delete_runner(&u, &r) {
                 return Err(message(403, NO_ACCESS));
@@ -906,11 +1209,29 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
             paginate(items, ctx)
         }
         (Method::GET, ["jobs"]) => {
-            let allowed = u.admin || (r.runner_type != "instance_type" && st.can_update_runner(&u, &r));
+            let allowed =
+                u.admin || (r.runner_type != "instance_type" && st.can_update_runner(&u, &r));
             if !allowed {
                 return Err(message(403, NO_ACCESS));
             }
-            let status = p_values(ctx.params, "status", &["created", "waiting_for_resource", "preparing", "pending", "running", "success", "failed", "canceling", "canceled", "skipped", "manual", "scheduled"])?;
+            let status = p_values(
+                ctx.params,
+                "status",
+                &[
+                    "created",
+                    "waiting_for_resource",
+                    "preparing",
+                    "pending",
+                    "running",
+                    "success",
+                    "failed",
+                    "canceling",
+                    "canceled",
+                    "skipped",
+                    "manual",
+                    "scheduled",
+                ],
+            )?;
             let order_by = p_values(ctx.params, "order_by", &["id"])?;
             let sort = p_values(ctx.params, "sort", &["asc", "desc"])?;
             let system_id = p_str(ctx.params, "system_id")?;
@@ -942,12 +1263,17 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
 
 fn assign(st: &mut State, ctx: &Ctx, project: &str) -> Reply {
     let u = authed(st, ctx, ScopeKind::Other)?;
-    let runner_id = p_int(ctx.params, "runner_id")?.ok_or_else(|| error(400, "runner_id is missing"))?;
+    let runner_id =
+        p_int(ctx.params, "runner_id")?.ok_or_else(|| error(400, "runner_id is missing"))?;
     let p = visible_project(st, &u, project)?;
     if !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer)) {
         return Err(message(403, "403 Forbidden"));
     }
-    let r = st.runners.get(&runner_id).cloned().ok_or_else(|| message(404, "404 Runner Not Found"))?;
+    let r = st
+        .runners
+        .get(&runner_id)
+        .cloned()
+        .ok_or_else(|| message(404, "404 Runner Not Found"))?;
     if r.runner_type == "group_type" {
         return Err(message(403, "403 Forbidden - Runner is a group runner"));
     }
@@ -965,7 +1291,9 @@ fn assign(st: &mut State, ctx: &Ctx, project: &str) -> Reply {
     }
     let now = st.now();
     let entity = {
-        let Some(rm) = st.runners.get_mut(&runner_id) else { return Err(message(404, "404 Runner Not Found")) };
+        let Some(rm) = st.runners.get_mut(&runner_id) else {
+            return Err(message(404, "404 Runner Not Found"));
+        };
         rm.projects.push(p.id);
         rm.updated_at = now;
         rm.clone()
@@ -979,8 +1307,15 @@ fn unassign(st: &mut State, ctx: &Ctx, project: &str, runner_id: &str) -> Reply 
     if !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer)) {
         return Err(message(403, "403 Forbidden"));
     }
-    let runner_id: i64 = runner_id.parse().map_err(|_| error(400, "runner_id is invalid"))?;
-    let r = st.runners.get(&runner_id).filter(|r| r.projects.contains(&p.id)).cloned().ok_or_else(|| message(404, "404 Runner Not Found"))?;
+    let runner_id: i64 = runner_id
+        .parse()
+        .map_err(|_| error(400, "runner_id is invalid"))?;
+    let r = st
+        .runners
+        .get(&runner_id)
+        .filter(|r| r.projects.contains(&p.id))
+        .cloned()
+        .ok_or_else(|| message(404, "404 Runner Not Found"))?;
     let is_owner = r.projects.first() == Some(&p.id);
     if !u.admin {
         if r.locked {
@@ -990,7 +1325,10 @@ fn unassign(st: &mut State, ctx: &Ctx, project: &str, runner_id: &str) -> Reply 
             return Err(message(403, NO_ACCESS));
         }
     } else if is_owner {
-        return Err(message(403, "403 Forbidden - You cannot unassign a runner from the owner project. Delete the runner instead"));
+        return Err(message(
+            403,
+            "403 Forbidden - You cannot unassign a runner from the owner project. Delete the runner instead",
+        ));
     }
     unmodified_since_ok(ctx, r.updated_at)?;
     let now = st.now();
@@ -1006,17 +1344,30 @@ mod tests {
     use super::*;
 
     fn label(m: Method, path: &str) -> String {
-        let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let segs: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         endpoint_label(&m, &segs)
     }
 
     #[test]
     fn labels() {
         assert_eq!(label(Method::GET, "runners/12"), "GET /runners/:id");
-        assert_eq!(label(Method::POST, "runners/12/reset_authentication_token"), "POST /runners/:id/reset_authentication_token");
+        assert_eq!(
+            label(Method::POST, "runners/12/reset_authentication_token"),
+            "POST /runners/:id/reset_authentication_token"
+        );
         assert_eq!(label(Method::GET, "runners/all"), "GET /runners/all");
-        assert_eq!(label(Method::DELETE, "projects/a%2Fb/runners/7"), "DELETE /projects/:id/runners/:runner_id");
-        assert_eq!(label(Method::POST, "projects/5/runners/reset_registration_token"), "POST /projects/:id/runners/reset_registration_token");
+        assert_eq!(
+            label(Method::DELETE, "projects/a%2Fb/runners/7"),
+            "DELETE /projects/:id/runners/:runner_id"
+        );
+        assert_eq!(
+            label(Method::POST, "projects/5/runners/reset_registration_token"),
+            "POST /projects/:id/runners/reset_registration_token"
+        );
         assert_eq!(label(Method::GET, "groups/5"), "GET /groups/:id");
         assert_eq!(label(Method::POST, "user/runners"), "POST /user/runners");
     }

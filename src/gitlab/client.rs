@@ -29,7 +29,11 @@ use super::ratelimit::RateLimiter;
 use super::types::*;
 
 /// Characters kept as-is in a path segment; `/` in project paths becomes `%2F` as GitLab requires.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Page size for list calls (GitLab's maximum).
 pub const PER_PAGE: u32 = 100;
@@ -64,7 +68,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full jitter: a random wait in [step/2, step], step = base·2^attempt capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let step = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let step = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         let half = step / 2;
         half + Duration::from_secs_f64(half.as_secs_f64() * fastrand::f64())
     }
@@ -135,7 +142,9 @@ struct Inner {
 
 impl std::fmt::Debug for GitLabClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitLabClient").field("api", &self.inner.api.as_str()).finish_non_exhaustive()
+        f.debug_struct("GitLabClient")
+            .field("api", &self.inner.api.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,10 +171,14 @@ impl GitLabClient {
     pub fn new(config: ClientConfig) -> Result<Self, GitLabError> {
         crate::tls::install_crypto_provider();
         let base = config.base_url.trim_end_matches('/');
-        let api = Url::parse(&format!("{base}/api/v4/"))
-            .map_err(|e| GitLabError::Config(format!("url {:?} is not a valid URL: {e}", config.base_url)))?;
+        let api = Url::parse(&format!("{base}/api/v4/")).map_err(|e| {
+            GitLabError::Config(format!("url {:?} is not a valid URL: {e}", config.base_url))
+        })?;
         if !matches!(api.scheme(), "http" | "https") {
-            return Err(GitLabError::Config(format!("url {:?} must be http(s)", config.base_url)));
+            return Err(GitLabError::Config(format!(
+                "url {:?} must be http(s)",
+                config.base_url
+            )));
         }
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -175,14 +188,18 @@ impl GitLabClient {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| GitLabError::Config(format!("the CA bundle is not valid PEM: {e}")))?;
             if certs.is_empty() {
-                return Err(GitLabError::Config("the CA bundle holds no certificate".into()));
+                return Err(GitLabError::Config(
+                    "the CA bundle holds no certificate".into(),
+                ));
             }
             builder = builder.tls_certs_merge(certs);
         }
         if config.insecure_skip_tls_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(|e| GitLabError::Config(format!("building the HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| GitLabError::Config(format!("building the HTTP client: {e}")))?;
         Ok(GitLabClient {
             inner: Arc::new(Inner {
                 http,
@@ -216,10 +233,17 @@ impl GitLabClient {
         let (mut failures, mut throttled) = (0u32, 0u32);
         loop {
             self.inner.limiter.acquire().await;
-            let mut req = self.inner.http.request(call.method.clone(), call.url.clone());
+            let mut req = self
+                .inner
+                .http
+                .request(call.method.clone(), call.url.clone());
             if call.auth == Auth::User {
-                let mut value = HeaderValue::from_str(self.inner.token.expose_secret())
-                    .map_err(|_| GitLabError::Config("the access token contains characters not allowed in a header".into()))?;
+                let mut value =
+                    HeaderValue::from_str(self.inner.token.expose_secret()).map_err(|_| {
+                        GitLabError::Config(
+                            "the access token contains characters not allowed in a header".into(),
+                        )
+                    })?;
                 value.set_sensitive(true);
                 req = req.header("PRIVATE-TOKEN", value);
             }
@@ -238,16 +262,29 @@ impl GitLabClient {
                         message: parse_message(&body),
                         retry_after,
                     };
-                    if status == StatusCode::TOO_MANY_REQUESTS && throttled < retry.max_rate_limited_retries {
-                        let wait = retry_after.unwrap_or_else(|| retry.backoff(throttled)).min(retry.max_rate_limit_wait);
-                        tracing::warn!(endpoint = call.endpoint, wait_ms = wait.as_millis() as u64, "GitLab rate limit hit; holding back all requests of this connection");
+                    if status == StatusCode::TOO_MANY_REQUESTS
+                        && throttled < retry.max_rate_limited_retries
+                    {
+                        let wait = retry_after
+                            .unwrap_or_else(|| retry.backoff(throttled))
+                            .min(retry.max_rate_limit_wait);
+                        tracing::warn!(
+                            endpoint = call.endpoint,
+                            wait_ms = wait.as_millis() as u64,
+                            "GitLab rate limit hit; holding back all requests of this connection"
+                        );
                         self.inner.limiter.pause_for(wait);
                         throttled += 1;
                         continue;
                     }
                     if status.is_server_error() && idempotent && failures < retry.max_retries {
                         let wait = retry.backoff(failures);
-                        tracing::debug!(endpoint = call.endpoint, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "GitLab server error; retrying");
+                        tracing::debug!(
+                            endpoint = call.endpoint,
+                            status = status.as_u16(),
+                            wait_ms = wait.as_millis() as u64,
+                            "GitLab server error; retrying"
+                        );
                         tokio::time::sleep(wait).await;
                         failures += 1;
                         continue;
@@ -257,9 +294,15 @@ impl GitLabClient {
                 Err(e) => {
                     let never_sent = e.is_connect();
                     let err = if e.is_timeout() {
-                        GitLabError::Timeout { endpoint: call.endpoint.to_string(), timeout: self.inner.timeout }
+                        GitLabError::Timeout {
+                            endpoint: call.endpoint.to_string(),
+                            timeout: self.inner.timeout,
+                        }
                     } else {
-                        GitLabError::Transport { endpoint: call.endpoint.to_string(), source: e.without_url() }
+                        GitLabError::Transport {
+                            endpoint: call.endpoint.to_string(),
+                            source: e.without_url(),
+                        }
                     };
                     if (idempotent || never_sent) && failures < retry.max_retries {
                         let wait = retry.backoff(failures);
@@ -284,19 +327,44 @@ impl GitLabClient {
         self.send(call).await.map(|_| ())
     }
 
-    async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str, query: &impl Serialize) -> Result<T, GitLabError> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        query: &impl Serialize,
+    ) -> Result<T, GitLabError> {
         let url = self.url(path, query)?;
-        self.json(Call { method: Method::GET, endpoint, url, body: None, auth: Auth::User }).await
+        self.json(Call {
+            method: Method::GET,
+            endpoint,
+            url,
+            body: None,
+            auth: Auth::User,
+        })
+        .await
     }
 
     /// GETs every page (per_page 100), following `X-Next-Page`, else the `Link: rel="next"` header.
-    async fn get_all<T: DeserializeOwned>(&self, endpoint: &str, path: &str, query: &impl Serialize) -> Result<Vec<T>, GitLabError> {
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        query: &impl Serialize,
+    ) -> Result<Vec<T>, GitLabError> {
         let mut url = self.url(path, query)?;
         set_param(&mut url, "per_page", &PER_PAGE.to_string());
         set_param(&mut url, "page", "1");
         let mut all = Vec::new();
         for _ in 0..100_000 {
-            let resp = self.send(Call { method: Method::GET, endpoint, url: url.clone(), body: None, auth: Auth::User }).await?;
+            let resp = self
+                .send(Call {
+                    method: Method::GET,
+                    endpoint,
+                    url: url.clone(),
+                    body: None,
+                    auth: Auth::User,
+                })
+                .await?;
             let next_page = header_str(resp.headers(), "x-next-page").filter(|s| !s.is_empty());
             let next_link = next_link(resp.headers());
             let page: Vec<T> = decode(endpoint, resp).await?;
@@ -304,103 +372,215 @@ impl GitLabClient {
             if let Some(next) = next_page {
                 set_param(&mut url, "page", &next);
             } else if let Some(link) = next_link {
-                url = Url::parse(&link).map_err(|e| GitLabError::Decode { endpoint: endpoint.into(), detail: format!("bad Link header: {e}") })?;
+                url = Url::parse(&link).map_err(|e| GitLabError::Decode {
+                    endpoint: endpoint.into(),
+                    detail: format!("bad Link header: {e}"),
+                })?;
             } else {
                 return Ok(all);
             }
         }
-        Err(GitLabError::Decode { endpoint: endpoint.into(), detail: "pagination did not end".into() })
+        Err(GitLabError::Decode {
+            endpoint: endpoint.into(),
+            detail: "pagination did not end".into(),
+        })
     }
 
-    fn call_with_body(&self, method: Method, endpoint: &'static str, path: &str, body: Option<serde_json::Value>, auth: Auth) -> Result<Call<'static>, GitLabError> {
-        Ok(Call { method, endpoint, url: self.url(path, &())?, body, auth })
+    fn call_with_body(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        auth: Auth,
+    ) -> Result<Call<'static>, GitLabError> {
+        Ok(Call {
+            method,
+            endpoint,
+            url: self.url(path, &())?,
+            body,
+            auth,
+        })
     }
 
     // ---- Runner lists ----
 
     /// `GET /runners`: runners the token's user owns or administers (never instance runners).
-    pub async fn list_owned_runners(&self, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
+    pub async fn list_owned_runners(
+        &self,
+        filter: &RunnerFilter,
+    ) -> Result<Vec<Runner>, GitLabError> {
         self.get_all("GET /runners", "runners", filter).await
     }
 
     /// `GET /runners/all`: every runner (admins and auditors).
-    pub async fn list_all_runners(&self, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
-        self.get_all("GET /runners/all", "runners/all", filter).await
+    pub async fn list_all_runners(
+        &self,
+        filter: &RunnerFilter,
+    ) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all("GET /runners/all", "runners/all", filter)
+            .await
     }
 
     /// `GET /projects/:id/runners`; `project` is an id or a full path.
-    pub async fn list_project_runners(&self, project: &str, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
-        self.get_all("GET /projects/:id/runners", &format!("projects/{}/runners", segment(project)), filter).await
+    pub async fn list_project_runners(
+        &self,
+        project: &str,
+        filter: &RunnerFilter,
+    ) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all(
+            "GET /projects/:id/runners",
+            &format!("projects/{}/runners", segment(project)),
+            filter,
+        )
+        .await
     }
 
     /// `GET /groups/:id/runners`; `group` is an id or a full path.
-    pub async fn list_group_runners(&self, group: &str, filter: &RunnerFilter) -> Result<Vec<Runner>, GitLabError> {
-        self.get_all("GET /groups/:id/runners", &format!("groups/{}/runners", segment(group)), filter).await
+    pub async fn list_group_runners(
+        &self,
+        group: &str,
+        filter: &RunnerFilter,
+    ) -> Result<Vec<Runner>, GitLabError> {
+        self.get_all(
+            "GET /groups/:id/runners",
+            &format!("groups/{}/runners", segment(group)),
+            filter,
+        )
+        .await
     }
 
     // ---- One runner ----
 
     /// `GET /runners/:id`, with its projects and groups.
     pub async fn get_runner(&self, id: i64) -> Result<RunnerDetails, GitLabError> {
-        self.get("GET /runners/:id", &format!("runners/{id}"), &()).await
+        self.get("GET /runners/:id", &format!("runners/{id}"), &())
+            .await
     }
 
     /// `PUT /runners/:id` with only the given attributes.
-    pub async fn update_runner(&self, id: i64, attributes: &RunnerAttributes) -> Result<RunnerDetails, GitLabError> {
-        let body = serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
-        let call = self.call_with_body(Method::PUT, "PUT /runners/:id", &format!("runners/{id}"), Some(body), Auth::User)?;
+    pub async fn update_runner(
+        &self,
+        id: i64,
+        attributes: &RunnerAttributes,
+    ) -> Result<RunnerDetails, GitLabError> {
+        let body =
+            serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
+        let call = self.call_with_body(
+            Method::PUT,
+            "PUT /runners/:id",
+            &format!("runners/{id}"),
+            Some(body),
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// `DELETE /runners/:id`.
     pub async fn delete_runner(&self, id: i64) -> Result<(), GitLabError> {
-        let call = self.call_with_body(Method::DELETE, "DELETE /runners/:id", &format!("runners/{id}"), None, Auth::User)?;
+        let call = self.call_with_body(
+            Method::DELETE,
+            "DELETE /runners/:id",
+            &format!("runners/{id}"),
+            None,
+            Auth::User,
+        )?;
         self.empty(call).await
     }
 
     /// `DELETE /runners` authenticated by the runner's own token.
     pub async fn delete_runner_by_token(&self, token: &SecretString) -> Result<(), GitLabError> {
         let body = serde_json::json!({ "token": token.expose_secret() });
-        let call = self.call_with_body(Method::DELETE, "DELETE /runners", "runners", Some(body), Auth::None)?;
+        let call = self.call_with_body(
+            Method::DELETE,
+            "DELETE /runners",
+            "runners",
+            Some(body),
+            Auth::None,
+        )?;
         self.empty(call).await
     }
 
     /// `GET /runners/:id/jobs` (all pages).
-    pub async fn list_runner_jobs(&self, id: i64, filter: &JobFilter) -> Result<Vec<Job>, GitLabError> {
-        self.get_all("GET /runners/:id/jobs", &format!("runners/{id}/jobs"), filter).await
+    pub async fn list_runner_jobs(
+        &self,
+        id: i64,
+        filter: &JobFilter,
+    ) -> Result<Vec<Job>, GitLabError> {
+        self.get_all(
+            "GET /runners/:id/jobs",
+            &format!("runners/{id}/jobs"),
+            filter,
+        )
+        .await
     }
 
     /// `GET /runners/:id/managers`.
     pub async fn list_runner_managers(&self, id: i64) -> Result<Vec<RunnerManager>, GitLabError> {
-        self.get("GET /runners/:id/managers", &format!("runners/{id}/managers"), &()).await
+        self.get(
+            "GET /runners/:id/managers",
+            &format!("runners/{id}/managers"),
+            &(),
+        )
+        .await
     }
 
     // ---- Creation ----
 
     /// `POST /user/runners`: create a runner with the access token (GitLab ≥ 16.0). The answer is
     /// the only time GitLab shows the token.
-    pub async fn create_user_runner(&self, request: &CreateUserRunner) -> Result<RunnerRegistration, GitLabError> {
+    pub async fn create_user_runner(
+        &self,
+        request: &CreateUserRunner,
+    ) -> Result<RunnerRegistration, GitLabError> {
         let body = serde_json::to_value(request).map_err(|e| GitLabError::Config(e.to_string()))?;
-        let call = self.call_with_body(Method::POST, "POST /user/runners", "user/runners", Some(body), Auth::User)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /user/runners",
+            "user/runners",
+            Some(body),
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// Legacy `POST /runners` with a registration token (410 where registration tokens are off).
-    pub async fn register_runner(&self, registration_token: &SecretString, attributes: &RunnerAttributes) -> Result<RunnerRegistration, GitLabError> {
-        let mut body = serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
+    pub async fn register_runner(
+        &self,
+        registration_token: &SecretString,
+        attributes: &RunnerAttributes,
+    ) -> Result<RunnerRegistration, GitLabError> {
+        let mut body =
+            serde_json::to_value(attributes).map_err(|e| GitLabError::Config(e.to_string()))?;
         body["token"] = serde_json::Value::String(registration_token.expose_secret().to_string());
-        let call = self.call_with_body(Method::POST, "POST /runners", "runners", Some(body), Auth::None)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /runners",
+            "runners",
+            Some(body),
+            Auth::None,
+        )?;
         self.json(call).await
     }
 
     /// `POST /runners/verify`. Note: GitLab records a contact, so a dead runner looks online
     /// afterwards; use it only in recovery paths.
-    pub async fn verify_runner(&self, token: &SecretString, system_id: Option<&str>) -> Result<RunnerRegistration, GitLabError> {
+    pub async fn verify_runner(
+        &self,
+        token: &SecretString,
+        system_id: Option<&str>,
+    ) -> Result<RunnerRegistration, GitLabError> {
         let mut body = serde_json::json!({ "token": token.expose_secret() });
         if let Some(id) = system_id {
             body["system_id"] = serde_json::Value::String(id.to_string());
         }
-        let call = self.call_with_body(Method::POST, "POST /runners/verify", "runners/verify", Some(body), Auth::None)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /runners/verify",
+            "runners/verify",
+            Some(body),
+            Auth::None,
+        )?;
         self.json(call).await
     }
 
@@ -408,50 +588,108 @@ impl GitLabClient {
 
     /// `POST /runners/:id/reset_authentication_token`: the old token dies at once.
     pub async fn reset_runner_token(&self, id: i64) -> Result<ResetToken, GitLabError> {
-        let call = self.call_with_body(Method::POST, "POST /runners/:id/reset_authentication_token", &format!("runners/{id}/reset_authentication_token"), None, Auth::User)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /runners/:id/reset_authentication_token",
+            &format!("runners/{id}/reset_authentication_token"),
+            None,
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// `POST /runners/reset_authentication_token` with the current runner token.
-    pub async fn reset_runner_token_with_token(&self, token: &SecretString) -> Result<ResetToken, GitLabError> {
+    pub async fn reset_runner_token_with_token(
+        &self,
+        token: &SecretString,
+    ) -> Result<ResetToken, GitLabError> {
         let body = serde_json::json!({ "token": token.expose_secret() });
-        let call = self.call_with_body(Method::POST, "POST /runners/reset_authentication_token", "runners/reset_authentication_token", Some(body), Auth::None)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /runners/reset_authentication_token",
+            "runners/reset_authentication_token",
+            Some(body),
+            Auth::None,
+        )?;
         self.json(call).await
     }
 
     /// `POST /runners/reset_registration_token` (instance; admin).
     pub async fn reset_instance_registration_token(&self) -> Result<ResetToken, GitLabError> {
-        let call = self.call_with_body(Method::POST, "POST /runners/reset_registration_token", "runners/reset_registration_token", None, Auth::User)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /runners/reset_registration_token",
+            "runners/reset_registration_token",
+            None,
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// `POST /projects/:id/runners/reset_registration_token`.
-    pub async fn reset_project_registration_token(&self, project: &str) -> Result<ResetToken, GitLabError> {
-        let path = format!("projects/{}/runners/reset_registration_token", segment(project));
-        let call = self.call_with_body(Method::POST, "POST /projects/:id/runners/reset_registration_token", &path, None, Auth::User)?;
+    pub async fn reset_project_registration_token(
+        &self,
+        project: &str,
+    ) -> Result<ResetToken, GitLabError> {
+        let path = format!(
+            "projects/{}/runners/reset_registration_token",
+            segment(project)
+        );
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /projects/:id/runners/reset_registration_token",
+            &path,
+            None,
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// `POST /groups/:id/runners/reset_registration_token`.
-    pub async fn reset_group_registration_token(&self, group: &str) -> Result<ResetToken, GitLabError> {
+    pub async fn reset_group_registration_token(
+        &self,
+        group: &str,
+    ) -> Result<ResetToken, GitLabError> {
         let path = format!("groups/{}/runners/reset_registration_token", segment(group));
-        let call = self.call_with_body(Method::POST, "POST /groups/:id/runners/reset_registration_token", &path, None, Auth::User)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /groups/:id/runners/reset_registration_token",
+            &path,
+            None,
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     // ---- Assignment ----
 
     /// `POST /projects/:id/runners`: assign a project runner to one more project.
-    pub async fn assign_runner(&self, project: &str, runner_id: i64) -> Result<Runner, GitLabError> {
+    pub async fn assign_runner(
+        &self,
+        project: &str,
+        runner_id: i64,
+    ) -> Result<Runner, GitLabError> {
         let path = format!("projects/{}/runners", segment(project));
-        let call = self.call_with_body(Method::POST, "POST /projects/:id/runners", &path, Some(serde_json::json!({ "runner_id": runner_id })), Auth::User)?;
+        let call = self.call_with_body(
+            Method::POST,
+            "POST /projects/:id/runners",
+            &path,
+            Some(serde_json::json!({ "runner_id": runner_id })),
+            Auth::User,
+        )?;
         self.json(call).await
     }
 
     /// `DELETE /projects/:id/runners/:runner_id`.
     pub async fn unassign_runner(&self, project: &str, runner_id: i64) -> Result<(), GitLabError> {
         let path = format!("projects/{}/runners/{runner_id}", segment(project));
-        let call = self.call_with_body(Method::DELETE, "DELETE /projects/:id/runners/:runner_id", &path, None, Auth::User)?;
+        let call = self.call_with_body(
+            Method::DELETE,
+            "DELETE /projects/:id/runners/:runner_id",
+            &path,
+            None,
+            Auth::User,
+        )?;
         self.empty(call).await
     }
 
@@ -459,12 +697,22 @@ impl GitLabClient {
 
     /// `GET /projects/:id`; `project` is an id or a full path.
     pub async fn get_project(&self, project: &str) -> Result<Project, GitLabError> {
-        self.get("GET /projects/:id", &format!("projects/{}", segment(project)), &()).await
+        self.get(
+            "GET /projects/:id",
+            &format!("projects/{}", segment(project)),
+            &(),
+        )
+        .await
     }
 
     /// `GET /groups/:id`; `group` is an id or a full path.
     pub async fn get_group(&self, group: &str) -> Result<Group, GitLabError> {
-        self.get("GET /groups/:id", &format!("groups/{}", segment(group)), &()).await
+        self.get(
+            "GET /groups/:id",
+            &format!("groups/{}", segment(group)),
+            &(),
+        )
+        .await
     }
 
     /// `GET /version`.
@@ -483,13 +731,24 @@ pub fn segment(id_or_path: &str) -> String {
     utf8_percent_encode(id_or_path, SEGMENT).to_string()
 }
 
-async fn decode<T: DeserializeOwned>(endpoint: &str, resp: reqwest::Response) -> Result<T, GitLabError> {
-    let bytes = resp.bytes().await.map_err(|e| GitLabError::Transport { endpoint: endpoint.into(), source: e.without_url() })?;
-    serde_json::from_slice(&bytes).map_err(|e| GitLabError::Decode { endpoint: endpoint.into(), detail: e.to_string() })
+async fn decode<T: DeserializeOwned>(
+    endpoint: &str,
+    resp: reqwest::Response,
+) -> Result<T, GitLabError> {
+    let bytes = resp.bytes().await.map_err(|e| GitLabError::Transport {
+        endpoint: endpoint.into(),
+        source: e.without_url(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| GitLabError::Decode {
+        endpoint: endpoint.into(),
+        detail: e.to_string(),
+    })
 }
 
 fn append_query(url: &mut Url, query: &impl Serialize) {
-    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(query) else { return };
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(query) else {
+        return;
+    };
     let mut pairs = url.query_pairs_mut();
     for (k, v) in map {
         match v {
@@ -509,7 +768,11 @@ fn append_query(url: &mut Url, query: &impl Serialize) {
 }
 
 fn set_param(url: &mut Url, key: &str, value: &str) {
-    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != key).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != key)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let mut pairs = url.query_pairs_mut();
     pairs.clear();
     for (k, v) in &kept {
@@ -519,7 +782,10 @@ fn set_param(url: &mut Url, key: &str, value: &str) {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// `Retry-After` (seconds), else `RateLimit-Reset` (Unix seconds).
@@ -528,7 +794,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let reset = header_str(headers, "ratelimit-reset").and_then(|s| s.parse::<u64>().ok())?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
     Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
 }
 
@@ -540,7 +809,13 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
         params
             .split(';')
             .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
@@ -559,7 +834,10 @@ mod tests {
     fn link_header_next() {
         let mut h = HeaderMap::new();
         h.insert("link", HeaderValue::from_static("<https://g/api/v4/runners?page=1&per_page=2>; rel=\"prev\", <https://g/api/v4/runners?page=3&per_page=2>; rel=\"next\", <https://g/api/v4/runners?page=1&per_page=2>; rel=\"first\""));
-        assert_eq!(next_link(&h).as_deref(), Some("https://g/api/v4/runners?page=3&per_page=2"));
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://g/api/v4/runners?page=3&per_page=2")
+        );
     }
 
     #[test]
@@ -574,7 +852,10 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token() {
-        let cfg = ClientConfig::new("https://gitlab.example.com", SecretString::from("glpat-supersecret"));
+        let cfg = ClientConfig::new(
+            "https://gitlab.example.com",
+            SecretString::from("glpat-supersecret"),
+        );
         assert!(!format!("{cfg:?}").contains("supersecret"));
         let client = GitLabClient::new(cfg).expect("client");
         assert!(!format!("{client:?}").contains("supersecret"));

@@ -25,7 +25,9 @@ pub enum GitLabError {
         source: reqwest::Error,
     },
     /// The request timed out.
-    #[error("GitLab did not answer {endpoint} in time ({timeout:?}); raise the connection's timeoutSeconds if GitLab is slow")]
+    #[error(
+        "GitLab did not answer {endpoint} in time ({timeout:?}); raise the connection's timeoutSeconds if GitLab is slow"
+    )]
     Timeout { endpoint: String, timeout: Duration },
     /// GitLab's answer was not what the API documents.
     #[error("unexpected answer from GitLab to {endpoint}: {detail}")]
@@ -38,8 +40,12 @@ pub enum GitLabError {
 fn hint(status: u16) -> &'static str {
     match status {
         401 => " (the access token is unknown, expired or revoked: renew it in its Secret)",
-        403 => " (the access token lacks a scope or role: it needs create_runner + manage_runner or api, and Maintainer/Owner rights on the project or group)",
-        410 => " (registration tokens are disabled on this GitLab: use registration strategy UserRunner)",
+        403 => {
+            " (the access token lacks a scope or role: it needs create_runner + manage_runner or api, and Maintainer/Owner rights on the project or group)"
+        }
+        410 => {
+            " (registration tokens are disabled on this GitLab: use registration strategy UserRunner)"
+        }
         429 => " (GitLab rate limit: requests are held back and retried)",
         500..=599 => " (GitLab server error: retried with backoff)",
         _ => "",
@@ -104,7 +110,14 @@ pub fn parse_message(body: &str) -> String {
             .map(|(k, v)| match v {
                 serde_json::Value::Array(items) => format!(
                     "{k} {}",
-                    items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", ")
+                    items
+                        .iter()
+                        .map(|i| i
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 serde_json::Value::String(s) => format!("{k}: {s}"),
                 other => format!("{k}: {other}"),
@@ -135,26 +148,43 @@ mod tests {
 
     #[test]
     fn messages_in_every_shape() {
-        assert_eq!(parse_message(r#"{"message":"404 Runner Not Found"}"#), "404 Runner Not Found");
         assert_eq!(
-            parse_message(r#"{"message":{"tags_list":["Too many tags specified. Please limit the number of tags to 50"]}}"#),
+            parse_message(r#"{"message":"404 Runner Not Found"}"#),
+            "404 Runner Not Found"
+        );
+        assert_eq!(
+            parse_message(
+                r#"{"message":{"tags_list":["Too many tags specified. Please limit the number of tags to 50"]}}"#
+            ),
             "tags_list Too many tags specified. Please limit the number of tags to 50"
         );
-        assert_eq!(parse_message(r#"{"error":"id is invalid"}"#), "id is invalid");
         assert_eq!(
-            parse_message(r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api create_runner"}"#),
+            parse_message(r#"{"error":"id is invalid"}"#),
+            "id is invalid"
+        );
+        assert_eq!(
+            parse_message(
+                r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api create_runner"}"#
+            ),
             "insufficient_scope: The request requires higher privileges than provided by the access token. (accepted scopes: api create_runner)"
         );
         assert_eq!(parse_message("Retry later\n"), "Retry later");
         assert_eq!(
-            parse_message(r#"{"message":{"error":"This endpoint has been requested too many times. Try again later."}}"#),
+            parse_message(
+                r#"{"message":{"error":"This endpoint has been requested too many times. Try again later."}}"#
+            ),
             "error: This endpoint has been requested too many times. Try again later."
         );
     }
 
     #[test]
     fn forbidden_is_not_gone() {
-        let e = GitLabError::Api { endpoint: "GET /runners/:id".into(), status: 403, message: "403 Forbidden - No access granted".into(), retry_after: None };
+        let e = GitLabError::Api {
+            endpoint: "GET /runners/:id".into(),
+            status: 403,
+            message: "403 Forbidden - No access granted".into(),
+            retry_after: None,
+        };
         assert!(e.is_forbidden());
         assert!(!e.is_not_found());
         assert!(!e.is_transient());

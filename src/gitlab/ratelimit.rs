@@ -29,12 +29,20 @@ struct State {
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Self {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 10.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            10.0
+        };
         let burst = f64::from(burst.max(1));
         RateLimiter {
             rate,
             burst,
-            state: Mutex::new(State { tokens: burst, last: Instant::now(), paused_until: None }),
+            state: Mutex::new(State {
+                tokens: burst,
+                last: Instant::now(),
+                paused_until: None,
+            }),
             waits: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
         }
@@ -45,7 +53,8 @@ impl RateLimiter {
         let wait = self.reserve(Instant::now());
         if !wait.is_zero() {
             self.waits.fetch_add(1, Ordering::Relaxed);
-            self.waited_micros.fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+            self.waited_micros
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
         }
     }
@@ -64,7 +73,11 @@ impl RateLimiter {
             }
         };
         s.tokens -= 1.0;
-        let bucket_wait = if s.tokens >= 0.0 { 0.0 } else { -s.tokens / self.rate };
+        let bucket_wait = if s.tokens >= 0.0 {
+            0.0
+        } else {
+            -s.tokens / self.rate
+        };
         pause + Duration::from_secs_f64(bucket_wait)
     }
 

@@ -210,7 +210,10 @@ pub struct RunnerFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
     /// Sent comma-joined; the runner must carry every tag.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "comma_joined")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "comma_joined"
+    )]
     pub tag_list: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_prefix: Option<String>,

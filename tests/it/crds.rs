@@ -6,8 +6,15 @@ use runner_operator::emulator::openapi;
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {
-    let crd = crd::all().into_iter().find(|c| c.spec.names.kind == kind).expect("known kind");
-    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+    let crd = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .expect("known kind");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
     serde_json::to_value(schema).expect("schema as JSON")
 }
 
@@ -18,19 +25,51 @@ fn committed_crds_are_fresh() {
         let path = dir.join(crd::file_name(&c));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let generated = crd::to_yaml(&c).expect("yaml");
-        assert!(committed == generated, "{} is stale: run `cargo run -- crd --output-dir crds` and commit", path.display());
+        assert!(
+            committed == generated,
+            "{} is stale: run `cargo run -- crd --output-dir crds` and commit",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn crd_shape() {
     let r = Runner::crd();
-    assert_eq!(r.spec.names.short_names.as_deref(), Some(&["glrunner".to_string(), "glrunners".to_string()][..]));
-    assert_eq!(r.spec.names.categories.as_deref(), Some(&["gitlab".to_string()][..]));
+    assert_eq!(
+        r.spec.names.short_names.as_deref(),
+        Some(&["glrunner".to_string(), "glrunners".to_string()][..])
+    );
+    assert_eq!(
+        r.spec.names.categories.as_deref(),
+        Some(&["gitlab".to_string()][..])
+    );
     let v = &r.spec.versions[0];
-    assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-    let cols: Vec<&str> = v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(cols, ["Type", "Runner ID", "GitLab", "Paused", "Ready", "Token Expiry", "Age"]);
+    assert!(
+        v.subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
+    let cols: Vec<&str> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "Type",
+            "Runner ID",
+            "GitLab",
+            "Paused",
+            "Ready",
+            "Token Expiry",
+            "Age"
+        ]
+    );
     let schema = schema_of("Runner");
     let conditions = &schema["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
@@ -42,11 +81,16 @@ fn crd_shape() {
 fn example_docs() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     let mut out = vec![];
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("examples dir").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path).expect("readable");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for d in docs.into_iter().filter(|d| !d.is_null()) {
             out.push((path.file_name().unwrap().to_string_lossy().into_owned(), d));
         }
@@ -57,11 +101,22 @@ fn example_docs() -> Vec<(String, Value)> {
 #[test]
 fn every_example_is_valid() {
     let docs = example_docs();
-    let kinds: Vec<&str> = docs.iter().filter_map(|(_, d)| d["kind"].as_str()).collect();
-    for k in ["Runner", "GitLabConnection", "ClusterGitLabConnection", "Secret"] {
+    let kinds: Vec<&str> = docs
+        .iter()
+        .filter_map(|(_, d)| d["kind"].as_str())
+        .collect();
+    for k in [
+        "Runner",
+        "GitLabConnection",
+        "ClusterGitLabConnection",
+        "Secret",
+    ] {
         assert!(kinds.contains(&k), "examples lack a {k}");
     }
-    let runner_types: Vec<&str> = docs.iter().filter_map(|(_, d)| d["spec"]["runnerType"].as_str()).collect();
+    let runner_types: Vec<&str> = docs
+        .iter()
+        .filter_map(|(_, d)| d["spec"]["runnerType"].as_str())
+        .collect();
     for t in ["project_type", "group_type", "instance_type"] {
         assert!(runner_types.contains(&t), "examples lack a {t} runner");
     }
@@ -74,7 +129,9 @@ fn every_example_is_valid() {
         assert!(errors.is_empty(), "{file} {kind}: {errors:?}");
         let typed = match kind {
             "Runner" => serde_json::from_value::<Runner>(doc.clone()).map(|_| ()),
-            "GitLabConnection" => serde_json::from_value::<GitLabConnection>(doc.clone()).map(|_| ()),
+            "GitLabConnection" => {
+                serde_json::from_value::<GitLabConnection>(doc.clone()).map(|_| ())
+            }
             _ => serde_json::from_value::<ClusterGitLabConnection>(doc.clone()).map(|_| ()),
         };
         typed.unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -108,10 +165,14 @@ fn runner_rules_accept_and_refuse() {
         with(json!({})),
         with(json!({"assignedProjects": ["platform/web", "12"]})),
         with(json!({"runUntagged": false})),
-        with(json!({"maximumTimeout": 600, "description": "x".repeat(1024), "maintenanceNote": "n"})),
+        with(
+            json!({"maximumTimeout": 600, "description": "x".repeat(1024), "maintenanceNote": "n"}),
+        ),
         with(json!({"runnerType": "group_type", "project": null, "group": "platform"})),
         with(json!({"runnerType": "instance_type", "project": null})),
-        with(json!({"registration": {"strategy": "RegistrationToken", "registrationTokenSecretRef": {"name": "reg"}}})),
+        with(
+            json!({"registration": {"strategy": "RegistrationToken", "registrationTokenSecretRef": {"name": "reg"}}}),
+        ),
         with(json!({"tokenRotation": {"interval": "720h", "beforeExpiry": "1h30m"}})),
         with(json!({"tags": (0..50).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
     ];
@@ -120,33 +181,90 @@ fn runner_rules_accept_and_refuse() {
         assert!(errors.is_empty(), "{}: {errors:?}", obj["spec"]);
     }
     let bad = [
-        (with(json!({"runnerType": "shared"})), "spec.runnerType: Unsupported value"),
-        (with(json!({"accessLevel": "protected"})), "spec.accessLevel: Unsupported value"),
-        (with(json!({"deletionPolicy": "Keep"})), "spec.deletionPolicy: Unsupported value"),
-        (with(json!({"registration": {"strategy": "Token"}})), "spec.registration.strategy: Unsupported value"),
+        (
+            with(json!({"runnerType": "shared"})),
+            "spec.runnerType: Unsupported value",
+        ),
+        (
+            with(json!({"accessLevel": "protected"})),
+            "spec.accessLevel: Unsupported value",
+        ),
+        (
+            with(json!({"deletionPolicy": "Keep"})),
+            "spec.deletionPolicy: Unsupported value",
+        ),
+        (
+            with(json!({"registration": {"strategy": "Token"}})),
+            "spec.registration.strategy: Unsupported value",
+        ),
         (with(json!({"maximumTimeout": 599})), "spec.maximumTimeout"),
-        (with(json!({"description": "x".repeat(1025)})), "spec.description: Too long"),
-        (with(json!({"maintenanceNote": "x".repeat(1025)})), "spec.maintenanceNote: Too long"),
-        (with(json!({"tags": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>()})), "spec.tags: Too many"),
+        (
+            with(json!({"description": "x".repeat(1025)})),
+            "spec.description: Too long",
+        ),
+        (
+            with(json!({"maintenanceNote": "x".repeat(1025)})),
+            "spec.maintenanceNote: Too long",
+        ),
+        (
+            with(json!({"tags": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
+            "spec.tags: Too many",
+        ),
         (with(json!({"tags": ["a", "a"]})), "Duplicate value"),
         (with(json!({"tags": ["a,b"]})), "no commas"),
         (with(json!({"tags": [""]})), "no commas"),
         (with(json!({"tags": [" padded"]})), "no commas"),
-        (with(json!({"tags": null, "runUntagged": false})), "runUntagged: false needs at least one tag"),
-        (with(json!({"project": null})), "project is required when runnerType is project_type"),
-        (with(json!({"runnerType": "group_type", "project": null})), "group is required when runnerType is group_type"),
-        (with(json!({"group": "platform"})), "group is required when runnerType is group_type, and not allowed"),
-        (with(json!({"runnerType": "instance_type", "project": null, "assignedProjects": ["a"]})), "assignedProjects is only allowed when runnerType is project_type"),
-        (with(json!({"registration": {"strategy": "RegistrationToken"}})), "needs registrationTokenSecretRef"),
-        (with(json!({"tokenRotation": {"interval": "30 days"}})), "spec.tokenRotation.interval"),
-        (with(json!({"adopt": {"runnerId": 0}})), "spec.adopt.runnerId"),
-        (with(json!({"connectionRef": {"name": "g", "kind": "Other"}})), "spec.connectionRef.kind: Unsupported value"),
+        (
+            with(json!({"tags": null, "runUntagged": false})),
+            "runUntagged: false needs at least one tag",
+        ),
+        (
+            with(json!({"project": null})),
+            "project is required when runnerType is project_type",
+        ),
+        (
+            with(json!({"runnerType": "group_type", "project": null})),
+            "group is required when runnerType is group_type",
+        ),
+        (
+            with(json!({"group": "platform"})),
+            "group is required when runnerType is group_type, and not allowed",
+        ),
+        (
+            with(
+                json!({"runnerType": "instance_type", "project": null, "assignedProjects": ["a"]}),
+            ),
+            "assignedProjects is only allowed when runnerType is project_type",
+        ),
+        (
+            with(json!({"registration": {"strategy": "RegistrationToken"}})),
+            "needs registrationTokenSecretRef",
+        ),
+        (
+            with(json!({"tokenRotation": {"interval": "30 days"}})),
+            "spec.tokenRotation.interval",
+        ),
+        (
+            with(json!({"adopt": {"runnerId": 0}})),
+            "spec.adopt.runnerId",
+        ),
+        (
+            with(json!({"connectionRef": {"name": "g", "kind": "Other"}})),
+            "spec.connectionRef.kind: Unsupported value",
+        ),
         (with(json!({"unknownField": 1})), "unknown field"),
-        (with(json!({"connectionRef": null})), "spec.connectionRef: Required value"),
+        (
+            with(json!({"connectionRef": null})),
+            "spec.connectionRef: Required value",
+        ),
     ];
     for (obj, want) in bad {
         let errors = openapi::validate(&schema, &obj, None);
-        assert!(errors.iter().any(|e| e.contains(want)), "{} should fail with {want:?}, got {errors:?}", obj["spec"]);
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{} should fail with {want:?}, got {errors:?}",
+            obj["spec"]
+        );
     }
 }
 
@@ -155,18 +273,34 @@ fn immutable_fields_refuse_changes_and_allow_the_rest() {
     let schema = schema_of("Runner");
     let old = with(json!({}));
     let changes = [
-        (with(json!({"runnerType": "group_type", "project": null, "group": "platform"})), "runnerType is immutable"),
-        (with(json!({"project": "platform/web"})), "project is immutable"),
+        (
+            with(json!({"runnerType": "group_type", "project": null, "group": "platform"})),
+            "runnerType is immutable",
+        ),
+        (
+            with(json!({"project": "platform/web"})),
+            "project is immutable",
+        ),
     ];
     for (new, want) in changes {
         let errors = openapi::validate(&schema, &new, Some(&old));
-        assert!(errors.iter().any(|e| e.contains(want)), "{want}: {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{want}: {errors:?}"
+        );
     }
     let gold = with(json!({"runnerType": "group_type", "project": null, "group": "platform"}));
     let gnew = with(json!({"runnerType": "group_type", "project": null, "group": "other"}));
-    assert!(openapi::validate(&schema, &gnew, Some(&gold)).iter().any(|e| e.contains("group is immutable")));
+    assert!(
+        openapi::validate(&schema, &gnew, Some(&gold))
+            .iter()
+            .any(|e| e.contains("group is immutable"))
+    );
     let allowed = with(json!({"description": "changed", "tags": ["new"], "paused": true}));
-    assert_eq!(openapi::validate(&schema, &allowed, Some(&old)), Vec::<String>::new());
+    assert_eq!(
+        openapi::validate(&schema, &allowed, Some(&old)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -175,22 +309,37 @@ fn connection_url_rules() {
     let conn = |spec: Value| json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "g"}, "spec": spec});
     let ok = [
         conn(json!({"url": "https://gitlab.example.com", "tokenSecretRef": {"name": "t"}})),
-        conn(json!({"url": "http://127.0.0.1:8929", "allowInsecureHTTP": true, "tokenSecretRef": {"name": "t"}})),
+        conn(
+            json!({"url": "http://127.0.0.1:8929", "allowInsecureHTTP": true, "tokenSecretRef": {"name": "t"}}),
+        ),
     ];
     for o in ok {
         assert_eq!(openapi::validate(&schema, &o, None), Vec::<String>::new());
     }
     let bad = [
         conn(json!({"url": "http://gitlab.example.com", "tokenSecretRef": {"name": "t"}})),
-        conn(json!({"url": "http://gitlab.example.com", "allowInsecureHTTP": false, "tokenSecretRef": {"name": "t"}})),
-        conn(json!({"url": "ftp://gitlab.example.com", "allowInsecureHTTP": true, "tokenSecretRef": {"name": "t"}})),
+        conn(
+            json!({"url": "http://gitlab.example.com", "allowInsecureHTTP": false, "tokenSecretRef": {"name": "t"}}),
+        ),
+        conn(
+            json!({"url": "ftp://gitlab.example.com", "allowInsecureHTTP": true, "tokenSecretRef": {"name": "t"}}),
+        ),
     ];
     for o in bad {
         let errors = openapi::validate(&schema, &o, None);
-        assert!(errors.iter().any(|e| e.contains("url must start with https://")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("url must start with https://")),
+            "{errors:?}"
+        );
     }
     let cluster = schema_of("ClusterGitLabConnection");
     let c = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": "g"},
                    "spec": {"url": "http://x.example", "tokenSecretRef": {"name": "t", "namespace": "ops"}}});
-    assert!(openapi::validate(&cluster, &c, None).iter().any(|e| e.contains("url must start with https://")));
+    assert!(
+        openapi::validate(&cluster, &c, None)
+            .iter()
+            .any(|e| e.contains("url must start with https://"))
+    );
 }

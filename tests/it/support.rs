@@ -4,23 +4,41 @@ use runner_operator::emulator::{GitLabEmulator, Role, Seed, SeedNamespace, SeedT
 use serde_json::Value;
 
 pub fn ns(path: &str, members: &[(&str, Role)]) -> SeedNamespace {
-    SeedNamespace { path: path.into(), members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect(), ..Default::default() }
+    SeedNamespace {
+        path: path.into(),
+        members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
+        ..Default::default()
+    }
 }
 
 fn token(token: &str, user: &str, scopes: &[&str]) -> SeedToken {
-    SeedToken { token: token.into(), user: user.into(), scopes: scopes.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    SeedToken {
+        token: token.into(),
+        user: user.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 /// root: admin. alice: Owner of group grp (so Maintainer+ on its projects). bob: Developer on
 /// grp/app. carol: Maintainer of other/proj only. dave: Maintainer of grp (not Owner).
 pub fn seed() -> Seed {
-    let user = |n: &str, admin| SeedUser { username: n.into(), admin };
+    let user = |n: &str, admin| SeedUser {
+        username: n.into(),
+        admin,
+    };
     let mut expired = token("glpat-expired", "alice", &["api"]);
     expired.expired = true;
     let mut revoked = token("glpat-revoked", "alice", &["api"]);
     revoked.revoked = true;
     Seed {
-        users: vec![user("root", true), user("alice", false), user("bob", false), user("carol", false), user("dave", false)],
+        users: vec![
+            user("root", true),
+            user("alice", false),
+            user("bob", false),
+            user("carol", false),
+            user("dave", false),
+        ],
         tokens: vec![
             token("glpat-root", "root", &["api"]),
             token("glpat-alice", "alice", &["api"]),
@@ -33,7 +51,11 @@ pub fn seed() -> Seed {
             expired,
             revoked,
         ],
-        groups: vec![ns("grp", &[("alice", Role::Owner), ("dave", Role::Maintainer)]), ns("grp/sub", &[]), ns("other", &[])],
+        groups: vec![
+            ns("grp", &[("alice", Role::Owner), ("dave", Role::Maintainer)]),
+            ns("grp/sub", &[]),
+            ns("other", &[]),
+        ],
         projects: vec![
             ns("grp/app", &[("bob", Role::Developer)]),
             ns("grp/lib", &[]),
@@ -45,7 +67,9 @@ pub fn seed() -> Seed {
 }
 
 pub async fn emulator() -> GitLabEmulator {
-    GitLabEmulator::start(&seed()).await.expect("emulator starts")
+    GitLabEmulator::start(&seed())
+        .await
+        .expect("emulator starts")
 }
 
 /// A response as the tests look at it.
@@ -60,11 +84,20 @@ impl Raw {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
-pub async fn raw(emu: &GitLabEmulator, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Raw {
+pub async fn raw(
+    emu: &GitLabEmulator,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Raw {
     runner_operator::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
@@ -79,7 +112,11 @@ pub async fn raw(emu: &GitLabEmulator, method: &str, path: &str, token: Option<&
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
-    Raw { status, headers, text }
+    Raw {
+        status,
+        headers,
+        text,
+    }
 }
 
 /// Creates a runner through the API and returns (id, token).
@@ -87,5 +124,8 @@ pub async fn create(emu: &GitLabEmulator, token: &str, body: Value) -> (i64, Str
     let r = raw(emu, "POST", "/api/v4/user/runners", Some(token), Some(body)).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let v = r.json();
-    (v["id"].as_i64().expect("id"), v["token"].as_str().expect("token").to_string())
+    (
+        v["id"].as_i64().expect("id"),
+        v["token"].as_str().expect("token").to_string(),
+    )
 }
