@@ -9,16 +9,17 @@ pub fn validate(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<Stri
     let mut errors = Vec::new();
     walk(schema, object, "", &mut errors, true);
     if errors.is_empty()
-        && let Err(cel) = kube_cel::validate(schema, object, old) {
-            for e in cel.iter() {
-                let path = if e.field_path.is_empty() {
-                    "<root>".to_string()
-                } else {
-                    e.field_path.trim_start_matches('.').to_string()
-                };
-                errors.push(format!("{path}: Invalid value: {}", e.message));
-            }
+        && let Err(cel) = kube_cel::validate(schema, object, old)
+    {
+        for e in cel.iter() {
+            let path = if e.field_path.is_empty() {
+                "<root>".to_string()
+            } else {
+                e.field_path.trim_start_matches('.').to_string()
+            };
+            errors.push(format!("{path}: Invalid value: {}", e.message));
         }
+    }
     errors
 }
 
@@ -67,29 +68,32 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>, roo
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value) {
-            let list = allowed
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            errors.push(format!(
-                "{here}: Unsupported value: {value}: supported values: {list}"
-            ));
-        }
+        && !allowed.contains(value)
+    {
+        let list = allowed
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        errors.push(format!(
+            "{here}: Unsupported value: {value}: supported values: {list}"
+        ));
+    }
     match value {
         Value::String(s) => {
             let len = s.chars().count() as u64;
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                && len > max {
-                    errors.push(format!(
-                        "{here}: Too long: may not be more than {max} bytes"
-                    ));
-                }
+                && len > max
+            {
+                errors.push(format!(
+                    "{here}: Too long: may not be more than {max} bytes"
+                ));
+            }
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                && len < min {
-                    errors.push(format!("{here}: Invalid value: \"{s}\": {here} in body should be at least {min} chars long"));
-                }
+                && len < min
+            {
+                errors.push(format!("{here}: Invalid value: \"{s}\": {here} in body should be at least {min} chars long"));
+            }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
                 match regex::Regex::new(p) {
                     Ok(re) if !re.is_match(s) => errors.push(format!(
@@ -105,28 +109,32 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>, roo
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-                && x < min {
-                    errors.push(format!("{here}: Invalid value: {n}: {here} in body should be greater than or equal to {min}"));
-                }
+                && x < min
+            {
+                errors.push(format!("{here}: Invalid value: {n}: {here} in body should be greater than or equal to {min}"));
+            }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-                && x > max {
-                    errors.push(format!("{here}: Invalid value: {n}: {here} in body should be less than or equal to {max}"));
-                }
+                && x > max
+            {
+                errors.push(format!("{here}: Invalid value: {n}: {here} in body should be less than or equal to {max}"));
+            }
         }
         Value::Array(items) => {
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && items.len() as u64 > max {
-                    errors.push(format!(
-                        "{here}: Too many: {}: must have at most {max} items",
-                        items.len()
-                    ));
-                }
+                && items.len() as u64 > max
+            {
+                errors.push(format!(
+                    "{here}: Too many: {}: must have at most {max} items",
+                    items.len()
+                ));
+            }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && (items.len() as u64) < min {
-                    errors.push(format!(
-                        "{here}: Invalid value: {here} in body should have at least {min} items"
-                    ));
-                }
+                && (items.len() as u64) < min
+            {
+                errors.push(format!(
+                    "{here}: Invalid value: {here} in body should have at least {min} items"
+                ));
+            }
             if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {

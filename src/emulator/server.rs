@@ -119,9 +119,10 @@ pub async fn handle(
                     )
                 };
                 if let Some(secs) = retry_after
-                    && let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                        resp.headers_mut().insert("retry-after", v);
-                    }
+                    && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+                {
+                    resp.headers_mut().insert("retry-after", v);
+                }
                 return resp;
             }
             FaultAction::Drop => {
@@ -616,9 +617,10 @@ fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
         ListKind::Owned => {
             let s = p_str(ctx.params, "scope")?;
             if let Some(s) = &s
-                && !OWNED_SCOPES.contains(&s.as_str()) {
-                    return Err(message(400, "Scope contains invalid value"));
-                }
+                && !OWNED_SCOPES.contains(&s.as_str())
+            {
+                return Err(message(400, "Scope contains invalid value"));
+            }
             s
         }
         ListKind::All | ListKind::Project(_) => p_values(ctx.params, "scope", ALL_SCOPES)?,
@@ -648,9 +650,10 @@ fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
     };
     let version_prefix = p_str(ctx.params, "version_prefix")?;
     if let Some(vp) = &version_prefix
-        && !vp.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+') {
-            return Err(error(400, "version_prefix is invalid"));
-        }
+        && !vp.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+')
+    {
+        return Err(error(400, "version_prefix is invalid"));
+    }
     let candidates: Vec<RunnerRec> = match &kind {
         ListKind::Owned => st
             .runners
