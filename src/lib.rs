@@ -9,6 +9,8 @@ pub mod crd;
 pub mod emulator;
 pub mod gitlab;
 pub mod kube_client;
+#[cfg(feature = "emulator")]
+pub mod kubeapi;
 pub mod run;
 pub mod telemetry;
 pub mod tls;

@@ -4,4 +4,5 @@
 mod client;
 mod crds;
 mod emulator_api;
+mod kubeapi;
 mod support;
