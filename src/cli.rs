@@ -25,6 +25,9 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Run a local Kubernetes API, a GitLab emulator and the operator together (no cluster needed).
+    #[cfg(feature = "emulator")]
+    Sandbox(crate::sandbox::SandboxArgs),
 }
 
 /// Runs the parsed command line and maps failures to a message and exit code 1.
@@ -36,6 +39,8 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Crd { output_dir } => print_crds(output_dir),
         Command::Run(args) => crate::run::run(args),
+        #[cfg(feature = "emulator")]
+        Command::Sandbox(args) => crate::sandbox::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! nothing of each other.
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -12,5 +13,7 @@ pub mod kube_client;
 #[cfg(feature = "emulator")]
 pub mod kubeapi;
 pub mod run;
+#[cfg(feature = "emulator")]
+pub mod sandbox;
 pub mod telemetry;
 pub mod tls;

@@ -357,6 +357,20 @@ pub struct RunnerStatus {
     /// Name of the token Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_name: Option<String>,
+    /// Short SHA-256 of the token last written to the Secret (never the token): a Secret whose
+    /// token does not match was edited by hand and is recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// A token reset recorded before calling GitLab; set until the new token is in the Secret, so
+    /// a crash in between makes the next pass reset again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_rotation: Option<String>,
+    /// The last value of the gitlab.runner-operator.dev/rotate-token annotation acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rotate_request: Option<String>,
+    /// Workloads restarted after the last token change (kind/name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted_consumers: Vec<String>,
     /// Current state, with Ready as the summary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -460,8 +460,15 @@ pub fn default_seed() -> Seed {
                 scopes: vec!["api".into()],
                 ..Default::default()
             },
+            // Assigning runners to projects (assignedProjects) takes the api scope in GitLab.
             SeedToken {
                 token: "glpat-emulator-bot".into(),
+                user: "platform-bot".into(),
+                scopes: vec!["api".into()],
+                ..Default::default()
+            },
+            SeedToken {
+                token: "glpat-emulator-scoped".into(),
                 user: "platform-bot".into(),
                 scopes: vec![
                     "create_runner".into(),

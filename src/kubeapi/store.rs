@@ -322,6 +322,86 @@ impl Store {
             .collect()
     }
 
+    /// What the real server does to built-ins on every write: Secret `stringData` folds into `data`.
+    fn normalize(res: &ResourceDef, obj: &mut Value) {
+        if res.group.is_empty()
+            && res.plural == "secrets"
+            && let Some(Value::Object(string_data)) =
+                obj.as_object_mut().and_then(|m| m.remove("stringData"))
+        {
+            for (k, v) in string_data {
+                let bytes =
+                    k8s_openapi::ByteString(v.as_str().unwrap_or_default().as_bytes().to_vec());
+                obj["data"][k] = serde_json::to_value(bytes).unwrap_or_default();
+            }
+        }
+    }
+
+    /// events.k8s.io/v1 and core/v1 Events are one store in Kubernetes: mirror the former so
+    /// `kubectl describe` shows what controllers record.
+    fn mirror_event(&mut self, res: &ResourceDef, obj: &Value) {
+        if res.group != "events.k8s.io" {
+            return;
+        }
+        let Some(core) = self.resource("", "events") else {
+            return;
+        };
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let when = obj["series"]["lastObservedTime"]
+            .as_str()
+            .or(obj["eventTime"].as_str())
+            .map(|t| {
+                t.split('.')
+                    .next()
+                    .unwrap_or(t)
+                    .trim_end_matches('Z')
+                    .to_string()
+                    + "Z"
+            });
+        let mirrored = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": obj["regarding"],
+            "reason": obj["reason"], "message": obj["note"], "type": obj["type"], "action": obj["action"],
+            "source": {"component": obj["reportingController"]},
+            "reportingComponent": obj["reportingController"], "reportingInstance": obj["reportingInstance"],
+            "firstTimestamp": when, "lastTimestamp": when,
+            "count": obj["series"]["count"].as_i64().unwrap_or(1),
+        });
+        let existing = self.get(&core, ns.as_deref(), &name).ok();
+        let _ = match existing {
+            Some(mut cur) => {
+                for k in [
+                    "involvedObject",
+                    "reason",
+                    "message",
+                    "type",
+                    "lastTimestamp",
+                    "count",
+                    "action",
+                ] {
+                    cur[k] = mirrored[k].clone();
+                }
+                self.update(
+                    &core,
+                    ns.as_deref(),
+                    &name,
+                    cur,
+                    &WriteOpts {
+                        manager: "events-mirror",
+                        subresource: None,
+                        strict: false,
+                    },
+                )
+            }
+            None => self.create(&core, ns.as_deref(), mirrored, "events-mirror", false),
+        };
+    }
+
     fn prepare_custom(
         &self,
         res: &ResourceDef,
@@ -441,6 +521,7 @@ impl Store {
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
         obj["metadata"]["name"] = json!(name);
+        Self::normalize(res, &mut obj);
         if res.status_subresource
             && res.crd.is_some()
             && let Some(m) = obj.as_object_mut()
@@ -475,6 +556,7 @@ impl Store {
             .insert(manager.to_string(), paths);
         self.objects.insert(k, obj.clone());
         self.emit(res, "ADDED", obj.clone());
+        self.mirror_event(res, &obj);
         Ok(obj)
     }
 
@@ -554,6 +636,7 @@ impl Store {
         }
         new["apiVersion"] = json!(res.api_version());
         new["kind"] = json!(res.kind);
+        Self::normalize(res, &mut new);
         if opts.subresource != Some("status") {
             self.prepare_custom(res, &mut new, Some(&old), opts.strict)?;
         }
@@ -614,6 +697,7 @@ impl Store {
         }
         self.objects.insert(k, new.clone());
         self.emit(res, "MODIFIED", new.clone());
+        self.mirror_event(res, &new);
         Ok(new)
     }
 

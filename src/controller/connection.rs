@@ -1,0 +1,431 @@
+//! Connections: turning a GitLabConnection or ClusterGitLabConnection into a GitLab client, and
+//! their own status (live check with `GET /version` and `GET /user`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::context::Context;
+use super::error::Error;
+use crate::crd::{
+    ClientSettings, ClusterGitLabConnection, ConnectionKind, ConnectionStatus, GitLabConnection,
+    READY, condition, set_condition,
+};
+use crate::gitlab::{ClientConfig, GitLabClient};
+
+/// A usable connection.
+#[derive(Clone)]
+pub struct Resolved {
+    pub client: GitLabClient,
+    pub url: String,
+    pub key: String,
+}
+
+async fn secret_value(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    what: &str,
+) -> Result<String, Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading Secret {ns}/{name}")))?
+        .ok_or_else(|| Error::Connection(format!("{what}: Secret {ns}/{name} does not exist")))?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .ok_or_else(|| {
+            Error::Connection(format!("{what}: Secret {ns}/{name} has no key {key:?}"))
+        })?;
+    if value.is_empty() {
+        return Err(Error::Connection(format!(
+            "{what}: key {key:?} of Secret {ns}/{name} is empty"
+        )));
+    }
+    Ok(value)
+}
+
+async fn build(
+    ctx: &Context,
+    key: String,
+    url: &str,
+    (token_ns, token_name, token_key): (&str, &str, &str),
+    settings: &ClientSettings,
+    ns_for_refs: &str,
+) -> Result<Resolved, Error> {
+    let token = secret_value(
+        &ctx.client,
+        token_ns,
+        token_name,
+        token_key,
+        "the connection's access token",
+    )
+    .await?;
+    let ca = if let Some(r) = &settings.ca_bundle_secret_ref {
+        Some(
+            secret_value(
+                &ctx.client,
+                ns_for_refs,
+                &r.name,
+                r.key.as_deref().unwrap_or("ca.crt"),
+                "the CA bundle",
+            )
+            .await?,
+        )
+    } else if let Some(r) = &settings.ca_bundle_config_map_ref {
+        let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns_for_refs)
+            .get_opt(&r.name)
+            .await
+            .map_err(Error::kube(format!(
+                "reading ConfigMap {ns_for_refs}/{}",
+                r.name
+            )))?
+            .ok_or_else(|| {
+                Error::Connection(format!(
+                    "the CA bundle: ConfigMap {ns_for_refs}/{} does not exist",
+                    r.name
+                ))
+            })?;
+        let k = r.key.as_deref().unwrap_or("ca.crt");
+        Some(cm.data.and_then(|d| d.get(k).cloned()).ok_or_else(|| {
+            Error::Connection(format!(
+                "the CA bundle: ConfigMap {ns_for_refs}/{} has no key {k:?}",
+                r.name
+            ))
+        })?)
+    } else {
+        None
+    };
+    let rate = settings.rate_limit.clone();
+    let rps = rate
+        .as_ref()
+        .and_then(|r| r.requests_per_second)
+        .unwrap_or(10.0);
+    let burst = rate
+        .as_ref()
+        .and_then(|r| r.burst)
+        .unwrap_or(20)
+        .clamp(1, 10_000) as u32;
+    let timeout = Duration::from_secs(settings.timeout_seconds.unwrap_or(30).clamp(1, 600) as u64);
+    // Rebuild only when something that shapes the client changed, so all Runners keep sharing
+    // one rate limiter.
+    let fingerprint = format!(
+        "{url}|{}|{}|{rps}|{burst}|{timeout:?}|{:?}",
+        super::secret::token_hash(&token),
+        ca.as_deref()
+            .map(super::secret::token_hash)
+            .unwrap_or_default(),
+        settings.insecure_skip_tls_verify
+    );
+    {
+        let cache = ctx.gitlab.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((fp, client)) = cache.get(&key)
+            && *fp == fingerprint
+        {
+            return Ok(Resolved {
+                client: client.clone(),
+                url: url.to_string(),
+                key,
+            });
+        }
+    }
+    let mut config = ClientConfig::new(url, SecretString::from(token));
+    config.requests_per_second = rps;
+    config.burst = burst;
+    config.timeout = timeout;
+    config.ca_bundle_pem = ca.map(String::into_bytes);
+    config.insecure_skip_tls_verify = settings.insecure_skip_tls_verify.unwrap_or(false);
+    let client = GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?;
+    ctx.gitlab
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), (fingerprint, client.clone()));
+    Ok(Resolved {
+        client,
+        url: url.to_string(),
+        key,
+    })
+}
+
+/// The connection a Runner in `ns` refers to, if it may use it.
+pub async fn for_runner(
+    ctx: &Context,
+    ns: &str,
+    kind: ConnectionKind,
+    name: &str,
+) -> Result<Resolved, Error> {
+    match kind {
+        ConnectionKind::GitLabConnection => {
+            let conn = Api::<GitLabConnection>::namespaced(ctx.client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(format!("reading GitLabConnection {ns}/{name}")))?
+                .ok_or_else(|| Error::Connection(format!("GitLabConnection {ns}/{name} does not exist: create it, or point spec.connectionRef at an existing one")))?;
+            let s = &conn.spec;
+            let key = format!("GitLabConnection/{ns}/{name}");
+            build(
+                ctx,
+                key,
+                &s.url,
+                (
+                    ns,
+                    &s.token_secret_ref.name,
+                    s.token_secret_ref.key.as_deref().unwrap_or("token"),
+                ),
+                &s.client,
+                ns,
+            )
+            .await
+        }
+        ConnectionKind::ClusterGitLabConnection => {
+            let conn = Api::<ClusterGitLabConnection>::all(ctx.client.clone())
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(format!(
+                    "reading ClusterGitLabConnection {name}"
+                )))?
+                .ok_or_else(|| {
+                    Error::Connection(format!("ClusterGitLabConnection {name} does not exist"))
+                })?;
+            if !namespace_allowed(ctx, &conn, ns).await? {
+                return Err(Error::Connection(format!(
+                    "ClusterGitLabConnection {name} does not allow namespace {ns} (see its spec.allowedNamespaces); nothing was done in GitLab"
+                )));
+            }
+            let s = &conn.spec;
+            let token_ns = s
+                .token_secret_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| ctx.settings.namespace.clone());
+            let key = format!("ClusterGitLabConnection/{name}");
+            build(
+                ctx,
+                key,
+                &s.url,
+                (
+                    &token_ns,
+                    &s.token_secret_ref.name,
+                    s.token_secret_ref.key.as_deref().unwrap_or("token"),
+                ),
+                &s.client,
+                &token_ns,
+            )
+            .await
+        }
+    }
+}
+
+async fn namespace_allowed(
+    ctx: &Context,
+    conn: &ClusterGitLabConnection,
+    ns: &str,
+) -> Result<bool, Error> {
+    let Some(allowed) = &conn.spec.allowed_namespaces else {
+        return Ok(true);
+    };
+    if allowed.names.iter().any(|n| n == ns) {
+        return Ok(true);
+    }
+    let Some(selector) = &allowed.selector else {
+        return Ok(false);
+    };
+    let namespace = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(ns)
+        .await
+        .map_err(Error::kube(format!("reading Namespace {ns}")))?;
+    let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
+    let match_labels_ok = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = selector.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let val = labels.get(&e.key);
+            let values = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => val.is_some_and(|v| values.contains(v)),
+                "NotIn" => val.is_none_or(|v| !values.contains(v)),
+                "Exists" => val.is_some(),
+                "DoesNotExist" => val.is_none(),
+                _ => false,
+            }
+        })
+    });
+    Ok(match_labels_ok
+        && exprs_ok
+        && (selector.match_labels.is_some() || selector.match_expressions.is_some()))
+}
+
+/// The live check: version and user. Returns (version, username).
+async fn live_check(resolved: &Resolved) -> Result<(String, String), Error> {
+    let version = resolved
+        .client
+        .version()
+        .await
+        .map_err(Error::gitlab("checking the connection with GET /version"))?;
+    let user = resolved.client.current_user().await.map_err(|e| match (e.status(), e.message()) {
+        (Some(403), Some(m)) if m.starts_with("insufficient_scope") => Error::Connection(
+            "the access token lacks the read_api scope (GET /user was refused): give it create_runner, manage_runner and read_api, or api".into(),
+        ),
+        _ => Error::gitlab("checking the access token with GET /user")(e),
+    })?;
+    Ok((version.version, user.username))
+}
+
+fn connection_status(
+    generation: Option<i64>,
+    old: Option<&ConnectionStatus>,
+    result: &Result<(String, String), Error>,
+    insecure: bool,
+) -> ConnectionStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    match result {
+        Ok((version, user)) => {
+            status.gitlab_version = Some(version.clone());
+            status.username = Some(user.clone());
+            let msg = if insecure {
+                format!(
+                    "GitLab {version} reachable as {user}; WARNING: TLS verification is disabled (insecureSkipTLSVerify)"
+                )
+            } else {
+                format!("GitLab {version} reachable as {user}")
+            };
+            set_condition(
+                &mut status.conditions,
+                condition(READY, true, "Connected", msg, generation, now),
+            );
+        }
+        Err(e) => set_condition(
+            &mut status.conditions,
+            condition(READY, false, e.reason(), e.to_string(), generation, now),
+        ),
+    }
+    status
+}
+
+async fn write_status<K>(
+    api: &Api<K>,
+    obj: &K,
+    status: ConnectionStatus,
+    old: Option<&ConnectionStatus>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let unchanged = old.is_some_and(|o| {
+        o.gitlab_version == status.gitlab_version
+            && o.username == status.username
+            && o.observed_generation == status.observed_generation
+            && crate::crd::same_ignoring_time(&o.conditions, &status.conditions)
+    });
+    if unchanged {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply("runner-operator").force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::kube("writing the connection status"))?;
+    Ok(())
+}
+
+pub async fn reconcile_namespaced(
+    conn: Arc<GitLabConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = conn.namespace().unwrap_or_default();
+    let resolved = for_runner(
+        &ctx,
+        &ns,
+        ConnectionKind::GitLabConnection,
+        &conn.name_any(),
+    )
+    .await;
+    let result = match resolved {
+        Ok(r) => live_check(&r).await,
+        Err(e) => Err(e),
+    };
+    let status = connection_status(
+        conn.meta().generation,
+        conn.status.as_ref(),
+        &result,
+        conn.spec.client.insecure_skip_tls_verify.unwrap_or(false),
+    );
+    write_status(
+        &Api::<GitLabConnection>::namespaced(ctx.client.clone(), &ns),
+        &conn,
+        status,
+        conn.status.as_ref(),
+    )
+    .await?;
+    Ok(Action::requeue(if result.is_ok() {
+        ctx.resync()
+    } else {
+        Duration::from_secs(30)
+    }))
+}
+
+pub async fn reconcile_cluster(
+    conn: Arc<ClusterGitLabConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let s = &conn.spec;
+    let token_ns = s
+        .token_secret_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.settings.namespace.clone());
+    let key = format!("ClusterGitLabConnection/{}", conn.name_any());
+    let resolved = build(
+        &ctx,
+        key,
+        &s.url,
+        (
+            &token_ns,
+            &s.token_secret_ref.name,
+            s.token_secret_ref.key.as_deref().unwrap_or("token"),
+        ),
+        &s.client,
+        &token_ns,
+    )
+    .await;
+    let result = match resolved {
+        Ok(r) => live_check(&r).await,
+        Err(e) => Err(e),
+    };
+    let status = connection_status(
+        conn.meta().generation,
+        conn.status.as_ref(),
+        &result,
+        s.client.insecure_skip_tls_verify.unwrap_or(false),
+    );
+    write_status(
+        &Api::<ClusterGitLabConnection>::all(ctx.client.clone()),
+        &conn,
+        status,
+        conn.status.as_ref(),
+    )
+    .await?;
+    Ok(Action::requeue(if result.is_ok() {
+        ctx.resync()
+    } else {
+        Duration::from_secs(30)
+    }))
+}

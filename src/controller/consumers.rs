@@ -1,0 +1,147 @@
+//! Rolling the workloads that mount the token Secret after each new token, and spotting
+//! runners that would rotate the token behind our back.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::context::Context;
+use super::error::Error;
+use super::secret::ANN_TOKEN_GENERATION;
+use crate::crd::{ConsumerKind, Runner};
+
+pub const CONSUMERS_READY: &str = "ConsumersReady";
+pub const ROTATION_CONFLICT: &str = "TokenRotationConflict";
+const FLAG: &str = "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION";
+
+/// A side condition to report.
+#[derive(Debug, Clone)]
+pub struct Warning {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// True when some container of the template sets the flag to true (env or `--feature-flags`
+/// style config is not inspected).
+pub fn disables_self_rotation(template: Option<&PodTemplateSpec>) -> bool {
+    template.and_then(|t| t.spec.as_ref()).is_some_and(|spec| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| {
+                c.env.iter().flatten().any(|e| {
+                    e.name == FLAG
+                        && e.value
+                            .as_deref()
+                            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+                })
+            })
+    })
+}
+
+/// Bumps the token-generation annotation on every consumer's pod template (a rolling restart).
+/// Missing consumers and consumers that let the runner rotate its own token become warnings.
+pub async fn roll(
+    ctx: &Context,
+    runner: &Runner,
+    generation: &str,
+) -> Result<(Vec<String>, Vec<Warning>), Error> {
+    let ns = runner.namespace().unwrap_or_default();
+    let consumers = runner
+        .spec
+        .token_secret
+        .as_ref()
+        .map(|t| t.consumers.clone())
+        .unwrap_or_default();
+    let mut restarted = vec![];
+    let (mut missing, mut self_rotating) = (vec![], vec![]);
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {ANN_TOKEN_GENERATION: generation}}}}});
+    let pp = PatchParams::default();
+    for c in consumers {
+        let label = format!("{:?}/{}", c.kind, c.name);
+        let template = match c.kind {
+            ConsumerKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+                match api
+                    .get_opt(&c.name)
+                    .await
+                    .map_err(Error::kube(format!("reading {label}")))?
+                {
+                    None => None,
+                    Some(d) => {
+                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
+                            .await
+                            .map_err(Error::kube(format!("restarting {label}")))?;
+                        Some(d.spec.map(|s| s.template))
+                    }
+                }
+            }
+            ConsumerKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+                match api
+                    .get_opt(&c.name)
+                    .await
+                    .map_err(Error::kube(format!("reading {label}")))?
+                {
+                    None => None,
+                    Some(d) => {
+                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
+                            .await
+                            .map_err(Error::kube(format!("restarting {label}")))?;
+                        Some(d.spec.map(|s| s.template))
+                    }
+                }
+            }
+            ConsumerKind::DaemonSet => {
+                let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+                match api
+                    .get_opt(&c.name)
+                    .await
+                    .map_err(Error::kube(format!("reading {label}")))?
+                {
+                    None => None,
+                    Some(d) => {
+                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
+                            .await
+                            .map_err(Error::kube(format!("restarting {label}")))?;
+                        Some(d.spec.map(|s| s.template))
+                    }
+                }
+            }
+        };
+        match template {
+            None => missing.push(label),
+            Some(t) => {
+                if !disables_self_rotation(t.as_ref()) {
+                    self_rotating.push(label.clone());
+                }
+                restarted.push(label);
+            }
+        }
+    }
+    let mut warnings = vec![];
+    if !missing.is_empty() {
+        warnings.push(Warning {
+            type_: CONSUMERS_READY,
+            status: false,
+            reason: "ConsumerMissing",
+            message: format!(
+                "not found in namespace {ns}, so not restarted: {} (the token was rotated anyway)",
+                missing.join(", ")
+            ),
+        });
+    }
+    if !self_rotating.is_empty() {
+        warnings.push(Warning {
+            type_: ROTATION_CONFLICT,
+            status: true,
+            reason: "AutomaticRotationEnabled",
+            message: format!("{} do not set {FLAG}=true: the runner process will rotate its token itself and the Secret's token stops working; set the variable in the pod template", self_rotating.join(", ")),
+        });
+    }
+    Ok((restarted, warnings))
+}

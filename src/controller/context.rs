@@ -1,0 +1,97 @@
+//! Shared state of the controllers: clients, event recorder, per-connection GitLab clients,
+//! per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::crd::Runner;
+use crate::gitlab::GitLabClient;
+
+/// Tunables of `run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Steady-state re-check period (jittered ±10 %).
+    pub resync: Duration,
+    /// Namespace of the operator (default namespace of cluster connections' Secrets).
+    pub namespace: String,
+    /// Backoff bounds for failing objects.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(600),
+            namespace: "runner-operator".into(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Test hook: called after each GitLab write with its endpoint; `true` aborts the reconcile there.
+pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
+    pub gitlab: Mutex<HashMap<String, (String, GitLabClient)>>,
+    /// Consecutive failures per Runner.
+    pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
+    pub crash_hook: Option<CrashHook>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, settings: Settings) -> Self {
+        let instance = std::env::var("POD_NAME").ok();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "runner-operator".into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            recorder,
+            settings,
+            gitlab: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            crash_hook: None,
+        }
+    }
+
+    /// Jittered resync period (±10 %), so many Runners do not wake together.
+    pub fn resync(&self) -> Duration {
+        self.settings.resync.mul_f64(0.9 + 0.2 * fastrand::f64())
+    }
+
+    /// Exponential backoff for the n-th consecutive failure, jittered, capped.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let base = self.settings.backoff_min.as_secs_f64() * 2f64.powi(failures.min(20) as i32);
+        Duration::from_secs_f64(
+            base.min(self.settings.backoff_max.as_secs_f64()) * (0.8 + 0.4 * fastrand::f64()),
+        )
+    }
+
+    pub fn record_failure(&self, obj: ObjectRef<Runner>) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(obj).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    pub fn record_success(&self, obj: &ObjectRef<Runner>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(obj);
+    }
+}

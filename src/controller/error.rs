@@ -1,0 +1,76 @@
+//! Controller errors: typed, with the context a user needs and a stable reason for conditions,
+//! events and metrics.
+
+use std::time::Duration;
+
+use crate::gitlab::GitLabError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection cannot be used (missing, not allowed here, bad Secret).
+    #[error("{0}")]
+    Connection(String),
+    /// GitLab refused or failed a call.
+    #[error("{action}: {source}")]
+    GitLab {
+        action: String,
+        #[source]
+        source: GitLabError,
+    },
+    /// The Kubernetes API failed.
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The spec cannot be satisfied as written (unknown project, adopt target missing).
+    #[error("{0}")]
+    Invalid(String),
+    /// A test hook stopped the reconcile right after a GitLab call, as a crash would.
+    #[error("simulated crash after {0}")]
+    SimulatedCrash(String),
+}
+
+impl Error {
+    pub fn gitlab(action: impl Into<String>) -> impl FnOnce(GitLabError) -> Error {
+        let action = action.into();
+        move |source| Error::GitLab { action, source }
+    }
+
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+
+    /// Condition reason, event reason and metric label (a fixed vocabulary).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Connection(_) => "ConnectionNotReady",
+            Error::GitLab { source, .. } => match source.status() {
+                Some(401) => "GitLabUnauthorized",
+                Some(403) => "GitLabForbidden",
+                Some(404) => "GitLabNotFound",
+                Some(410) => "RegistrationTokensDisabled",
+                Some(429) => "GitLabRateLimited",
+                Some(400 | 422) => "GitLabRejected",
+                Some(_) => "GitLabError",
+                None => "GitLabUnreachable",
+            },
+            Error::Kube { .. } => "KubernetesError",
+            Error::Invalid(_) => "InvalidSpec",
+            Error::SimulatedCrash(_) => "SimulatedCrash",
+        }
+    }
+
+    /// A floor for the retry delay GitLab asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::GitLab { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The controllers: Runners (observe, plan, act, report) and connections (live checks).
+
+pub mod connection;
+pub mod consumers;
+pub mod context;
+pub mod error;
+pub mod plan;
+pub mod reconcile;
+pub mod secret;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+pub use context::{Context, Settings};
+pub use error::Error;
+
+use crate::crd::{ClusterGitLabConnection, ConnectionKind, GitLabConnection, Runner};
+
+/// Options of the controllers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Reconciles running at once (0 = unbounded).
+    pub concurrency: u16,
+    /// Only these namespaces (empty: all).
+    pub namespace: Option<String>,
+    /// Label selector on Runners.
+    pub label_selector: Option<String>,
+}
+
+/// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    ctx: Arc<Context>,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
+    let runners: Api<Runner> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut runner_cfg = watcher::Config::default();
+    if let Some(sel) = &options.label_selector {
+        runner_cfg = runner_cfg.labels(sel);
+    }
+    let secrets: Api<Secret> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let secret_cfg = watcher::Config::default().labels(&format!(
+        "{}={}",
+        secret::LABEL_MANAGED_BY,
+        secret::MANAGED_BY
+    ));
+    let controller = Controller::new(runners, runner_cfg)
+        .with_config(ControllerConfig::default().concurrency(options.concurrency));
+    let store = controller.store();
+    let store2 = store.clone();
+    let conns: Api<GitLabConnection> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let runner_loop = controller
+        .owns(secrets, secret_cfg)
+        .watches(
+            conns,
+            watcher::Config::default(),
+            move |conn: GitLabConnection| {
+                let ns = conn.namespace();
+                let name = conn.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(move |r| {
+                        r.spec.connection_ref.kind == ConnectionKind::GitLabConnection
+                            && r.spec.connection_ref.name == name
+                            && r.namespace() == ns
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+            },
+        )
+        .watches(
+            Api::<ClusterGitLabConnection>::all(client.clone()),
+            watcher::Config::default(),
+            move |conn: ClusterGitLabConnection| {
+                let name = conn.name_any();
+                store2
+                    .state()
+                    .into_iter()
+                    .filter(move |r| {
+                        r.spec.connection_ref.kind == ConnectionKind::ClusterGitLabConnection
+                            && r.spec.connection_ref.name == name
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let conn_api: Api<GitLabConnection> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let conn_loop = Controller::new(conn_api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            connection::reconcile_namespaced,
+            |_, e: &Error, _| connection_retry(e),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let cluster_conn_loop = Controller::new(
+        Api::<ClusterGitLabConnection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        connection::reconcile_cluster,
+        |_, e: &Error, _| connection_retry(e),
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    tokio::join!(runner_loop, conn_loop, cluster_conn_loop);
+}
+
+fn connection_retry(e: &Error) -> Action {
+    tracing::warn!(error = %e, "connection check failed");
+    Action::requeue(Duration::from_secs(30).max(e.retry_after().unwrap_or_default()))
+}

@@ -1,0 +1,1206 @@
+//! One Runner: observe (Kubernetes, the Secret, GitLab), plan (pure), act, report.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tracing::Instrument;
+
+use super::connection::{self, Resolved};
+use super::context::Context;
+use super::error::Error;
+use super::plan::{
+    self, Desired, DesiredAttrs, GitLabState, Reason, RotationPolicy, SecretState, Step, TokenState,
+};
+use super::{consumers, secret};
+use crate::crd::{
+    self, DeletionPolicy, GitLabRunnerState, READY, RegistrationStrategy, Runner, RunnerStatus,
+    RunnerType, condition, set_condition,
+};
+use crate::gitlab::{
+    CreateUserRunner, GitLabClient, RunnerAttributes, RunnerDetails, RunnerFilter,
+};
+
+pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
+pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
+const MANAGER: &str = "runner-operator";
+const NOTE_LIMIT: usize = 1024;
+
+/// Entry point for the Runner controller.
+pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = runner.namespace().unwrap_or_default();
+    let api: Api<Runner> = Api::namespaced(ctx.client.clone(), &ns);
+    let oref = ObjectRef::from_obj(&*runner);
+    let result = finalizer(&api, FINALIZER, runner, |event| async {
+        match event {
+            Finalizer::Apply(r) => apply(r, ctx.clone()).await,
+            Finalizer::Cleanup(r) => cleanup(r, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e) => Error::kube("adding the finalizer")(e),
+        kube::runtime::finalizer::Error::RemoveFinalizer(e) => {
+            Error::kube("removing the finalizer")(e)
+        }
+        other => Error::Invalid(other.to_string()),
+    });
+    if result.is_ok() {
+        ctx.record_success(&oref);
+    }
+    result
+}
+
+/// Requeue policy for failures: per-object exponential backoff, GitLab's Retry-After as a floor.
+pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(ObjectRef::from_obj(&*runner));
+    let wait = ctx
+        .backoff(n.saturating_sub(1))
+        .max(error.retry_after().unwrap_or_default());
+    tracing::warn!(namespace = runner.namespace().unwrap_or_default(), name = %runner.name_any(), runner_id = runner.status.as_ref().and_then(|s| s.runner_id), reason = error.reason(), error = %error, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Ownership marker kept in the runner's maintenance note.
+pub fn marker(runner: &Runner) -> String {
+    format!(
+        "[runner-operator: managed by Runner {}/{}, uid {}]",
+        runner.namespace().unwrap_or_default(),
+        runner.name_any(),
+        runner.meta().uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn carries_marker(note: Option<&str>, runner: &Runner) -> bool {
+    let uid = runner.meta().uid.as_deref().unwrap_or("-");
+    note.is_some_and(|n| n.contains(&format!(", uid {uid}]")))
+}
+
+/// `(namespace, name, uid)` of the Runner a marker names.
+fn marker_owner(note: Option<&str>) -> Option<(String, String, String)> {
+    let rest = note?.split("[runner-operator: managed by Runner ").nth(1)?;
+    let (path, rest) = rest.split_once(", uid ")?;
+    let uid = rest.split(']').next()?;
+    let (ns, name) = path.split_once('/')?;
+    Some((ns.into(), name.into(), uid.into()))
+}
+
+fn note_with_marker(runner: &Runner) -> String {
+    let m = marker(runner);
+    match runner
+        .spec
+        .maintenance_note
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
+        None => m,
+        Some(note) => {
+            let room = NOTE_LIMIT.saturating_sub(m.chars().count() + 2);
+            let kept: String = note.chars().take(room).collect();
+            format!("{kept}\n\n{m}")
+        }
+    }
+}
+
+fn parse_duration(field: &str, v: Option<&String>) -> Result<Option<Duration>, Error> {
+    v.map(|s| {
+        crd::duration::parse(s)
+            .map_err(|e| Error::Invalid(format!("spec.tokenRotation.{field}: {e}")))
+    })
+    .transpose()
+}
+
+fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
+    let s = &runner.spec;
+    let rotation = s.token_rotation.clone().unwrap_or_default();
+    Ok(Desired {
+        attrs: DesiredAttrs {
+            description: s.description.clone().unwrap_or_default(),
+            tags: s.tags.iter().cloned().collect(),
+            run_untagged: s.run_untagged.unwrap_or(true),
+            paused: s.paused.unwrap_or(false),
+            locked: s.locked.unwrap_or(false),
+            access_level: s
+                .access_level
+                .map(|a| a.as_str())
+                .unwrap_or("not_protected")
+                .into(),
+            maximum_timeout: s.maximum_timeout,
+            maintenance_note: note_with_marker(runner),
+        },
+        assigned,
+        is_project_runner: s.runner_type == RunnerType::ProjectType,
+        rotation: RotationPolicy {
+            interval: parse_duration("interval", rotation.interval.as_ref())?,
+            before_expiry: parse_duration("beforeExpiry", rotation.before_expiry.as_ref())?,
+        },
+        rotate_request: runner.annotations().get(ROTATE_ANNOTATION).cloned(),
+        adopt: s.adopt.as_ref().map(|a| a.runner_id),
+    })
+}
+
+fn ts(s: Option<&str>) -> Option<Timestamp> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn now_str() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Writes status when it differs (ignoring condition timestamps): no loops from our own writes.
+async fn write_status(ctx: &Context, runner: &Runner, status: &RunnerStatus) -> Result<(), Error> {
+    if let Some(old) = &runner.status {
+        let mut a = old.clone();
+        let mut b = status.clone();
+        let same_conditions = crd::same_ignoring_time(&a.conditions, &b.conditions);
+        a.conditions.clear();
+        b.conditions.clear();
+        if same_conditions && a == b {
+            return Ok(());
+        }
+    }
+    let api: Api<Runner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
+    api.patch_status(
+        &runner.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::kube("writing the Runner status"))?;
+    Ok(())
+}
+
+async fn event(
+    ctx: &Context,
+    runner: &Runner,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &runner.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
+    }
+}
+
+fn crash_point(ctx: &Context, endpoint: &str) -> Result<(), Error> {
+    match &ctx.crash_hook {
+        Some(hook) if hook(endpoint) => Err(Error::SimulatedCrash(endpoint.into())),
+        _ => Ok(()),
+    }
+}
+
+struct Pass<'a> {
+    ctx: &'a Context,
+    runner: &'a Runner,
+    conn: Resolved,
+    status: RunnerStatus,
+    details: Option<RunnerDetails>,
+    blocked: Option<(&'static str, String)>,
+    warnings: Vec<consumers::Warning>,
+    /// Consumers were rolled in this pass (their conditions are fresh).
+    rolled: bool,
+}
+
+impl Pass<'_> {
+    fn gl(&self) -> &GitLabClient {
+        &self.conn.client
+    }
+
+    fn log(&self) -> tracing::Span {
+        tracing::info_span!("runner", namespace = %self.runner.namespace().unwrap_or_default(), name = %self.runner.name_any(), runner_id = self.status.runner_id)
+    }
+
+    async fn save(&self) -> Result<(), Error> {
+        write_status(self.ctx, self.runner, &self.status).await
+    }
+
+    async fn write_secret(
+        &mut self,
+        runner_id: i64,
+        token: &SecretString,
+        expires_at: Option<&str>,
+    ) -> Result<(), Error> {
+        let issued = now_str();
+        let s = secret::build(
+            self.runner,
+            &secret::TokenData {
+                token,
+                runner_id,
+                url: &self.conn.url,
+                issued_at: &issued,
+                expires_at,
+            },
+        );
+        let name = self.runner.token_secret_name();
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        );
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&s),
+        )
+        .await
+        .map_err(Error::kube(format!("writing the token Secret {name}")))?;
+        self.status.token_secret_name = Some(name);
+        self.status.token_hash = Some(secret::token_hash(token.expose_secret()));
+        self.status.token_issued_at = Some(issued);
+        self.status.token_expires_at = expires_at.map(str::to_string);
+        let generation = format!(
+            "{}/{}",
+            self.status.token_issued_at.clone().unwrap_or_default(),
+            self.status.token_hash.clone().unwrap_or_default()
+        );
+        let (restarted, warnings) = consumers::roll(self.ctx, self.runner, &generation).await?;
+        self.status.restarted_consumers = restarted;
+        self.warnings.extend(warnings);
+        self.rolled = true;
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        owner_project: Option<i64>,
+        owner_group: Option<i64>,
+        desired: &Desired,
+        recreated: bool,
+    ) -> Result<(), Error> {
+        let spec = &self.runner.spec;
+        let strategy = spec
+            .registration
+            .as_ref()
+            .map(|r| r.strategy)
+            .unwrap_or_default();
+        let reg = match strategy {
+            RegistrationStrategy::UserRunner => {
+                let req = CreateUserRunner {
+                    runner_type: spec.runner_type.as_str().into(),
+                    group_id: owner_group,
+                    project_id: owner_project,
+                    attributes: desired.attrs.all(),
+                };
+                self.gl()
+                    .create_user_runner(&req)
+                    .await
+                    .map_err(Error::gitlab("creating the runner with POST /user/runners"))?
+            }
+            RegistrationStrategy::RegistrationToken => {
+                let r = spec.registration.as_ref().and_then(|r| r.registration_token_secret_ref.clone()).ok_or_else(|| Error::Invalid("registration strategy RegistrationToken needs registrationTokenSecretRef".into()))?;
+                let ns = self.runner.namespace().unwrap_or_default();
+                let token =
+                    read_secret_key(self.ctx, &ns, &r.name, r.key.as_deref().unwrap_or("token"))
+                        .await?;
+                self.gl().register_runner(&SecretString::from(token), &desired.attrs.all()).await.map_err(|e| {
+                    if matches!(e.status(), Some(410)) {
+                        Error::Invalid(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
+                    } else if matches!(e.status(), Some(403)) {
+                        Error::Invalid(format!("GitLab refused the registration token (403: {}): check the Secret {}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", e.message().unwrap_or_default(), ns, r.name))
+                    } else {
+                        Error::gitlab("registering the runner with POST /runners")(e)
+                    }
+                })?
+            }
+        };
+        crash_point(self.ctx, "POST /user/runners")?;
+        // The token exists nowhere else: into the Secret first, then the id into status.
+        self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
+            .await?;
+        self.status.runner_id = Some(reg.id);
+        self.status.last_rotation_reason = Some(
+            if recreated {
+                Reason::Recovered
+            } else {
+                Reason::Created
+            }
+            .as_str()
+            .into(),
+        );
+        self.status.pending_rotation = None;
+        self.save().await?;
+        let (reason, note) = if recreated {
+            (
+                "Recreated",
+                format!(
+                    "the GitLab runner was deleted outside the operator; registered a new one (id {}) and wrote its token",
+                    reg.id
+                ),
+            )
+        } else {
+            (
+                "Created",
+                format!(
+                    "registered GitLab runner {} and wrote its token to Secret {}",
+                    reg.id,
+                    self.runner.token_secret_name()
+                ),
+            )
+        };
+        event(
+            self.ctx,
+            self.runner,
+            EventType::Normal,
+            reason,
+            "Create",
+            note,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
+        // Recorded before calling GitLab: a crash after the reset makes the next pass reset again.
+        self.status.pending_rotation = Some(reason.as_str().into());
+        self.save().await?;
+        let reset = self
+            .gl()
+            .reset_runner_token(id)
+            .await
+            .map_err(Error::gitlab("resetting the runner token"))?;
+        crash_point(self.ctx, "POST /runners/:id/reset_authentication_token")?;
+        self.write_secret(id, &reset.token, reset.token_expires_at.as_deref())
+            .await?;
+        self.status.pending_rotation = None;
+        self.status.last_rotation_reason = Some(reason.as_str().into());
+        if reason == Reason::Requested || self.runner.annotations().contains_key(ROTATE_ANNOTATION)
+        {
+            self.status.handled_rotate_request =
+                self.runner.annotations().get(ROTATE_ANNOTATION).cloned();
+        }
+        self.save().await?;
+        let why = match reason {
+            Reason::Interval => "the rotation interval elapsed",
+            Reason::Expiry => "the token nears its expiry",
+            Reason::Requested => "requested through the rotate-token annotation",
+            Reason::Recovered => "the Secret was missing, edited or not yet written",
+            Reason::Adopted => "the runner was adopted",
+            Reason::Created => "created",
+        };
+        let expiry = reset
+            .token_expires_at
+            .as_deref()
+            .map(|e| format!("; it expires {e}"))
+            .unwrap_or_default();
+        event(
+            self.ctx,
+            self.runner,
+            EventType::Normal,
+            "TokenRotated",
+            "RotateToken",
+            format!(
+                "reset the token of runner {id} ({why}) and wrote the new one to Secret {}{expiry}",
+                self.runner.token_secret_name()
+            ),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+async fn read_secret_key(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<String, Error> {
+    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading Secret {ns}/{name}")))?;
+    s.and_then(|s| s.data)
+        .and_then(|d| {
+            d.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} has no non-empty key {key:?}")))
+}
+
+async fn resolve_project(gl: &GitLabClient, p: &str, what: &str) -> Result<i64, Error> {
+    gl.get_project(p).await.map(|p| p.id).map_err(|e| {
+        if e.is_not_found() {
+            Error::Invalid(format!("{what} {p:?} does not exist or the token's user cannot see it (GitLab: 404 Project Not Found)"))
+        } else {
+            Error::gitlab(format!("looking up {what} {p:?}"))(e)
+        }
+    })
+}
+
+/// Owner project, owner group, extra projects — from status when the spec did not change.
+async fn resolve_ids(
+    runner: &Runner,
+    status: &RunnerStatus,
+    gl: &GitLabClient,
+) -> Result<(Option<i64>, Option<i64>, BTreeSet<i64>), Error> {
+    let spec = &runner.spec;
+    let current = status.observed_generation.is_some()
+        && status.observed_generation == runner.meta().generation;
+    match spec.runner_type {
+        RunnerType::ProjectType => {
+            if current && !status.project_ids.is_empty() {
+                return Ok((
+                    status.project_ids.first().copied(),
+                    None,
+                    status.project_ids.iter().skip(1).copied().collect(),
+                ));
+            }
+            let owner =
+                resolve_project(gl, spec.project.as_deref().unwrap_or_default(), "project").await?;
+            let mut assigned = BTreeSet::new();
+            for p in &spec.assigned_projects {
+                let id = resolve_project(gl, p, "assigned project").await?;
+                if id != owner {
+                    assigned.insert(id);
+                }
+            }
+            Ok((Some(owner), None, assigned))
+        }
+        RunnerType::GroupType => {
+            if current && status.group_id.is_some() {
+                return Ok((None, status.group_id, BTreeSet::new()));
+            }
+            let g = spec.group.as_deref().unwrap_or_default();
+            let id = gl.get_group(g).await.map(|g| g.id).map_err(|e| {
+                if e.is_not_found() {
+                    Error::Invalid(format!("group {g:?} does not exist or the token's user cannot see it (GitLab: 404 Group Not Found)"))
+                } else {
+                    Error::gitlab(format!("looking up group {g:?}"))(e)
+                }
+            })?;
+            Ok((None, Some(id), BTreeSet::new()))
+        }
+        RunnerType::InstanceType => Ok((None, None, BTreeSet::new())),
+    }
+}
+
+/// Finds the runner this object created when a crash lost its id: same scope, same
+/// description, and our marker.
+async fn find_marked(
+    gl: &GitLabClient,
+    runner: &Runner,
+    owner_project: Option<i64>,
+    owner_group: Option<i64>,
+    description: &str,
+) -> Result<Option<RunnerDetails>, Error> {
+    let filter = RunnerFilter {
+        runner_type: Some(runner.spec.runner_type.as_str().into()),
+        ..Default::default()
+    };
+    let list = match (runner.spec.runner_type, owner_project, owner_group) {
+        (RunnerType::ProjectType, Some(p), _) => {
+            gl.list_project_runners(&p.to_string(), &filter).await
+        }
+        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
+        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
+        _ => return Ok(None),
+    }
+    .map_err(Error::gitlab(
+        "looking for a runner this Runner created earlier",
+    ))?;
+    for candidate in list.iter().filter(|r| {
+        r.description.as_deref().unwrap_or("") == description
+            && r.runner_type == runner.spec.runner_type.as_str()
+    }) {
+        let details = gl
+            .get_runner(candidate.id)
+            .await
+            .map_err(Error::gitlab("reading a candidate runner"))?;
+        if carries_marker(details.maintenance_note.as_deref(), runner) {
+            return Ok(Some(details));
+        }
+    }
+    Ok(None)
+}
+
+async fn fetch(gl: &GitLabClient, id: i64) -> Result<Option<RunnerDetails>, Error> {
+    match gl.get_runner(id).await {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::gitlab(format!("reading runner {id}"))(e)),
+    }
+}
+
+async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let generation = runner.meta().generation;
+    let mut status = runner.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let conn = match connection::for_runner(
+        &ctx,
+        &runner.namespace().unwrap_or_default(),
+        runner.spec.connection_ref.kind,
+        &runner.spec.connection_ref.name,
+    )
+    .await
+    {
+        Ok(c) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "ConnectionReady",
+                    true,
+                    "Resolved",
+                    "",
+                    generation,
+                    now.clone(),
+                ),
+            );
+            c
+        }
+        Err(e) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "ConnectionReady",
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                    generation,
+                    now.clone(),
+                ),
+            );
+            set_condition(
+                &mut status.conditions,
+                condition(READY, false, e.reason(), e.to_string(), generation, now),
+            );
+            status.observed_generation = generation;
+            write_status(&ctx, &runner, &status).await?;
+            event(
+                &ctx,
+                &runner,
+                EventType::Warning,
+                e.reason(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    let mut pass = Pass {
+        ctx: &ctx,
+        runner: &runner,
+        conn,
+        status,
+        details: None,
+        blocked: None,
+        warnings: vec![],
+        rolled: false,
+    };
+    let span = pass.log();
+    let outcome = converge(&mut pass).instrument(span).await;
+    if let Err(Error::SimulatedCrash(_)) = &outcome {
+        return outcome.map(|_| Action::await_change());
+    }
+    let now = Time(Timestamp::now());
+    let mut status = pass.status;
+    status.observed_generation = generation;
+    if let Some(d) = &pass.details {
+        status.gitlab = Some(GitLabRunnerState {
+            status: d.status.clone(),
+            contacted_at: d.contacted_at.clone(),
+        });
+    }
+    match (&outcome, &pass.blocked) {
+        (Err(e), _) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    READY,
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                    generation,
+                    now.clone(),
+                ),
+            );
+        }
+        (Ok(_), Some((reason, message))) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    READY,
+                    false,
+                    reason,
+                    message.clone(),
+                    generation,
+                    now.clone(),
+                ),
+            );
+        }
+        (Ok(_), None) => {
+            let id = status.runner_id.unwrap_or_default();
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    READY,
+                    true,
+                    "Reconciled",
+                    format!(
+                        "GitLab runner {id} matches the spec; its token is in Secret {}",
+                        runner.token_secret_name()
+                    ),
+                    generation,
+                    now.clone(),
+                ),
+            );
+        }
+    }
+    // Side conditions: present while their warning holds, removed once it is gone.
+    for t in [
+        consumers::CONSUMERS_READY,
+        consumers::ROTATION_CONFLICT,
+        "NoteTruncated",
+    ] {
+        match pass.warnings.iter().find(|w| w.type_ == t) {
+            Some(w) => set_condition(
+                &mut status.conditions,
+                condition(
+                    t,
+                    w.status,
+                    w.reason,
+                    w.message.clone(),
+                    generation,
+                    now.clone(),
+                ),
+            ),
+            None if t == consumers::CONSUMERS_READY
+                && !runner
+                    .spec
+                    .token_secret
+                    .as_ref()
+                    .is_none_or(|s| s.consumers.is_empty())
+                && pass.rolled =>
+            {
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        t,
+                        true,
+                        "Restarted",
+                        "every consumer was rolled onto the current token",
+                        generation,
+                        now.clone(),
+                    ),
+                )
+            }
+            None if pass.rolled || t == "NoteTruncated" => {
+                status.conditions.retain(|c| c.type_ != t)
+            }
+            None => {}
+        }
+    }
+    write_status(&ctx, &runner, &status).await?;
+    match outcome {
+        Err(e) => {
+            event(
+                &ctx,
+                &runner,
+                EventType::Warning,
+                e.reason(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+            Err(e)
+        }
+        Ok(()) => {
+            if let Some((reason, message)) = &pass.blocked {
+                let changed = runner
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+                    .is_none_or(|c| c.reason != *reason);
+                if changed {
+                    event(
+                        &ctx,
+                        &runner,
+                        EventType::Warning,
+                        reason,
+                        "Reconcile",
+                        message.clone(),
+                    )
+                    .await;
+                }
+            }
+            // Wake at the next token deadline if it comes before the resync.
+            let desired = desired(&runner, BTreeSet::new())?;
+            let token = TokenState {
+                secret: SecretState::Valid,
+                issued_at: ts(status.token_issued_at.as_deref()),
+                expires_at: ts(status.token_expires_at.as_deref()),
+                pending: None,
+                handled_request: None,
+            };
+            let mut wait = ctx.resync();
+            if let Some((_, at)) = plan::next_rotation(&desired, &token) {
+                let until = at.duration_since(Timestamp::now()).as_secs_f64().max(1.0);
+                wait = wait.min(Duration::from_secs_f64(
+                    until + fastrand::f64() * until.min(60.0) * 0.1,
+                ));
+            }
+            Ok(Action::requeue(wait))
+        }
+    }
+}
+
+/// Observe → plan → act until GitLab matches (at most a few rounds).
+async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
+    let runner = pass.runner;
+    let ctx = pass.ctx;
+    let (owner_project, owner_group, assigned) =
+        resolve_ids(runner, &pass.status, pass.gl()).await?;
+    pass.status.project_ids = owner_project
+        .into_iter()
+        .chain(assigned.iter().copied())
+        .collect();
+    pass.status.group_id = owner_group;
+    let desired = desired(runner, assigned)?;
+    if runner
+        .spec
+        .maintenance_note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
+    {
+        pass.warnings.push(consumers::Warning {
+            type_: "NoteTruncated",
+            status: true,
+            reason: "MarkerNeedsRoom",
+            message:
+                "maintenanceNote was shortened in GitLab to leave room for the ownership marker"
+                    .into(),
+        });
+    }
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let drift_possible =
+        runner.status.as_ref().and_then(|s| s.observed_generation) == runner.meta().generation;
+    for _round in 0..4 {
+        let secret_obj = secrets
+            .get_opt(&runner.token_secret_name())
+            .await
+            .map_err(Error::kube("reading the token Secret"))?;
+        let secret_state = secret::observe(
+            secret_obj.as_ref(),
+            runner,
+            pass.status.token_hash.as_deref(),
+        );
+        let known_id = pass.status.runner_id.or_else(|| {
+            secret_obj
+                .as_ref()
+                .filter(|_| secret_state != SecretState::Foreign)
+                .and_then(secret::runner_id)
+        });
+        let gitlab = match known_id {
+            Some(id) => match fetch(pass.gl(), id).await? {
+                Some(d) if carries_marker(d.maintenance_note.as_deref(), runner) => {
+                    GitLabState::Present(Box::new(d))
+                }
+                Some(d) => GitLabState::NotOurs(Box::new(d)),
+                None => GitLabState::Gone,
+            },
+            None => match desired.adopt {
+                Some(id) => match fetch(pass.gl(), id).await? {
+                    Some(d) if carries_marker(d.maintenance_note.as_deref(), runner) => {
+                        GitLabState::Present(Box::new(d))
+                    }
+                    Some(d) => GitLabState::NotOurs(Box::new(d)),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "spec.adopt.runnerId {id}: no such runner in GitLab"
+                        )));
+                    }
+                },
+                None => match find_marked(
+                    pass.gl(),
+                    runner,
+                    owner_project,
+                    owner_group,
+                    &desired.attrs.description,
+                )
+                .await?
+                {
+                    Some(d) => {
+                        pass.status.runner_id = Some(d.id);
+                        GitLabState::Present(Box::new(d))
+                    }
+                    None => GitLabState::Unknown,
+                },
+            },
+        };
+        if let GitLabState::Present(d) | GitLabState::NotOurs(d) = &gitlab {
+            pass.details = Some((**d).clone());
+        }
+        if secret_state == SecretState::Foreign
+            && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
+        {
+            pass.blocked = Some((
+                "SecretNotOwned",
+                format!(
+                    "Secret {} exists and is not owned by this Runner; it is never overwritten, so no runner is created. Delete it or set spec.tokenSecret.name",
+                    runner.token_secret_name()
+                ),
+            ));
+            return Ok(());
+        }
+        let token = TokenState {
+            secret: secret_state,
+            issued_at: ts(pass.status.token_issued_at.as_deref()),
+            expires_at: ts(pass.status.token_expires_at.as_deref()),
+            pending: pass
+                .status
+                .pending_rotation
+                .as_deref()
+                .and_then(Reason::parse),
+            handled_request: pass.status.handled_rotate_request.clone(),
+        };
+        let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
+        if steps.is_empty() {
+            pass.blocked = None;
+            return Ok(());
+        }
+        let id = match &gitlab {
+            GitLabState::Present(d) | GitLabState::NotOurs(d) => Some(d.id),
+            _ => None,
+        };
+        for step in steps {
+            tracing::debug!(namespace = %runner.namespace().unwrap_or_default(), name = %runner.name_any(), runner_id = id, ?step, "acting");
+            match step {
+                Step::Create { recreated } => {
+                    if recreated {
+                        pass.status.runner_id = None;
+                    }
+                    pass.create(owner_project, owner_group, &desired, recreated)
+                        .await?;
+                }
+                Step::Adopt(target) => adopt(pass, target, &desired, &gitlab).await?,
+                Step::Update(attrs) => {
+                    let rid = id.unwrap_or_default();
+                    let fields = changed_fields(&attrs);
+                    let d = pass
+                        .gl()
+                        .update_runner(rid, &attrs)
+                        .await
+                        .map_err(Error::gitlab(format!("updating runner {rid}")))?;
+                    crash_point(ctx, "PUT /runners/:id")?;
+                    pass.details = Some(d);
+                    let (t, reason, note) = if drift_possible && !fields.contains("locked") {
+                        (
+                            EventType::Warning,
+                            "DriftReverted",
+                            format!(
+                                "runner {rid} was changed outside the operator; restored {fields}"
+                            ),
+                        )
+                    } else {
+                        (
+                            EventType::Normal,
+                            "Updated",
+                            format!("updated {fields} of runner {rid}"),
+                        )
+                    };
+                    event(ctx, runner, t, reason, "Update", note).await;
+                }
+                Step::Assign(project) => {
+                    let rid = id.unwrap_or_default();
+                    match pass.gl().assign_runner(&project.to_string(), rid).await {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.status() == Some(400)
+                                && e.message()
+                                    .is_some_and(|m| m.contains("already been taken")) => {}
+                        Err(e) => {
+                            return Err(Error::gitlab(format!(
+                                "assigning runner {rid} to project {project}"
+                            ))(e));
+                        }
+                    }
+                    crash_point(ctx, "POST /projects/:id/runners")?;
+                    event(
+                        ctx,
+                        runner,
+                        EventType::Normal,
+                        "Assigned",
+                        "Assign",
+                        format!("assigned runner {rid} to project {project}"),
+                    )
+                    .await;
+                }
+                Step::Unassign(project) => {
+                    let rid = id.unwrap_or_default();
+                    match pass.gl().unassign_runner(&project.to_string(), rid).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => {
+                            return Err(Error::gitlab(format!(
+                                "unassigning runner {rid} from project {project}"
+                            ))(e));
+                        }
+                    }
+                    crash_point(ctx, "DELETE /projects/:id/runners/:runner_id")?;
+                    event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
+                }
+                Step::RotateToken(reason) => pass.rotate(id.unwrap_or_default(), reason).await?,
+                Step::Blocked { reason, message } => {
+                    pass.blocked = Some((reason, message));
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn changed_fields(a: &RunnerAttributes) -> String {
+    let v = serde_json::to_value(a).unwrap_or_default();
+    v.as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+async fn adopt(
+    pass: &mut Pass<'_>,
+    target: i64,
+    desired: &Desired,
+    gitlab: &GitLabState,
+) -> Result<(), Error> {
+    let ctx = pass.ctx;
+    let runner = pass.runner;
+    if let GitLabState::NotOurs(d) = gitlab {
+        // No tug of war: a runner another live Runner manages is not taken.
+        if let Some((ns, name, uid)) = marker_owner(d.maintenance_note.as_deref()) {
+            let other = Api::<Runner>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube("reading the Runner that claims the runner"))?;
+            if other.is_some_and(|o| o.meta().uid.as_deref() == Some(uid.as_str())) {
+                pass.blocked = Some((
+                    "RunnerClaimed",
+                    format!(
+                        "GitLab runner {target} is managed by Runner {ns}/{name}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
+                    ),
+                ));
+                return Ok(());
+            }
+        }
+    }
+    pass.status.runner_id = Some(target);
+    pass.status.pending_rotation = Some(Reason::Adopted.as_str().into());
+    pass.save().await?;
+    // Claim first (our marker), then reset: a crash in between leaves a marked runner whose
+    // token the next pass recovers.
+    pass.gl()
+        .update_runner(target, &desired.attrs.all())
+        .await
+        .map_err(Error::gitlab(format!("adopting runner {target}")))?;
+    crash_point(ctx, "PUT /runners/:id")?;
+    pass.rotate(target, Reason::Adopted).await?;
+    event(
+        ctx,
+        runner,
+        EventType::Warning,
+        "Adopted",
+        "Adopt",
+        format!(
+            "took over GitLab runner {target}; its previous token was reset and no longer works"
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
+        let id = runner.status.as_ref().and_then(|s| s.runner_id);
+        event(
+            &ctx,
+            &runner,
+            EventType::Normal,
+            "Orphaned",
+            "Delete",
+            format!(
+                "deletionPolicy Orphan: GitLab runner {} is left registered",
+                id.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into())
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let ns = runner.namespace().unwrap_or_default();
+    let conn = match connection::for_runner(
+        &ctx,
+        &ns,
+        runner.spec.connection_ref.kind,
+        &runner.spec.connection_ref.name,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let e = Error::Connection(format!(
+                "cannot delete the GitLab runner: {e}. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan"
+            ));
+            let mut status = runner.status.clone().unwrap_or_default();
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    READY,
+                    false,
+                    "DeletionBlocked",
+                    e.to_string(),
+                    runner.meta().generation,
+                    Time(Timestamp::now()),
+                ),
+            );
+            write_status(&ctx, &runner, &status).await?;
+            event(
+                &ctx,
+                &runner,
+                EventType::Warning,
+                "DeletionBlocked",
+                "Delete",
+                e.to_string(),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    let gl = &conn.client;
+    let status = runner.status.clone().unwrap_or_default();
+    let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&runner.token_secret_name())
+        .await
+        .ok()
+        .flatten()
+        .filter(|s| secret::observe(Some(s), &runner, None) != SecretState::Foreign)
+        .and_then(|s| secret::runner_id(&s));
+    let found = match status.runner_id.or(secret_id) {
+        Some(id) => fetch(gl, id).await?,
+        None => {
+            // Created, then crashed before recording the id: find it by our marker.
+            let (p, g, _) =
+                resolve_ids(&runner, &status, gl)
+                    .await
+                    .unwrap_or((None, None, BTreeSet::new()));
+            find_marked(
+                gl,
+                &runner,
+                p,
+                g,
+                runner.spec.description.as_deref().unwrap_or(""),
+            )
+            .await?
+        }
+    };
+    let Some(details) = found else {
+        return Ok(Action::await_change());
+    };
+    let id = details.id;
+    if !carries_marker(details.maintenance_note.as_deref(), &runner) {
+        event(
+            &ctx,
+            &runner,
+            EventType::Warning,
+            "NotDeleted",
+            "Delete",
+            format!("GitLab runner {id} does not carry this Runner's marker; it is left in place"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    match gl.delete_runner(id).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e)
+            if e.status() == Some(403)
+                && e.message()
+                    .is_some_and(|m| m.contains("more than one project")) =>
+        {
+            for p in details.projects.iter().skip(1) {
+                match gl.unassign_runner(&p.id.to_string(), id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err(Error::gitlab(format!(
+                            "unassigning runner {id} from project {} before deleting it",
+                            p.id
+                        ))(e));
+                    }
+                }
+            }
+            match gl.delete_runner(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
+            }
+        }
+        Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
+    }
+    crash_point(&ctx, "DELETE /runners/:id")?;
+    event(
+        &ctx,
+        &runner,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        format!("deleted GitLab runner {id}"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(note: Option<&str>) -> Runner {
+        let mut r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "r", "namespace": "ci", "uid": "u-1"}, "spec": {"connectionRef": {"name": "g"}, "runnerType": "instance_type"}})).unwrap();
+        r.spec.maintenance_note = note.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn marker_round_trip() {
+        let r = runner(Some("owned by team a"));
+        let note = note_with_marker(&r);
+        assert!(
+            note.starts_with(
+                "owned by team a\n\n[runner-operator: managed by Runner ci/r, uid u-1]"
+            )
+        );
+        assert!(carries_marker(Some(&note), &r));
+        assert_eq!(
+            marker_owner(Some(&note)),
+            Some(("ci".into(), "r".into(), "u-1".into()))
+        );
+        let mut other = runner(None);
+        other.metadata.uid = Some("u-2".into());
+        assert!(!carries_marker(Some(&note), &other));
+        assert!(!carries_marker(None, &r));
+    }
+
+    #[test]
+    fn long_notes_leave_room_for_the_marker() {
+        let r = runner(Some(&"x".repeat(1024)));
+        let note = note_with_marker(&r);
+        assert_eq!(note.chars().count(), NOTE_LIMIT);
+        assert!(carries_marker(Some(&note), &r));
+    }
+}

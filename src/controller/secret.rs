@@ -1,0 +1,185 @@
+//! The token Secret: what it holds, and whether the one we find is still ours and intact.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::plan::SecretState;
+use crate::crd::{Runner, SecretFormat};
+
+pub const TOKEN_KEY: &str = "runner-token";
+pub const REGISTRATION_TOKEN_KEY: &str = "runner-registration-token";
+pub const RUNNER_ID_KEY: &str = "runner-id";
+pub const URL_KEY: &str = "gitlab-url";
+pub const EXPIRES_KEY: &str = "token-expires-at";
+/// Changes with every token: issue time and hash, never the token.
+pub const ANN_TOKEN_GENERATION: &str = "gitlab.runner-operator.dev/token-generation";
+pub const ANN_TOKEN_HASH: &str = "gitlab.runner-operator.dev/token-hash";
+pub const LABEL_RUNNER: &str = "gitlab.runner-operator.dev/runner";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "runner-operator";
+
+/// First 16 bytes of SHA-256, hex: identifies a token without revealing it.
+pub fn token_hash(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What goes into the Secret.
+pub struct TokenData<'a> {
+    pub token: &'a SecretString,
+    pub runner_id: i64,
+    pub url: &'a str,
+    pub issued_at: &'a str,
+    pub expires_at: Option<&'a str>,
+}
+
+/// The Secret for a Runner, owned by it (garbage-collected with it).
+pub fn build(runner: &Runner, data: &TokenData) -> Secret {
+    let spec = runner.spec.token_secret.clone().unwrap_or_default();
+    let hash = token_hash(data.token.expose_secret());
+    let mut labels = spec.labels.clone();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_RUNNER.into(), runner.name_any());
+    let mut annotations = spec.annotations.clone();
+    annotations.insert(ANN_TOKEN_HASH.into(), hash.clone());
+    annotations.insert(
+        ANN_TOKEN_GENERATION.into(),
+        format!("{}/{hash}", data.issued_at),
+    );
+    let mut map = BTreeMap::new();
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    map.insert(TOKEN_KEY.into(), bytes(data.token.expose_secret()));
+    if spec.format.unwrap_or_default() == SecretFormat::GitLabRunnerChart {
+        map.insert(REGISTRATION_TOKEN_KEY.into(), bytes(""));
+    }
+    map.insert(RUNNER_ID_KEY.into(), bytes(&data.runner_id.to_string()));
+    map.insert(URL_KEY.into(), bytes(data.url));
+    if let Some(e) = data.expires_at {
+        map.insert(EXPIRES_KEY.into(), bytes(e));
+    }
+    let mut secret = Secret {
+        data: Some(map),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some(runner.token_secret_name());
+    secret.metadata.namespace = runner.namespace();
+    secret.metadata.labels = Some(labels);
+    secret.metadata.annotations = Some(annotations);
+    secret.metadata.owner_references = runner.controller_owner_ref(&()).map(|o| vec![o]);
+    secret
+}
+
+/// Is this Secret ours and does it hold the token we issued (`expected_hash` from status)?
+pub fn observe(
+    secret: Option<&Secret>,
+    runner: &Runner,
+    expected_hash: Option<&str>,
+) -> SecretState {
+    let Some(secret) = secret else {
+        return SecretState::Missing;
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == runner.meta().uid.as_ref() && o.controller == Some(true));
+    if !ours {
+        return SecretState::Foreign;
+    }
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(TOKEN_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return SecretState::Tampered;
+    };
+    let actual = token_hash(&token);
+    let annotated = secret.annotations().get(ANN_TOKEN_HASH).map(String::as_str);
+    match expected_hash {
+        Some(expected) if expected == actual => SecretState::Valid,
+        None if annotated == Some(actual.as_str()) => SecretState::Valid,
+        _ => SecretState::Tampered,
+    }
+}
+
+/// The runner id a Secret records (recovery when status lost it).
+pub fn runner_id(secret: &Secret) -> Option<i64> {
+    secret
+        .data
+        .as_ref()?
+        .get(RUNNER_ID_KEY)
+        .and_then(|b| String::from_utf8_lossy(&b.0).parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn runner(format: Option<&str>) -> Runner {
+        let mut spec = json!({"connectionRef": {"name": "g"}, "runnerType": "instance_type", "tokenSecret": {"labels": {"team": "a"}, "annotations": {"note": "x"}}});
+        if let Some(f) = format {
+            spec["tokenSecret"]["format"] = json!(f);
+        }
+        serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "r", "namespace": "ci", "uid": "u-1"}, "spec": spec})).unwrap()
+    }
+
+    fn data(token: &SecretString) -> TokenData<'_> {
+        TokenData {
+            token,
+            runner_id: 5,
+            url: "https://g",
+            issued_at: "2026-01-01T00:00:00Z",
+            expires_at: Some("2026-02-01T00:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn chart_format_has_both_keys_and_never_the_token_in_metadata() {
+        let token = SecretString::from("glrt-t1_secretvalue");
+        let s = build(&runner(None), &data(&token));
+        let d = s.data.as_ref().unwrap();
+        assert_eq!(d[TOKEN_KEY].0, b"glrt-t1_secretvalue");
+        assert_eq!(d[REGISTRATION_TOKEN_KEY].0, b"");
+        assert_eq!(d[RUNNER_ID_KEY].0, b"5");
+        assert_eq!(s.metadata.name.as_deref(), Some("r-runner-token"));
+        assert_eq!(s.metadata.labels.as_ref().unwrap()["team"], "a");
+        assert_eq!(s.metadata.annotations.as_ref().unwrap()["note"], "x");
+        assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
+        let meta = serde_json::to_string(&s.metadata).unwrap();
+        assert!(!meta.contains("secretvalue"));
+        let op = build(&runner(Some("GitLabRunnerOperator")), &data(&token));
+        assert!(!op.data.unwrap().contains_key(REGISTRATION_TOKEN_KEY));
+    }
+
+    #[test]
+    fn observation() {
+        let r = runner(None);
+        let token = SecretString::from("glrt-t1_secretvalue");
+        let s = build(&r, &data(&token));
+        let h = token_hash("glrt-t1_secretvalue");
+        assert_eq!(observe(None, &r, Some(&h)), SecretState::Missing);
+        assert_eq!(observe(Some(&s), &r, Some(&h)), SecretState::Valid);
+        assert_eq!(observe(Some(&s), &r, None), SecretState::Valid);
+        assert_eq!(observe(Some(&s), &r, Some("other")), SecretState::Tampered);
+        let mut edited = s.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(TOKEN_KEY.into(), ByteString(b"typed by hand".to_vec()));
+        assert_eq!(observe(Some(&edited), &r, Some(&h)), SecretState::Tampered);
+        let mut foreign = s.clone();
+        foreign.metadata.owner_references = None;
+        assert_eq!(observe(Some(&foreign), &r, Some(&h)), SecretState::Foreign);
+        assert_eq!(runner_id(&s), Some(5));
+    }
+}
