@@ -5,4 +5,5 @@ mod client;
 mod crds;
 mod emulator_api;
 mod kubeapi;
+mod operator;
 mod support;

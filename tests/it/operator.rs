@@ -1,0 +1,1095 @@
+//! The operator end to end: the controllers against the local Kubernetes API and the GitLab
+//! emulator, asserting what users see (GitLab state, the Secret, status, events).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use runner_operator::controller::{self, Context, Options, Settings};
+use runner_operator::crd::Runner;
+use runner_operator::emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
+use runner_operator::kubeapi::KubeApiServer;
+use serde_json::{Value, json};
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static INIT: Once = Once::new();
+
+struct LogWriter;
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of every test in this binary, at debug level for the operator.
+fn capture_logs() {
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "runner_operator=debug,kube=info",
+            ))
+            .with_writer(|| LogWriter)
+            .try_init();
+    });
+}
+
+pub struct Env {
+    pub gitlab: GitLabEmulator,
+    pub kube: KubeApiServer,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Env {
+    pub async fn start(hook: Option<controller::context::CrashHook>) -> Env {
+        capture_logs();
+        let gitlab = GitLabEmulator::start(&default_seed())
+            .await
+            .expect("gitlab emulator");
+        let kube = KubeApiServer::start_with("127.0.0.1:0", Duration::from_millis(500))
+            .await
+            .expect("kube api");
+        let client = kube.client().await.expect("client");
+        runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+            .await
+            .expect("bootstrap");
+        let mut env = Env {
+            gitlab,
+            kube,
+            client,
+            stop: None,
+            task: None,
+        };
+        env.run_operator(hook);
+        env
+    }
+
+    pub fn run_operator(&mut self, hook: Option<controller::context::CrashHook>) {
+        let settings = Settings {
+            resync: Duration::from_secs(2),
+            namespace: "runner-operator".into(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        };
+        let mut ctx = Context::new(self.client.clone(), settings);
+        ctx.crash_hook = hook;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = rx.map(|_| ()).boxed().shared();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(controller::run(
+            Arc::new(ctx),
+            Options {
+                concurrency: 8,
+                namespace: None,
+                label_selector: None,
+            },
+            shutdown,
+        )));
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    pub fn runners(&self) -> Api<Runner> {
+        Api::namespaced(self.client.clone(), "ci")
+    }
+
+    pub async fn apply(&self, name: &str, spec: Value) -> Runner {
+        let obj: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": name, "namespace": "ci"}, "spec": spec})).expect("runner");
+        self.runners()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .expect("applied")
+    }
+
+    pub async fn wait<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let dump: Vec<Value> = self
+                    .runners()
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| {
+                        l.items
+                            .iter()
+                            .map(|r| json!({"name": r.name_any(), "status": r.status}))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what}; runners: {}",
+                    serde_json::to_string_pretty(&dump).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn ready(&self, name: &str) -> Runner {
+        self.wait(&format!("{name} Ready"), || async {
+            let r = self.runners().get_opt(name).await.ok().flatten()?;
+            let st = r.status.as_ref()?;
+            let ready = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && st.observed_generation == r.metadata.generation).then_some(r)
+        })
+        .await
+    }
+
+    pub async fn condition(&self, name: &str, type_: &str, reason: &str) -> String {
+        self.wait(&format!("{name} {type_} {reason}"), || async {
+            let r = self.runners().get_opt(name).await.ok().flatten()?;
+            r.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == type_ && c.reason == reason)
+                .map(|c| c.message)
+        })
+        .await
+    }
+
+    pub async fn secret_token(&self, name: &str) -> Option<String> {
+        let s = Api::<Secret>::namespaced(self.client.clone(), "ci")
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()?;
+        s.data?
+            .get("runner-token")
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    }
+
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let evs = Api::<CoreEvent>::namespaced(self.client.clone(), "ci")
+            .list(&ListParams::default())
+            .await
+            .expect("events");
+        evs.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn has_event(&self, name: &str, reason: &str) -> (String, String, String) {
+        self.wait(&format!("event {reason} on {name}"), || async {
+            self.events(name).await.into_iter().find(|e| e.1 == reason)
+        })
+        .await
+    }
+
+    pub fn gitlab_runner(&self, id: i64) -> Option<RunnerSnapshot> {
+        self.gitlab.runner(id)
+    }
+
+    /// GitLab accepts this runner token (as a runner process would check it).
+    pub async fn token_works(&self, token: &str) -> bool {
+        reqwest::Client::new()
+            .post(format!("{}/api/v4/runners/verify", self.gitlab.url()))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16() == 200)
+            .unwrap_or(false)
+    }
+
+    pub async fn as_root(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}/api/v4{path}", self.gitlab.url()))
+            .header("PRIVATE-TOKEN", "glpat-emulator-root");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+fn project_spec() -> Value {
+    json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "assignedProjects": ["platform/web"],
+           "description": "Linux builders", "tags": ["linux", "docker"], "runUntagged": false, "maximumTimeout": 3600, "maintenanceNote": "team platform"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_assign_and_delete() {
+    let env = Env::start(None).await;
+    env.apply("builders", project_spec()).await;
+    let r = env.ready("builders").await;
+    let st = r.status.clone().unwrap();
+    let id = st.runner_id.unwrap();
+    let g = env.gitlab_runner(id).unwrap();
+    assert_eq!(g.projects, vec!["platform/api", "platform/web"]);
+    assert_eq!(g.tags, vec!["docker", "linux"]);
+    assert_eq!(
+        (g.description.as_deref(), g.run_untagged, g.maximum_timeout),
+        (Some("Linux builders"), false, Some(3600))
+    );
+    let note = g.maintenance_note.clone().unwrap();
+    assert!(
+        note.starts_with("team platform\n\n[runner-operator: managed by Runner ci/builders, uid "),
+        "{note}"
+    );
+    assert_eq!(
+        st.project_ids,
+        vec![
+            env.gitlab.project_id("platform/api").unwrap(),
+            env.gitlab.project_id("platform/web").unwrap()
+        ]
+    );
+    assert_eq!(st.last_rotation_reason.as_deref(), Some("Created"));
+    // The Secret holds the token GitLab issued, in the chart's layout.
+    let secret = Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .get("builders-runner-token")
+        .await
+        .unwrap();
+    let data = secret.data.clone().unwrap();
+    assert_eq!(String::from_utf8_lossy(&data["runner-token"].0), g.token);
+    assert_eq!(data["runner-registration-token"].0, b"");
+    assert_eq!(
+        String::from_utf8_lossy(&data["runner-id"].0),
+        id.to_string()
+    );
+    assert!(env.token_works(&g.token).await);
+    assert_eq!(secret.owner_references()[0].uid, r.uid().unwrap());
+    env.has_event("builders", "Created").await;
+    env.has_event("builders", "Assigned").await;
+
+    // Update: only what differs, assignments follow the spec.
+    let mut spec = project_spec();
+    spec["tags"] = json!(["linux"]);
+    spec["paused"] = json!(true);
+    spec["assignedProjects"] = json!([]);
+    env.apply("builders", spec).await;
+    env.wait("GitLab updated", || async {
+        let g = env.gitlab_runner(id)?;
+        (g.tags == vec!["linux"] && g.paused && g.projects == vec!["platform/api"]).then_some(())
+    })
+    .await;
+    env.ready("builders").await;
+    env.has_event("builders", "Unassigned").await;
+    assert_eq!(
+        env.gitlab_runner(id).unwrap().token,
+        g.token,
+        "updates keep the token"
+    );
+
+    // Delete: gone from GitLab, finalizer released, Secret collected.
+    env.runners()
+        .delete("builders", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("Runner gone", || async {
+        env.runners()
+            .get_opt("builders")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(env.gitlab_runner(id).is_none());
+    assert!(env.secret_token("builders-runner-token").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_instance_runners_through_both_connection_kinds() {
+    let env = Env::start(None).await;
+    env.apply("group", json!({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "jihulab"}, "runnerType": "group_type", "group": "platform", "tags": ["linux"], "accessLevel": "ref_protected"})).await;
+    env.apply("instance", json!({"connectionRef": {"name": "gitlab-admin"}, "runnerType": "instance_type", "deletionPolicy": "Orphan", "tokenSecret": {"format": "GitLabRunnerOperator", "name": "inst-token"}})).await;
+    let g = env.ready("group").await.status.unwrap();
+    let i = env.ready("instance").await.status.unwrap();
+    let gr = env.gitlab_runner(g.runner_id.unwrap()).unwrap();
+    assert_eq!(
+        (
+            gr.runner_type.as_str(),
+            gr.group.as_deref(),
+            gr.access_level.as_str()
+        ),
+        ("group_type", Some("platform"), "ref_protected")
+    );
+    assert_eq!(
+        env.gitlab_runner(i.runner_id.unwrap()).unwrap().runner_type,
+        "instance_type"
+    );
+    let s = Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .get("inst-token")
+        .await
+        .unwrap();
+    assert!(
+        !s.data.unwrap().contains_key("runner-registration-token"),
+        "GitLabRunnerOperator format: runner-token only"
+    );
+    // Orphan leaves the runner in GitLab.
+    env.runners()
+        .delete("instance", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("instance Runner gone", || async {
+        env.runners()
+            .get_opt("instance")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(env.gitlab_runner(i.runner_id.unwrap()).is_some());
+    env.has_event("instance", "Orphaned").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_are_reverted_and_deleted_runners_recreated() {
+    let env = Env::start(None).await;
+    env.apply("drift", project_spec()).await;
+    let id = env.ready("drift").await.status.unwrap().runner_id.unwrap();
+    assert_eq!(
+        env.as_root(
+            reqwest::Method::PUT,
+            &format!("/runners/{id}"),
+            Some(json!({"description": "hand edit", "tag_list": "x"}))
+        )
+        .await,
+        200
+    );
+    env.wait("drift reverted", || async {
+        env.gitlab_runner(id)
+            .filter(|g| {
+                g.description.as_deref() == Some("Linux builders")
+                    && g.tags == vec!["docker", "linux"]
+            })
+            .map(|_| ())
+    })
+    .await;
+    env.has_event("drift", "DriftReverted").await;
+    // Deleted behind our back: a new runner, a new token in the Secret.
+    assert_eq!(
+        env.as_root(reqwest::Method::DELETE, &format!("/runners/{id}"), None)
+            .await,
+        204
+    );
+    let new_id = env
+        .wait("recreated", || async {
+            env.runners()
+                .get("drift")
+                .await
+                .ok()?
+                .status?
+                .runner_id
+                .filter(|n| *n != id)
+        })
+        .await;
+    env.ready("drift").await;
+    let g = env.gitlab_runner(new_id).unwrap();
+    assert_eq!(
+        env.secret_token("drift-runner-token").await.as_deref(),
+        Some(g.token.as_str())
+    );
+    assert_eq!(g.projects, vec!["platform/api", "platform/web"]);
+    env.has_event("drift", "Recreated").await;
+    assert_eq!(env.gitlab.runners().len(), 1, "no duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_resets_the_token_and_claims_are_exclusive() {
+    let env = Env::start(None).await;
+    let api = env.gitlab.project_id("platform/api").unwrap();
+    let resp: Value = reqwest::Client::new()
+        .post(format!("{}/api/v4/user/runners", env.gitlab.url()))
+        .header("PRIVATE-TOKEN", "glpat-emulator-root")
+        .json(&json!({"runner_type": "project_type", "project_id": api, "description": "made by hand"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, old_token) = (
+        resp["id"].as_i64().unwrap(),
+        resp["token"].as_str().unwrap().to_string(),
+    );
+    // Without adopt, a Runner never touches it: it creates its own.
+    let mut spec = json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "description": "made by hand"});
+    env.apply("own", spec.clone()).await;
+    let own_id = env.ready("own").await.status.unwrap().runner_id.unwrap();
+    assert_ne!(own_id, id);
+    assert!(env.token_works(&old_token).await);
+    spec["adopt"] = json!({"runnerId": id});
+    env.apply("adopter", spec.clone()).await;
+    let st = env.ready("adopter").await.status.unwrap();
+    assert_eq!(
+        (st.runner_id, st.last_rotation_reason.as_deref()),
+        (Some(id), Some("Adopted"))
+    );
+    assert!(
+        !env.token_works(&old_token).await,
+        "adoption reset the token"
+    );
+    let token = env.secret_token("adopter-runner-token").await.unwrap();
+    assert!(env.token_works(&token).await);
+    assert!(
+        env.gitlab_runner(id)
+            .unwrap()
+            .maintenance_note
+            .unwrap()
+            .contains("Runner ci/adopter")
+    );
+    env.has_event("adopter", "Adopted").await;
+    // A second claimant is refused; the first keeps its runner.
+    env.apply("thief", spec).await;
+    let msg = env.condition("thief", "Ready", "RunnerClaimed").await;
+    assert!(msg.contains("managed by Runner ci/adopter"), "{msg}");
+    assert!(env.token_works(&token).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab() {
+    let env = Env::start(None).await;
+    env.apply(
+        "noconn",
+        json!({"connectionRef": {"name": "missing"}, "runnerType": "instance_type"}),
+    )
+    .await;
+    let msg = env.condition("noconn", "Ready", "ConnectionNotReady").await;
+    assert!(
+        msg.contains("GitLabConnection ci/missing does not exist"),
+        "{msg}"
+    );
+    // A cluster connection limited to other namespaces.
+    let ns: Value = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(env.client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+    let other: Api<Runner> = Api::namespaced(env.client.clone(), "other");
+    let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "outsider", "namespace": "other"},
+        "spec": {"connectionRef": {"kind": "ClusterGitLabConnection", "name": "jihulab"}, "runnerType": "group_type", "group": "platform"}})).unwrap();
+    other.create(&PostParams::default(), &r).await.unwrap();
+    let msg = env
+        .wait("outsider refused", || async {
+            other
+                .get("outsider")
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "ConnectionNotReady")
+                .map(|c| c.message)
+        })
+        .await;
+    assert!(msg.contains("does not allow namespace other"), "{msg}");
+    assert!(env.gitlab.runners().is_empty());
+    // Label the namespace: the selector admits it and the Runner converges.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(env.client.clone())
+        .patch(
+            "other",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"gitlab-runners": "allowed"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait("outsider ready", || async {
+        other
+            .get("outsider")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "True")
+            .map(|_| ())
+    })
+    .await;
+    // Creating the missing connection re-queues its Runners.
+    let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "missing", "namespace": "ci"},
+        "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-admin-token"}}});
+    Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(conn).unwrap(),
+        )
+        .await
+        .unwrap();
+    env.ready("noconn").await;
+    // Connections report their live check.
+    let c = Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci");
+    let st = env
+        .wait("connection ready", || async {
+            c.get("gitlab")
+                .await
+                .ok()?
+                .status
+                .filter(|s| s.gitlab_version.is_some())
+        })
+        .await;
+    assert_eq!(
+        (st.gitlab_version.as_deref(), st.username.as_deref()),
+        (Some("18.6.0-ee"), Some("platform-bot"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_refusals_become_conditions_with_gitlabs_message() {
+    let env = Env::start(None).await;
+    env.apply("unknown", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/nope"})).await;
+    let msg = env.condition("unknown", "Ready", "InvalidSpec").await;
+    assert!(msg.contains("\"platform/nope\" does not exist"), "{msg}");
+    // Legacy registration where GitLab disabled registration tokens (410).
+    let token = env
+        .gitlab
+        .project_registration_token("platform/api")
+        .unwrap();
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "reg"}, "stringData": {"token": token}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+    env.apply("legacy", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "registration": {"strategy": "RegistrationToken", "registrationTokenSecretRef": {"name": "reg"}}})).await;
+    let msg = env.condition("legacy", "Ready", "InvalidSpec").await;
+    assert!(
+        msg.contains("registration tokens are disabled") && msg.contains("UserRunner"),
+        "{msg}"
+    );
+    env.gitlab
+        .update_settings(|s| s.allow_runner_registration_token = true);
+    let st = env.ready("legacy").await.status.unwrap();
+    assert!(
+        env.gitlab_runner(st.runner_id.unwrap())
+            .unwrap()
+            .token
+            .starts_with("t3_")
+    );
+    // Scope too small for assignments: GitLab's own words reach the condition.
+    let scoped: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "scoped"}, "stringData": {"token": "glpat-emulator-scoped"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &scoped)
+        .await
+        .unwrap();
+    let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "scoped", "namespace": "ci"},
+        "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "scoped"}}});
+    Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(conn).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut spec = project_spec();
+    spec["connectionRef"] = json!({"name": "scoped"});
+    env.apply("scoped", spec).await;
+    let msg = env.condition("scoped", "Ready", "GitLabForbidden").await;
+    assert!(
+        msg.contains("insufficient_scope") && msg.contains("accepted scopes: api"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_recovered_rotated_on_request_and_on_schedule() {
+    let env = Env::start(None).await;
+    env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    let id = env.ready("tok").await.status.unwrap().runner_id.unwrap();
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), "ci");
+    let first = env.secret_token("tok-runner-token").await.unwrap();
+    // Secret deleted → reset and rewritten.
+    secrets
+        .delete("tok-runner-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = env
+        .wait("secret recovered", || async {
+            env.secret_token("tok-runner-token")
+                .await
+                .filter(|t| *t != first)
+        })
+        .await;
+    assert!(!env.token_works(&first).await && env.token_works(&second).await);
+    assert_eq!(env.gitlab_runner(id).unwrap().token, second);
+    env.has_event("tok", "TokenRotated").await;
+    // Token edited by hand → recovered (seen through the hash, without calling verify).
+    let verifies = env.gitlab.request_count("POST /runners/verify");
+    secrets
+        .patch(
+            "tok-runner-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"runner-token": "typed-by-hand"}})),
+        )
+        .await
+        .unwrap();
+    let third = env
+        .wait("hand edit recovered", || async {
+            env.secret_token("tok-runner-token")
+                .await
+                .filter(|t| *t != second && t != "typed-by-hand")
+        })
+        .await;
+    assert!(env.token_works(&third).await);
+    assert_eq!(
+        env.gitlab.request_count("POST /runners/verify"),
+        verifies + 1,
+        "only the test's own verify call"
+    );
+    // On request: once per annotation value.
+    let resets = || {
+        env.gitlab
+            .request_count("POST /runners/:id/reset_authentication_token")
+    };
+    let before = resets();
+    env.runners().patch("tok", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "r1"}}}))).await.unwrap();
+    env.wait("requested rotation", || async {
+        env.runners()
+            .get("tok")
+            .await
+            .ok()?
+            .status?
+            .handled_rotate_request
+            .filter(|v| v == "r1")
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(resets(), before + 1, "one rotation per annotation value");
+    assert_eq!(
+        env.runners()
+            .get("tok")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .last_rotation_reason
+            .as_deref(),
+        Some("Requested")
+    );
+    // On an interval.
+    env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tokenRotation": {"interval": "2s"}})).await;
+    env.wait("interval rotation", || async {
+        env.runners()
+            .get("tok")
+            .await
+            .ok()?
+            .status?
+            .last_rotation_reason
+            .filter(|r| r == "Interval")
+            .map(|_| ())
+    })
+    .await;
+    let token = env.secret_token("tok-runner-token").await.unwrap();
+    assert!(env.token_works(&token).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported() {
+    let env = Env::start(None).await;
+    env.gitlab
+        .update_settings(|s| s.project_runner_token_expiration_interval = Some(6));
+    env.apply("exp", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    let st = env.ready("exp").await.status.unwrap();
+    assert!(st.token_expires_at.is_some(), "expiry is reported");
+    let s = Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .get("exp-runner-token")
+        .await
+        .unwrap();
+    assert!(s.data.unwrap().contains_key("token-expires-at"));
+    // A third of 6 s before expiry: rotated around 4 s, long before it dies.
+    env.wait("expiry rotation", || async {
+        env.runners()
+            .get("exp")
+            .await
+            .ok()?
+            .status?
+            .last_rotation_reason
+            .filter(|r| r == "Expiry")
+            .map(|_| ())
+    })
+    .await;
+    let token = env.secret_token("exp-runner-token").await.unwrap();
+    assert!(env.token_works(&token).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_roll_onto_new_tokens() {
+    let env = Env::start(None).await;
+    let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "ci");
+    let deploy = |name: &str, flag: bool| {
+        let env_vars = if flag {
+            json!([{"name": "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION", "value": "true"}])
+        } else {
+            json!([])
+        };
+        serde_json::from_value::<Deployment>(json!({"metadata": {"name": name}, "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "runner", "image": "gitlab/gitlab-runner", "env": env_vars}]}}}})).unwrap()
+    };
+    deploys
+        .create(&PostParams::default(), &deploy("good", true))
+        .await
+        .unwrap();
+    deploys
+        .create(&PostParams::default(), &deploy("selfrotating", false))
+        .await
+        .unwrap();
+    env.apply("cons", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api",
+        "tokenSecret": {"consumers": [{"kind": "Deployment", "name": "good"}, {"kind": "Deployment", "name": "selfrotating"}, {"kind": "StatefulSet", "name": "absent"}]}})).await;
+    let r = env.ready("cons").await;
+    let st = r.status.unwrap();
+    assert_eq!(
+        st.restarted_consumers,
+        vec!["Deployment/good", "Deployment/selfrotating"]
+    );
+    let conds: Vec<(String, String, String)> = st
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone(), c.message.clone()))
+        .collect();
+    assert!(
+        conds.iter().any(|(t, s, m)| t == "ConsumersReady"
+            && s == "False"
+            && m.contains("StatefulSet/absent")),
+        "{conds:?}"
+    );
+    assert!(
+        conds.iter().any(|(t, s, m)| t == "TokenRotationConflict"
+            && s == "True"
+            && m.contains("Deployment/selfrotating")
+            && !m.contains("Deployment/good")),
+        "{conds:?}"
+    );
+    let annotation = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| {
+                a.get("gitlab.runner-operator.dev/token-generation")
+                    .cloned()
+            })
+    };
+    let first = annotation(deploys.get("good").await.unwrap()).expect("pod template annotated");
+    assert!(!first.contains(&env.secret_token("cons-runner-token").await.unwrap()));
+    env.runners().patch("cons", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "now"}}}))).await.unwrap();
+    env.wait("rolled again", || async {
+        annotation(deploys.get("good").await.ok()?).filter(|a| *a != first)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_costs_one_get_and_no_writes() {
+    let env = Env::start(None).await;
+    env.apply("steady", project_spec()).await;
+    env.ready("steady").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = env.gitlab.request_counts();
+    let rv_before = env.kube.resource_version();
+    tokio::time::sleep(Duration::from_secs(7)).await; // ~3 resyncs of 2 s
+    let after = env.gitlab.request_counts();
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    let gets = delta("GET /runners/:id");
+    assert!((2..=5).contains(&gets), "one GET per resync, got {gets}");
+    let writes: u64 = after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(writes, 0, "no GitLab writes at steady state: {after:?}");
+    assert_eq!(
+        delta("GET /projects/:id"),
+        0,
+        "resolved ids come from status"
+    );
+    let runner_writes = env
+        .kube
+        .count_matching("PATCH /apis/gitlab.runner-operator.dev");
+    let _ = runner_writes;
+    assert_eq!(
+        env.kube.resource_version(),
+        rv_before,
+        "no Kubernetes writes at steady state either"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_back_off_without_losing_anything() {
+    let env = Env::start(None).await;
+    env.gitlab.inject(runner_operator::emulator::Fault {
+        endpoint: Some("POST /user/runners".into()),
+        path_contains: None,
+        times: 2,
+        action: runner_operator::emulator::FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after: Some(1),
+        },
+    });
+    env.gitlab.inject(runner_operator::emulator::Fault {
+        endpoint: Some("GET /projects/:id".into()),
+        path_contains: None,
+        times: 2,
+        action: runner_operator::emulator::FaultAction::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        },
+    });
+    env.apply("flaky", project_spec()).await;
+    let st = env.ready("flaky").await.status.unwrap();
+    assert_eq!(env.gitlab.runners().len(), 1);
+    assert!(
+        env.token_works(&env.secret_token("flaky-runner-token").await.unwrap())
+            .await
+    );
+    assert!(st.runner_id.is_some());
+}
+
+/// Kills the reconcile right after the n-th GitLab write, then lets it run on.
+fn crash_at(n: usize) -> (controller::context::CrashHook, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    (
+        Arc::new(move |_endpoint: &str| c.fetch_add(1, Ordering::SeqCst) + 1 == n),
+        count,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token() {
+    // Writes on the way to Ready: create, assign; then a requested rotation: reset.
+    for n in 1..=3 {
+        let (hook, count) = crash_at(n);
+        let env = Env::start(Some(hook)).await;
+        env.apply("crash", project_spec()).await;
+        env.ready("crash").await;
+        env.runners().patch("crash", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "x"}}}))).await.unwrap();
+        env.wait("rotation handled", || async {
+            env.runners()
+                .get("crash")
+                .await
+                .ok()?
+                .status?
+                .handled_rotate_request
+                .map(|_| ())
+        })
+        .await;
+        let st = env.ready("crash").await.status.unwrap();
+        assert!(
+            count.load(Ordering::SeqCst) >= n,
+            "crash point {n} was reached"
+        );
+        let runners = env.gitlab.runners();
+        assert_eq!(
+            runners.len(),
+            1,
+            "crash point {n}: exactly one runner, got {runners:?}"
+        );
+        assert_eq!(Some(runners[0].id), st.runner_id, "crash point {n}");
+        assert_eq!(
+            runners[0].projects,
+            vec!["platform/api", "platform/web"],
+            "crash point {n}"
+        );
+        let token = env.secret_token("crash-runner-token").await.unwrap();
+        assert_eq!(
+            token, runners[0].token,
+            "crash point {n}: the Secret holds the live token"
+        );
+        assert!(env.token_works(&token).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_between_create_and_status_finds_the_marked_runner() {
+    // The operator dies right after GitLab created the runner: nothing recorded anywhere.
+    let (hook, _) = crash_at(1);
+    let mut env = Env::start(Some(hook)).await;
+    env.apply("restart", project_spec()).await;
+    env.wait("created in GitLab", || async {
+        (!env.gitlab.runners().is_empty()).then_some(())
+    })
+    .await;
+    env.stop_operator().await;
+    let orphan = env.gitlab.runners()[0].clone();
+    env.run_operator(None);
+    let st = env.ready("restart").await.status.unwrap();
+    assert_eq!(st.runner_id, Some(orphan.id), "took its own runner back");
+    assert_eq!(env.gitlab.runners().len(), 1);
+    let token = env.secret_token("restart-runner-token").await.unwrap();
+    assert!(env.token_works(&token).await);
+    // Deleting cleans up even though the first pass never finished.
+    env.runners()
+        .delete("restart", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("deleted", || async {
+        env.gitlab.runners().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_connection_is_gone_can_be_released() {
+    let env = Env::start(None).await;
+    let mut spec = project_spec();
+    spec["connectionRef"] = json!({"name": "temp"});
+    let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "temp", "namespace": "ci"},
+        "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-api-token"}}});
+    let conns = Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci");
+    conns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(conn).unwrap(),
+        )
+        .await
+        .unwrap();
+    env.apply("stuck", spec.clone()).await;
+    env.ready("stuck").await;
+    conns
+        .delete("temp", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.runners()
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = env.condition("stuck", "Ready", "DeletionBlocked").await;
+    assert!(msg.contains("deletionPolicy: Orphan"), "{msg}");
+    spec["deletionPolicy"] = json!("Orphan");
+    env.apply("stuck", spec).await;
+    env.wait("released", || async {
+        env.runners()
+            .get_opt("stuck")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(env.gitlab.runners().len(), 1, "Orphan leaves the runner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_secrets_are_never_overwritten() {
+    let env = Env::start(None).await;
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "taken"}, "stringData": {"runner-token": "someone else's"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+    env.apply("clash", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tokenSecret": {"name": "taken"}})).await;
+    let msg = env.condition("clash", "Ready", "SecretNotOwned").await;
+    assert!(msg.contains("never overwritten"), "{msg}");
+    assert_eq!(
+        env.secret_token("taken").await.as_deref(),
+        Some("someone else's")
+    );
+    assert!(
+        env.gitlab.runners().is_empty(),
+        "no runner whose token could not be stored"
+    );
+}
+
+/// Runs last in its own test so the other tests' tokens are in the log buffer too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_leak_into_logs_events_or_status() {
+    let env = Env::start(None).await;
+    env.gitlab.inject(runner_operator::emulator::Fault {
+        endpoint: Some("POST /projects/:id/runners".into()),
+        path_contains: None,
+        times: 1,
+        action: runner_operator::emulator::FaultAction::Status {
+            status: 500,
+            body: None,
+            retry_after: None,
+        },
+    });
+    env.apply("secretive", project_spec()).await;
+    let id = env
+        .ready("secretive")
+        .await
+        .status
+        .unwrap()
+        .runner_id
+        .unwrap();
+    let mut tokens = vec![env.gitlab_runner(id).unwrap().token];
+    env.runners().patch("secretive", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "1"}}}))).await.unwrap();
+    let second = env
+        .wait("rotated", || async {
+            env.gitlab_runner(id)
+                .map(|g| g.token)
+                .filter(|t| *t != tokens[0])
+        })
+        .await;
+    tokens.push(second);
+    env.ready("secretive").await;
+    let status =
+        serde_json::to_string(&env.runners().get("secretive").await.unwrap().status).unwrap();
+    let events = format!("{:?}", env.events("secretive").await);
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(logs.contains("secretive"), "logs were captured");
+    for t in &tokens {
+        let body = t.trim_start_matches("glrt-");
+        assert!(!status.contains(body), "status leaks a token");
+        assert!(!events.contains(body), "events leak a token");
+        assert!(!logs.contains(body), "logs leak a token");
+    }
+    for access in ["glpat-emulator-bot", "glpat-emulator-root"] {
+        assert!(
+            !logs.contains(access) && !events.contains(access) && !status.contains(access),
+            "access token leaked"
+        );
+    }
+}
