@@ -295,6 +295,12 @@ impl Pass<'_> {
             .as_ref()
             .map(|r| r.strategy)
             .unwrap_or_default();
+        // Recorded first: a crash after GitLab created the runner makes the next pass look for
+        // it (by its marker) instead of registering a second one.
+        if self.status.creation_started.is_none() {
+            self.status.creation_started = Some(now_str());
+            self.save().await?;
+        }
         let reg = match strategy {
             RegistrationStrategy::UserRunner => {
                 let req = CreateUserRunner {
@@ -330,6 +336,7 @@ impl Pass<'_> {
         self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
             .await?;
         self.status.runner_id = Some(reg.id);
+        self.status.creation_started = None;
         self.status.last_rotation_reason = Some(
             if recreated {
                 Reason::Recovered
@@ -538,7 +545,24 @@ async fn fetch(gl: &GitLabClient, id: i64) -> Result<Option<RunnerDetails>, Erro
     }
 }
 
+/// The Runner as the API server has it now: the watch cache can lag behind our own status
+/// writes, and acting on a stale status would redo work (a second reset, a lost runner id).
+async fn fresh(runner: Arc<Runner>, ctx: &Context) -> Result<Option<Arc<Runner>>, Error> {
+    let api: Api<Runner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let latest = api
+        .get_opt(&runner.name_any())
+        .await
+        .map_err(Error::kube("reading the Runner"))?;
+    Ok(latest
+        .filter(|r| r.meta().uid == runner.meta().uid)
+        .map(Arc::new))
+}
+
 async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(runner) = fresh(runner, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
     let generation = runner.meta().generation;
     let mut status = runner.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
@@ -828,7 +852,8 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                         )));
                     }
                 },
-                None => match find_marked(
+                // Only after an interrupted create: finding our marked runner costs a list.
+                None if pass.status.creation_started.is_some() => match find_marked(
                     pass.gl(),
                     runner,
                     owner_project,
@@ -839,14 +864,20 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 {
                     Some(d) => {
                         pass.status.runner_id = Some(d.id);
+                        pass.status.creation_started = None;
                         GitLabState::Present(Box::new(d))
                     }
                     None => GitLabState::Unknown,
                 },
+                None => GitLabState::Unknown,
             },
         };
         if let GitLabState::Present(d) | GitLabState::NotOurs(d) = &gitlab {
             pass.details = Some((**d).clone());
+        }
+        if let GitLabState::Present(d) = &gitlab {
+            // Known from the Secret after a crash before the status write: record it now.
+            pass.status.runner_id = Some(d.id);
         }
         if secret_state == SecretState::Foreign
             && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
@@ -1027,6 +1058,9 @@ async fn adopt(
 }
 
 async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(runner) = fresh(runner, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
         let id = runner.status.as_ref().and_then(|s| s.runner_id);
         event(
@@ -1093,6 +1127,7 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
         .and_then(|s| secret::runner_id(&s));
     let found = match status.runner_id.or(secret_id) {
         Some(id) => fetch(gl, id).await?,
+        None if status.creation_started.is_none() => None,
         None => {
             // Created, then crashed before recording the id: find it by our marker.
             let (p, g, _) =

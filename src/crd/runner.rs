@@ -361,6 +361,11 @@ pub struct RunnerStatus {
     /// token does not match was edited by hand and is recovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_hash: Option<String>,
+    /// Set just before a runner is created in GitLab and cleared once its id is recorded: if a
+    /// crash comes in between, the next pass looks for the runner by its marker instead of
+    /// creating a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_started: Option<String>,
     /// A token reset recorded before calling GitLab; set until the new token is in the Secret, so
     /// a crash in between makes the next pass reset again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

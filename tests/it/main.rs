@@ -5,5 +5,6 @@ mod client;
 mod crds;
 mod emulator_api;
 mod kubeapi;
+mod kubectl;
 mod operator;
 mod support;
