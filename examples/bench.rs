@@ -22,19 +22,36 @@ use serde_json::json;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
 
-fn total(counts: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, pred: impl Fn(&str) -> bool) -> u64 {
-    counts.iter().filter(|(k, _)| pred(k)).map(|(k, v)| v - before.get(k).copied().unwrap_or(0)).sum()
+fn total(
+    counts: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+    pred: impl Fn(&str) -> bool,
+) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| pred(k))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .sum()
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -45,19 +62,46 @@ async fn main() {
     let rps = arg("--rps", 500);
     let resync = Duration::from_secs(arg("--resync-s", 60));
     runner_operator::tls::install_crypto_provider();
-    let gitlab = GitLabEmulator::start(&default_seed()).await.expect("gitlab");
-    gitlab.inject(Fault { endpoint: None, path_contains: Some("/api/v4/".into()), times: u32::MAX, action: FaultAction::Delay { millis: latency } });
-    let kube = KubeApiServer::start_with("127.0.0.1:0", Duration::from_secs(30)).await.expect("kube");
+    let gitlab = GitLabEmulator::start(&default_seed())
+        .await
+        .expect("gitlab");
+    gitlab.inject(Fault {
+        endpoint: None,
+        path_contains: Some("/api/v4/".into()),
+        times: u32::MAX,
+        action: FaultAction::Delay { millis: latency },
+    });
+    let kube = KubeApiServer::start_with("127.0.0.1:0", Duration::from_secs(30))
+        .await
+        .expect("kube");
     let client = kube.client().await.expect("client");
-    runner_operator::sandbox::bootstrap(&client, &gitlab.url()).await.expect("bootstrap");
+    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+        .await
+        .expect("bootstrap");
     Api::<GitLabConnection>::namespaced(client.clone(), "ci")
-        .patch("gitlab", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": rps, "burst": rps}}})))
+        .patch(
+            "gitlab",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": rps, "burst": rps}}})),
+        )
         .await
         .expect("rate limit");
-    let settings = Settings { resync, namespace: "runner-operator".into(), ..Settings::default() };
+    let settings = Settings {
+        resync,
+        namespace: "runner-operator".into(),
+        ..Settings::default()
+    };
     let ctx = Arc::new(Context::new(client.clone(), settings));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let op = tokio::spawn(controller::run(ctx, Options { concurrency, namespace: None, label_selector: None }, rx.map(|_| ()).boxed().shared()));
+    let op = tokio::spawn(controller::run(
+        ctx,
+        Options {
+            concurrency,
+            namespace: None,
+            label_selector: None,
+        },
+        rx.map(|_| ()).boxed().shared(),
+    ));
 
     let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
     let before = gitlab.request_counts();
@@ -66,11 +110,24 @@ async fn main() {
         let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": format!("r{i}"), "namespace": "ci"},
             "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tags": ["bench"], "description": format!("bench {i}")}}))
         .expect("runner");
-        runners.create(&PostParams::default(), &r).await.expect("create");
+        runners
+            .create(&PostParams::default(), &r)
+            .await
+            .expect("create");
     }
     loop {
         let list = runners.list(&ListParams::default()).await.expect("list");
-        let ready = list.items.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).count();
+        let ready = list
+            .items
+            .iter()
+            .filter(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
         if ready as u64 == n {
             break;
         }
@@ -78,12 +135,30 @@ async fn main() {
     }
     let converge = start.elapsed();
     let created = gitlab.request_counts();
-    let create_reqs = total(&created, &before, |k| k.starts_with("POST /user/runners") || k.starts_with("GET /runners/:id") || k.starts_with("GET /projects") || k.contains("runners/:id"));
+    let create_reqs = total(&created, &before, |k| {
+        k.starts_with("POST /user/runners")
+            || k.starts_with("GET /runners/:id")
+            || k.starts_with("GET /projects")
+            || k.contains("runners/:id")
+    });
     let all_reqs = total(&created, &before, |_| true);
-    println!("runners: {n}, latency per GitLab call: {latency} ms, concurrency: {concurrency}, client rate limit: {rps}/s");
+    println!(
+        "runners: {n}, latency per GitLab call: {latency} ms, concurrency: {concurrency}, client rate limit: {rps}/s"
+    );
     println!("time until all Ready: {:.1} s", converge.as_secs_f64());
-    println!("GitLab requests to create, per runner: {:.2} (runner endpoints and lookups: {:.2})", all_reqs as f64 / n as f64, create_reqs as f64 / n as f64);
-    println!("requests by endpoint during creation: {:?}", created.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect::<BTreeMap<_, _>>());
+    println!(
+        "GitLab requests to create, per runner: {:.2} (runner endpoints and lookups: {:.2})",
+        all_reqs as f64 / n as f64,
+        create_reqs as f64 / n as f64
+    );
+    println!(
+        "requests by endpoint during creation: {:?}",
+        created
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect::<BTreeMap<_, _>>()
+    );
     // Steady state: wait for resyncs to go by.
     let window = resync.mul_f64(2.2);
     let before = gitlab.request_counts();
@@ -92,9 +167,19 @@ async fn main() {
     let resyncs = window.as_secs_f64() / resync.as_secs_f64();
     let gets = total(&after, &before, |k| k == "GET /runners/:id");
     let writes = total(&after, &before, |k| !k.starts_with("GET "));
-    let other_gets = total(&after, &before, |k| k.starts_with("GET ") && k != "GET /runners/:id" && k != "GET /version" && k != "GET /user");
-    println!("steady state over {:.0} s (~{resyncs:.1} resyncs of {} s): GET /runners/:id per runner per resync: {:.2}; other GETs: {other_gets}; writes: {writes}", window.as_secs_f64(), resync.as_secs(), gets as f64 / n as f64 / resyncs);
-    println!("peak RSS (operator + both emulators in one process): {:.0} MiB", peak_rss_mib());
+    let other_gets = total(&after, &before, |k| {
+        k.starts_with("GET ") && k != "GET /runners/:id" && k != "GET /version" && k != "GET /user"
+    });
+    println!(
+        "steady state over {:.0} s (~{resyncs:.1} resyncs of {} s): GET /runners/:id per runner per resync: {:.2}; other GETs: {other_gets}; writes: {writes}",
+        window.as_secs_f64(),
+        resync.as_secs(),
+        gets as f64 / n as f64 / resyncs
+    );
+    println!(
+        "peak RSS (operator + both emulators in one process): {:.0} MiB",
+        peak_rss_mib()
+    );
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), op).await;
 }

@@ -326,6 +326,11 @@ impl GitLabEmulator {
         self.lock().counts.clone()
     }
 
+    /// Requests the instance throttle answered with 429.
+    pub fn throttled_count(&self) -> u64 {
+        self.lock().throttled
+    }
+
     /// Total requests served.
     pub fn total_requests(&self) -> u64 {
         self.lock().counts.values().sum()

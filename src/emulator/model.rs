@@ -229,6 +229,8 @@ pub struct State {
     pub counts: BTreeMap<String, u64>,
     /// Throttle windows: (user, window start) → requests.
     pub throttle_windows: HashMap<(i64, u64), u64>,
+    /// Requests answered 429 by the throttle.
+    pub throttled: u64,
 }
 
 impl State {

@@ -352,6 +352,7 @@ fn throttle(st: &mut State, user: &User) -> Result<(), Response> {
     let count = st.throttle_windows.entry((user.id, window)).or_insert(0);
     *count += 1;
     if *count > th.limit {
+        st.throttled += 1;
         let retry = period - now_s % period;
         return Err(rack_attack_429(
             retry,

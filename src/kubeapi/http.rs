@@ -515,11 +515,12 @@ struct WatchState {
     deadline: tokio::time::Instant,
     bookmarks: Option<tokio::time::Interval>,
     last_rv: u64,
+    /// Newest event received from the channel (relevant or not).
+    seen_rv: u64,
     res: ResourceDef,
     ns: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
-    shared: Arc<Shared>,
     done: bool,
 }
 
@@ -596,11 +597,11 @@ async fn watch(shared: &Arc<Shared>, res: &ResourceDef, ns: Option<&str>, q: &Qu
         deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
         bookmarks,
         last_rv,
+        seen_rv: 0,
         res: res.clone(),
         ns: ns.map(str::to_string),
         labels,
         fields,
-        shared: shared.clone(),
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -617,14 +618,16 @@ async fn watch(shared: &Arc<Shared>, res: &ResourceDef, ns: Option<&str>, q: &Qu
                             s.last_rv = e.rv;
                             s.queue.push_back(event_line(e.type_, &e.object));
                         }
+                        s.seen_rv = s.seen_rv.max(e.rv);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) | Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = tokio::time::sleep_until(s.deadline) => return None,
                 _ = s.drop_rx.changed() => return None,
                 _ = async { match s.bookmarks.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending::<()>().await } } => {
-                    let rv = s.shared.lock().rv;
-                    s.last_rv = s.last_rv.max(rv);
+                    // Only as far as events were actually seen: anything newer may still be
+                    // in the channel, and a bookmark past it would make the client skip it.
+                    s.last_rv = s.last_rv.max(s.seen_rv);
                     let obj = json!({"apiVersion": s.res.api_version(), "kind": s.res.kind, "metadata": {"resourceVersion": s.last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
                     s.queue.push_back(event_line("BOOKMARK", &obj));
                 }

@@ -713,3 +713,73 @@ async fn kubectl_tables_use_printer_columns() {
         (json!("tbl"), json!("project_type"), json!(9), json!("True"))
     );
 }
+
+#[tokio::test]
+async fn leases_and_events_in_both_apis() {
+    let (_server, client) = server_with_crds().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "ci");
+    let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({"metadata": {"name": "runner-operator"}, "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15}})).unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let got = leases.patch("runner-operator", &PatchParams::apply("pod-b").force(), &Patch::Apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "pod-b"}}))).await.unwrap();
+    assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("pod-b"));
+    // An events.k8s.io Event (what kube's Recorder writes) shows up as a core Event too.
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "test".into(),
+            instance: None,
+        },
+    );
+    let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
+    let r = runners
+        .create(&PostParams::default(), &runner("evented"))
+        .await
+        .unwrap();
+    let ev = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: "Tested".into(),
+        note: Some("hello".into()),
+        action: "Test".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &r.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &r.object_ref(&())).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "ci");
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "a repeat is a series, not a second event"
+    );
+    assert_eq!(
+        (
+            list.items[0].reason.as_deref(),
+            list.items[0].message.as_deref()
+        ),
+        (Some("Tested"), Some("hello"))
+    );
+}
+
+#[tokio::test]
+async fn run_refuses_to_start_without_the_crds() {
+    let server = KubeApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let err = runner_operator::kube_client::check_crds_installed(&client)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("not installed") && err.contains("kubectl apply --server-side"),
+        "{err}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for c in crd::all() {
+        crds.create(&PostParams::default(), &c).await.unwrap();
+    }
+    runner_operator::kube_client::check_crds_installed(&client)
+        .await
+        .unwrap();
+}

@@ -51,10 +51,15 @@ pub struct Env {
     pub client: Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    resync: Duration,
 }
 
 impl Env {
     pub async fn start(hook: Option<controller::context::CrashHook>) -> Env {
+        Self::start_with(hook, Duration::from_secs(2)).await
+    }
+
+    pub async fn start_with(hook: Option<controller::context::CrashHook>, resync: Duration) -> Env {
         capture_logs();
         let gitlab = GitLabEmulator::start(&default_seed())
             .await
@@ -72,6 +77,7 @@ impl Env {
             client,
             stop: None,
             task: None,
+            resync,
         };
         env.run_operator(hook);
         env
@@ -79,7 +85,7 @@ impl Env {
 
     pub fn run_operator(&mut self, hook: Option<controller::context::CrashHook>) {
         let settings = Settings {
-            resync: Duration::from_secs(2),
+            resync: self.resync,
             namespace: "runner-operator".into(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
@@ -125,12 +131,20 @@ impl Env {
             .expect("applied")
     }
 
-    pub async fn wait<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    pub async fn wait<T, F, Fut>(&self, what: &str, f: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.wait_for(what, Duration::from_secs(30), f).await
+    }
+
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, limit: Duration, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(v) = f().await {
                 return v;
@@ -1092,4 +1106,94 @@ async fn tokens_never_leak_into_logs_events_or_status() {
             "access token leaked"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_replaced_through_the_management_api() {
+    let mut env = Env::start(None).await;
+    env.gitlab
+        .update_settings(|s| s.project_runner_token_expiration_interval = Some(3));
+    env.apply("late", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    env.ready("late").await;
+    // The operator is down while the token expires: the runner endpoints refuse it.
+    env.stop_operator().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let dead = env.secret_token("late-runner-token").await.unwrap();
+    assert!(!env.token_works(&dead).await, "expired");
+    env.run_operator(None);
+    let fresh = env
+        .wait("replaced", || async {
+            env.secret_token("late-runner-token")
+                .await
+                .filter(|t| *t != dead)
+        })
+        .await;
+    assert!(env.token_works(&fresh).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_rotations_at_once_stay_within_the_rate_limit() {
+    let env = Env::start_with(None, Duration::from_secs(300)).await;
+    // GitLab throttles at 60 requests per 1 s window; the connection allows 40/s, burst 10.
+    env.gitlab.update_settings(|s| {
+        s.throttle = Some(runner_operator::emulator::Throttle {
+            limit: 60,
+            period_seconds: 1,
+        })
+    });
+    Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci")
+        .patch(
+            "gitlab",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": 40, "burst": 10}}})),
+        )
+        .await
+        .unwrap();
+    let n = 100;
+    for i in 0..n {
+        env.apply(&format!("m{i}"), json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    }
+    env.wait_for("all ready", Duration::from_secs(120), || async {
+        let list = env.runners().list(&ListParams::default()).await.ok()?;
+        (list
+            .items
+            .iter()
+            .filter(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count()
+            == n)
+            .then_some(())
+    })
+    .await;
+    let resets_before = env
+        .gitlab
+        .request_count("POST /runners/:id/reset_authentication_token");
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        env.runners().patch(&format!("m{i}"), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "all-at-once"}}}))).await.unwrap();
+    }
+    env.wait_for("all rotated", Duration::from_secs(120), || async {
+        (env.gitlab
+            .request_count("POST /runners/:id/reset_authentication_token")
+            - resets_before
+            == n as u64)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.gitlab.throttled_count(),
+        0,
+        "never a burst that trips GitLab's 429"
+    );
+    // 100 resets plus their reads at 40/s cannot finish in under ~3 s.
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
 }
