@@ -1,6 +1,7 @@
 //! `runner-operator run`: connect to Kubernetes, check the CRDs, run the controllers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -29,9 +30,24 @@ pub struct RunArgs {
     /// Only reconcile Runners matching this label selector (to split runners between deployments).
     #[arg(long, env = "RUNNER_OPERATOR_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
-    /// The operator's namespace: default namespace of ClusterGitLabConnection token Secrets.
+    /// The operator's namespace: default namespace of ClusterGitLabConnection token Secrets,
+    /// and of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "runner-operator")]
     pub namespace: String,
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "RUNNER_OPERATOR_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen_address: std::net::SocketAddr,
+    /// Elect a leader through the Lease `runner-operator` so several replicas can run; standbys
+    /// stay live but not ready.
+    #[arg(long, env = "RUNNER_OPERATOR_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Identity in leader election and events (the Downward API's pod name in the chart).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -92,10 +108,64 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         tokio::runtime::Runtime::new().map_err(|e| format!("starting the async runtime: {e}"))?;
     rt.block_on(async move {
         let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
-        crate::kube_client::check_crds_installed(&client).await?;
-        tracing::info!(resync = ?args.resync_interval, concurrency = args.concurrency, "runner-operator started");
-        let ctx = Arc::new(Context::new(client, args.settings()));
-        controller::run(ctx, args.options(), shutdown_signal()).await;
-        Ok(())
+        serve_operator(client, args, shutdown_signal()).await
     })
+}
+
+/// Health server, CRD check, optional leader election, controllers — until `shutdown`.
+pub async fn serve_operator(
+    client: kube::Client,
+    args: RunArgs,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> Result<(), String> {
+    let ctx = Arc::new(Context::new(client.clone(), args.settings()));
+    let health = crate::server::Health {
+        metrics: ctx.metrics.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let addr = crate::server::serve(args.listen_address, health.clone(), shutdown.clone()).await?;
+    tracing::info!(%addr, "serving /livez, /readyz and /metrics");
+    crate::kube_client::check_crds_installed(&client).await?;
+    if args.leader_election {
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(crate::leader::identity);
+        let mut leading =
+            crate::leader::elect(client.clone(), &args.namespace, identity.clone()).await?;
+        tracing::info!(%identity, "waiting to become the leader");
+        let mut stop = shutdown.clone();
+        loop {
+            if *leading.borrow() {
+                break;
+            }
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return Err("leader election stopped".into()) },
+                _ = &mut stop => return Ok(()),
+            }
+        }
+        tracing::info!(%identity, "leading: reconciling");
+        health.ready.store(true, Ordering::Relaxed);
+        // Losing the lease stops the controllers (in-flight reconciles finish) and exits, so a
+        // restarted pod competes again instead of two leaders acting at once.
+        let lost = async move {
+            while leading.changed().await.is_ok() {
+                if !*leading.borrow() {
+                    break;
+                }
+            }
+        };
+        let lost_or_shutdown = futures::future::select(Box::pin(lost), shutdown.clone())
+            .map(|_| ())
+            .boxed()
+            .shared();
+        controller::run(ctx, args.options(), lost_or_shutdown).await;
+        health.ready.store(false, Ordering::Relaxed);
+        return Ok(());
+    }
+    tracing::info!(resync = ?args.resync_interval, concurrency = args.concurrency, "runner-operator started");
+    health.ready.store(true, Ordering::Relaxed);
+    controller::run(ctx, args.options(), shutdown).await;
+    health.ready.store(false, Ordering::Relaxed);
+    Ok(())
 }

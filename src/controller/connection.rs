@@ -146,6 +146,7 @@ async fn build(
     config.timeout = timeout;
     config.ca_bundle_pem = ca.map(String::into_bytes);
     config.insecure_skip_tls_verify = settings.insecure_skip_tls_verify.unwrap_or(false);
+    config.observer = Some(ctx.metrics.clone());
     let client = GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?;
     ctx.gitlab
         .lock()

@@ -46,6 +46,7 @@ pub struct Context {
     /// Consecutive failures per Runner.
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
     pub crash_hook: Option<CrashHook>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -65,6 +66,7 @@ impl Context {
             gitlab: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             crash_hook: None,
+            metrics: Arc::default(),
         }
     }
 

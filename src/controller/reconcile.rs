@@ -42,6 +42,7 @@ pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action,
     let ns = runner.namespace().unwrap_or_default();
     let api: Api<Runner> = Api::namespaced(ctx.client.clone(), &ns);
     let oref = ObjectRef::from_obj(&*runner);
+    let started = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, runner, |event| async {
         match event {
             Finalizer::Apply(r) => apply(r, ctx.clone()).await,
@@ -61,6 +62,10 @@ pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action,
     if result.is_ok() {
         ctx.record_success(&oref);
     }
+    ctx.metrics.reconciled(
+        if result.is_ok() { "success" } else { "error" },
+        started.elapsed(),
+    );
     result
 }
 
@@ -337,6 +342,18 @@ impl Pass<'_> {
             .await?;
         self.status.runner_id = Some(reg.id);
         self.status.creation_started = None;
+        let reason = if recreated {
+            Reason::Recovered
+        } else {
+            Reason::Created
+        };
+        self.ctx
+            .metrics
+            .rotations
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
         self.status.last_rotation_reason = Some(
             if recreated {
                 Reason::Recovered
@@ -379,6 +396,13 @@ impl Pass<'_> {
     }
 
     async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
+        self.ctx
+            .metrics
+            .rotations
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
         // Recorded before calling GitLab: a crash after the reset makes the next pass reset again.
         self.status.pending_rotation = Some(reason.as_str().into());
         self.save().await?;
@@ -732,6 +756,18 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         }
     }
     write_status(&ctx, &runner, &status).await?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    let expires = ts(status.token_expires_at.as_deref()).map(|t| t.as_second());
+    ctx.metrics.runner(
+        &runner.namespace().unwrap_or_default(),
+        &runner.name_any(),
+        &pass.conn.key,
+        ready,
+        expires,
+    );
     match outcome {
         Err(e) => {
             event(
@@ -1061,6 +1097,8 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
     let Some(runner) = fresh(runner, &ctx).await? else {
         return Ok(Action::await_change());
     };
+    ctx.metrics
+        .forget(&runner.namespace().unwrap_or_default(), &runner.name_any());
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
         let id = runner.status.as_ref().and_then(|s| s.runner_id);
         event(

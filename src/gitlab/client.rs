@@ -77,6 +77,14 @@ impl RetryPolicy {
     }
 }
 
+/// Receives request outcomes (for metrics); knows nothing of where they go.
+pub trait Observer: Send + Sync {
+    /// One HTTP attempt finished: its endpoint template, status (None: no answer), duration.
+    fn request(&self, endpoint: &str, status: Option<u16>, took: Duration);
+    /// A request waited for the rate limit (or a 429 pause).
+    fn rate_limited(&self, waited: Duration);
+}
+
 /// Everything needed to talk to one GitLab instance.
 pub struct ClientConfig {
     /// Instance URL, e.g. `https://gitlab.example.com` (`/api/v4` is appended).
@@ -95,6 +103,8 @@ pub struct ClientConfig {
     pub insecure_skip_tls_verify: bool,
     /// Retry behaviour.
     pub retry: RetryPolicy,
+    /// Metrics hook.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl ClientConfig {
@@ -109,6 +119,7 @@ impl ClientConfig {
             ca_bundle_pem: None,
             insecure_skip_tls_verify: false,
             retry: RetryPolicy::default(),
+            observer: None,
         }
     }
 }
@@ -138,6 +149,7 @@ struct Inner {
     limiter: RateLimiter,
     retry: RetryPolicy,
     timeout: Duration,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for GitLabClient {
@@ -208,6 +220,7 @@ impl GitLabClient {
                 limiter: RateLimiter::new(config.requests_per_second, config.burst),
                 retry: config.retry,
                 timeout: config.timeout,
+                observer: config.observer,
             }),
         })
     }
@@ -232,7 +245,11 @@ impl GitLabClient {
         let retry = &self.inner.retry;
         let (mut failures, mut throttled) = (0u32, 0u32);
         loop {
-            self.inner.limiter.acquire().await;
+            let waited = self.inner.limiter.acquire().await;
+            if let (Some(o), false) = (&self.inner.observer, waited.is_zero()) {
+                o.rate_limited(waited);
+            }
+            let started = tokio::time::Instant::now();
             let mut req = self
                 .inner
                 .http
@@ -250,7 +267,15 @@ impl GitLabClient {
             if let Some(body) = &call.body {
                 req = req.json(body);
             }
-            match req.send().await {
+            let sent = req.send().await;
+            if let Some(o) = &self.inner.observer {
+                o.request(
+                    call.endpoint,
+                    sent.as_ref().ok().map(|r| r.status().as_u16()),
+                    started.elapsed(),
+                );
+            }
+            match sent {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();

@@ -48,8 +48,8 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a slot.
-    pub async fn acquire(&self) {
+    /// Waits for a slot; returns how long it waited.
+    pub async fn acquire(&self) -> Duration {
         let wait = self.reserve(Instant::now());
         if !wait.is_zero() {
             self.waits.fetch_add(1, Ordering::Relaxed);
@@ -57,6 +57,7 @@ impl RateLimiter {
                 .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 
     fn reserve(&self, now: Instant) -> Duration {

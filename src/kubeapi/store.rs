@@ -662,6 +662,8 @@ impl Store {
             .collect();
         let owners = self.owners.entry(uid).or_default();
         for (m, paths) in owners.iter_mut() {
+            // Fields that no longer exist belong to nobody; changed ones move to this writer.
+            paths.retain(|p| after.contains(p));
             if m != opts.manager {
                 paths.retain(|p| !changed.contains(p));
             }

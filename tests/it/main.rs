@@ -7,4 +7,5 @@ mod emulator_api;
 mod kubeapi;
 mod kubectl;
 mod operator;
+mod process;
 mod support;

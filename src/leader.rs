@@ -1,0 +1,29 @@
+//! Optional leader election on a coordination.k8s.io Lease (kube-lease-manager, server-side
+//! apply). Standbys stay live (serving `/livez`) but not ready, and reconcile nothing.
+
+use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
+
+/// Identity of this instance: the pod name when the Downward API provides it.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("runner-operator-{}", crate::emulator_free_random(8)))
+}
+
+/// Starts competing for the Lease `runner-operator` in `namespace`; the receiver says whether
+/// this instance leads. Lease duration 15 s, grace 5 s.
+pub async fn elect(
+    client: kube::Client,
+    namespace: &str,
+    identity: String,
+) -> Result<tokio::sync::watch::Receiver<bool>, String> {
+    let manager = LeaseManagerBuilder::new(client, "runner-operator")
+        .with_namespace(namespace)
+        .with_parameters(LeaseParams::new(identity, 15, 5))
+        .build()
+        .await
+        .map_err(|e| {
+            format!("setting up leader election (Lease {namespace}/runner-operator): {e}")
+        })?;
+    let (rx, _task) = manager.watch().await;
+    Ok(rx)
+}

@@ -1,0 +1,247 @@
+//! Prometheus metrics with bounded label sets (fixed vocabularies; per-Runner only where asked:
+//! the token expiry gauge).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// success, error, blocked
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Endpoint template, e.g. `GET /runners/:id`.
+    pub endpoint: String,
+    /// 2xx, 4xx, 5xx, or error (no answer).
+    pub status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunnerLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// kind/namespace/name of the connection.
+    pub connection: String,
+    pub ready: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Family<ResultLabels, Histogram>,
+    pub gitlab_requests: Family<RequestLabels, Counter>,
+    pub gitlab_request_duration: Family<EndpointLabels, Histogram>,
+    pub rate_limit_waits: Counter,
+    pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub token_expiry: Family<RunnerLabels, Gauge>,
+    pub rotations: Family<ReasonLabels, Counter>,
+    runners: Family<ConnectionLabels, Gauge>,
+    runner_state: Mutex<HashMap<(String, String), (String, bool)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("runner_operator");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let reconcile_duration = Family::<ResultLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let gitlab_requests = Family::<RequestLabels, Counter>::default();
+        let gitlab_request_duration =
+            Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            });
+        let rate_limit_waits = Counter::default();
+        let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let token_expiry = Family::<RunnerLabels, Gauge>::default();
+        let rotations = Family::<ReasonLabels, Counter>::default();
+        let runners = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "reconciles",
+            "Runner reconciles by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of Runner reconciles",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "gitlab_requests",
+            "GitLab API requests by endpoint and status class",
+            gitlab_requests.clone(),
+        );
+        registry.register(
+            "gitlab_request_duration_seconds",
+            "Duration of GitLab API requests",
+            gitlab_request_duration.clone(),
+        );
+        registry.register(
+            "gitlab_rate_limit_waits",
+            "Requests held back by a connection's rate limit or a 429",
+            rate_limit_waits.clone(),
+        );
+        registry.register(
+            "gitlab_rate_limit_wait_seconds",
+            "Time spent waiting for a connection's rate limit",
+            rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When each Runner's current token expires (Unix seconds)",
+            token_expiry.clone(),
+        );
+        registry.register(
+            "token_rotations",
+            "Token resets by reason",
+            rotations.clone(),
+        );
+        registry.register(
+            "runners",
+            "Runners by connection and readiness",
+            runners.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            gitlab_requests,
+            gitlab_request_duration,
+            rate_limit_waits,
+            rate_limit_wait_seconds,
+            token_expiry,
+            rotations,
+            runners,
+            runner_state: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, result: &str, took: Duration) {
+        let l = ResultLabels {
+            result: result.into(),
+        };
+        self.reconciles.get_or_create(&l).inc();
+        self.reconcile_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn gitlab_request(&self, endpoint: &str, status: Option<u16>, took: Duration) {
+        let status_class = match status {
+            Some(s) => format!("{}xx", s / 100),
+            None => "error".into(),
+        };
+        self.gitlab_requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.into(),
+                status_class,
+            })
+            .inc();
+        self.gitlab_request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn rate_limit_wait(&self, waited: Duration) {
+        self.rate_limit_waits.inc();
+        self.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+
+    /// Records a Runner's connection, readiness and token expiry (None: no expiry).
+    pub fn runner(
+        &self,
+        namespace: &str,
+        name: &str,
+        connection: &str,
+        ready: bool,
+        expires_unix: Option<i64>,
+    ) {
+        let key = RunnerLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match expires_unix {
+            Some(t) => {
+                self.token_expiry.get_or_create(&key).set(t);
+            }
+            None => {
+                self.token_expiry.remove(&key);
+            }
+        }
+        self.runner_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.into(), name.into()), (connection.into(), ready));
+    }
+
+    /// Forgets a deleted Runner.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.token_expiry.remove(&RunnerLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+        self.runner_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.into(), name.into()));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        self.runners.clear();
+        for (connection, ready) in self
+            .runner_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            self.runners
+                .get_or_create(&ConnectionLabels {
+                    connection: connection.clone(),
+                    ready: ready.to_string(),
+                })
+                .inc();
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl crate::gitlab::client::Observer for Metrics {
+    fn request(&self, endpoint: &str, status: Option<u16>, took: Duration) {
+        self.gitlab_request(endpoint, status, took);
+    }
+
+    fn rate_limited(&self, waited: Duration) {
+        self.rate_limit_wait(waited);
+    }
+}

@@ -1,0 +1,155 @@
+//! The `run` process: health endpoints, metrics, and leader election with two instances.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use runner_operator::emulator::{GitLabEmulator, default_seed};
+use runner_operator::kubeapi::KubeApiServer;
+use runner_operator::run::{RunArgs, serve_operator};
+use serde_json::json;
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
+    RunArgs {
+        kubeconfig: None,
+        log_format: runner_operator::telemetry::LogFormat::Text,
+        resync_interval: Duration::from_secs(5),
+        concurrency: 4,
+        watch_namespace: None,
+        label_selector: None,
+        namespace: "runner-operator".into(),
+        listen_address: addr,
+        leader_election: true,
+        pod_name: Some(name.into()),
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}{path}")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_leader_health_and_metrics() {
+    runner_operator::tls::install_crypto_provider();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "kube_lease_manager=debug",
+        ))
+        .with_test_writer()
+        .try_init();
+    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
+    let kube = KubeApiServer::start().await.unwrap();
+    let client = kube.client().await.unwrap();
+    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+        .await
+        .unwrap();
+    let (a_addr, b_addr) = (free_port(), free_port());
+    let (a_stop, a_rx) = tokio::sync::oneshot::channel::<()>();
+    let (b_stop, b_rx) = tokio::sync::oneshot::channel::<()>();
+    let a = tokio::spawn(serve_operator(
+        client.clone(),
+        args(a_addr, "pod-a"),
+        a_rx.map(|_| ()).boxed().shared(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = tokio::spawn(serve_operator(
+        client.clone(),
+        args(b_addr, "pod-b"),
+        b_rx.map(|_| ()).boxed().shared(),
+    ));
+    // Both live, exactly one ready: the Lease holder.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ra, rb) = (
+            get(a_addr, "/readyz").await.0,
+            get(b_addr, "/readyz").await.0,
+        );
+        if ra == 200 || rb == 200 {
+            assert_ne!(ra == 200, rb == 200, "exactly one leader");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody became leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(a_addr, "/livez").await.0, 200);
+    assert_eq!(get(b_addr, "/livez").await.0, 200);
+    let lease = Api::<Lease>::namespaced(client.clone(), "runner-operator")
+        .get("runner-operator")
+        .await
+        .unwrap();
+    let holder = lease.spec.unwrap().holder_identity.unwrap();
+    let (leader_addr, standby_addr, leader_stop, standby_name) =
+        if get(a_addr, "/readyz").await.0 == 200 {
+            (a_addr, b_addr, a_stop, "pod-b")
+        } else {
+            (b_addr, a_addr, b_stop, "pod-a")
+        };
+    assert_ne!(holder, standby_name);
+    assert_eq!(
+        get(standby_addr, "/readyz").await.0,
+        503,
+        "standby: live but not ready"
+    );
+
+    // The leader reconciles; its metrics show it.
+    let runners: Api<runner_operator::crd::Runner> = Api::namespaced(client.clone(), "ci");
+    let r: runner_operator::crd::Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "m", "namespace": "ci"},
+        "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}})).unwrap();
+    runners.create(&Default::default(), &r).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (_, body) = get(leader_addr, "/metrics").await;
+        if body.contains(
+            "runner_operator_runners{connection=\"GitLabConnection/ci/gitlab\",ready=\"true\"} 1",
+        ) {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the ready runner:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for needle in [
+        "runner_operator_reconciles_total{result=\"success\"}",
+        "runner_operator_reconcile_duration_seconds_bucket",
+        "runner_operator_gitlab_requests_total{endpoint=\"POST /user/runners\",status_class=\"2xx\"} 1",
+        "runner_operator_gitlab_request_duration_seconds_bucket{le=",
+        "runner_operator_token_rotations_total",
+        "runner_operator_gitlab_rate_limit_waits_total",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+    assert_eq!(gitlab.runners().len(), 1, "only the leader acted");
+
+    // The leader goes away: the standby takes over within the lease duration.
+    let _ = leader_stop.send(());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while get(standby_addr, "/readyz").await.0 != 200 {
+        if tokio::time::Instant::now() > deadline {
+            let lease = Api::<Lease>::namespaced(client.clone(), "runner-operator")
+                .get("runner-operator")
+                .await
+                .unwrap();
+            panic!(
+                "standby never took over; lease: {}",
+                serde_json::to_string(&lease).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.abort();
+    b.abort();
+}
