@@ -97,7 +97,7 @@ async fn main() {
         ctx,
         Options {
             concurrency,
-            namespace: None,
+            namespaces: vec![],
             label_selector: None,
         },
         rx.map(|_| ()).boxed().shared(),

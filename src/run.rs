@@ -24,9 +24,9 @@ pub struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, env = "RUNNER_OPERATOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
-    /// Only watch this namespace (default: all namespaces).
-    #[arg(long, env = "RUNNER_OPERATOR_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Only watch these namespaces, comma-separated (default: all namespaces).
+    #[arg(long, env = "RUNNER_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Only reconcile Runners matching this label selector (to split runners between deployments).
     #[arg(long, env = "RUNNER_OPERATOR_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
@@ -66,7 +66,7 @@ impl RunArgs {
     pub fn options(&self) -> Options {
         Options {
             concurrency: self.concurrency,
-            namespace: self.watch_namespace.clone(),
+            namespaces: self.watch_namespaces.clone(),
             label_selector: self.label_selector.clone(),
         }
     }

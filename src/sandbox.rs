@@ -129,7 +129,7 @@ pub fn run(args: SandboxArgs) -> Result<(), String> {
         );
         let settings = Settings { resync: args.resync_interval, namespace: "runner-operator".into(), ..Settings::default() };
         let ctx = Arc::new(Context::new(client, settings));
-        controller::run(ctx, Options { concurrency: 16, namespace: None, label_selector: None }, crate::run::shutdown_signal()).await;
+        controller::run(ctx, Options { concurrency: 16, namespaces: vec![], label_selector: None }, crate::run::shutdown_signal()).await;
         drop(kube);
         drop(gitlab);
         Ok(())

@@ -29,19 +29,50 @@ pub struct Options {
     /// Reconciles running at once (0 = unbounded).
     pub concurrency: u16,
     /// Only these namespaces (empty: all).
-    pub namespace: Option<String>,
+    pub namespaces: Vec<String>,
     /// Label selector on Runners.
     pub label_selector: Option<String>,
 }
 
-/// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
+/// Runs every controller until `shutdown` resolves; in-flight reconciles finish first. With
+/// several namespaces, one set of namespaced controllers runs per namespace.
 pub async fn run(
     ctx: Arc<Context>,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let cluster = Controller::new(
+        Api::<ClusterGitLabConnection>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        connection::reconcile_cluster,
+        |_, e: &Error, _| connection_retry(e),
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let namespaced = futures::future::join_all(
+        scopes
+            .into_iter()
+            .map(|ns| run_scope(ctx.clone(), ns, options.clone(), shutdown.clone())),
+    );
+    tokio::join!(cluster, namespaced);
+}
+
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
     let client = ctx.client.clone();
-    let runners: Api<Runner> = match &options.namespace {
+    let runners: Api<Runner> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -49,7 +80,7 @@ pub async fn run(
     if let Some(sel) = &options.label_selector {
         runner_cfg = runner_cfg.labels(sel);
     }
-    let secrets: Api<Secret> = match &options.namespace {
+    let secrets: Api<Secret> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -62,7 +93,7 @@ pub async fn run(
         .with_config(ControllerConfig::default().concurrency(options.concurrency));
     let store = controller.store();
     let store2 = store.clone();
-    let conns: Api<GitLabConnection> = match &options.namespace {
+    let conns: Api<GitLabConnection> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -103,7 +134,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let conn_api: Api<GitLabConnection> = match &options.namespace {
+    let conn_api: Api<GitLabConnection> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -115,18 +146,7 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let cluster_conn_loop = Controller::new(
-        Api::<ClusterGitLabConnection>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(
-        connection::reconcile_cluster,
-        |_, e: &Error, _| connection_retry(e),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    tokio::join!(runner_loop, conn_loop, cluster_conn_loop);
+    tokio::join!(runner_loop, conn_loop);
 }
 
 fn connection_retry(e: &Error) -> Action {

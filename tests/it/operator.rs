@@ -99,7 +99,7 @@ impl Env {
             Arc::new(ctx),
             Options {
                 concurrency: 8,
-                namespace: None,
+                namespaces: vec![],
                 label_selector: None,
             },
             shutdown,

@@ -21,7 +21,7 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
         log_format: runner_operator::telemetry::LogFormat::Text,
         resync_interval: Duration::from_secs(5),
         concurrency: 4,
-        watch_namespace: None,
+        watch_namespaces: vec![],
         label_selector: None,
         namespace: "runner-operator".into(),
         listen_address: addr,
