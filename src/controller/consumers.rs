@@ -60,57 +60,26 @@ pub async fn roll(
     let mut restarted = vec![];
     let (mut missing, mut self_rotating) = (vec![], vec![]);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {ANN_TOKEN_GENERATION: generation}}}}});
-    let pp = PatchParams::default();
     for c in consumers {
         let label = format!("{:?}/{}", c.kind, c.name);
         let template = match c.kind {
             ConsumerKind::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-                match api
-                    .get_opt(&c.name)
-                    .await
-                    .map_err(Error::kube(format!("reading {label}")))?
-                {
-                    None => None,
-                    Some(d) => {
-                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
-                            .await
-                            .map_err(Error::kube(format!("restarting {label}")))?;
-                        Some(d.spec.map(|s| s.template))
-                    }
-                }
+                roll_one::<Deployment>(ctx, &ns, &c.name, &label, &patch, |d| {
+                    d.spec.map(|s| s.template)
+                })
+                .await?
             }
             ConsumerKind::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-                match api
-                    .get_opt(&c.name)
-                    .await
-                    .map_err(Error::kube(format!("reading {label}")))?
-                {
-                    None => None,
-                    Some(d) => {
-                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
-                            .await
-                            .map_err(Error::kube(format!("restarting {label}")))?;
-                        Some(d.spec.map(|s| s.template))
-                    }
-                }
+                roll_one::<StatefulSet>(ctx, &ns, &c.name, &label, &patch, |d| {
+                    d.spec.map(|s| s.template)
+                })
+                .await?
             }
             ConsumerKind::DaemonSet => {
-                let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-                match api
-                    .get_opt(&c.name)
-                    .await
-                    .map_err(Error::kube(format!("reading {label}")))?
-                {
-                    None => None,
-                    Some(d) => {
-                        api.patch(&c.name, &pp, &Patch::Merge(&patch))
-                            .await
-                            .map_err(Error::kube(format!("restarting {label}")))?;
-                        Some(d.spec.map(|s| s.template))
-                    }
-                }
+                roll_one::<DaemonSet>(ctx, &ns, &c.name, &label, &patch, |d| {
+                    d.spec.map(|s| s.template)
+                })
+                .await?
             }
         };
         match template {
@@ -144,4 +113,34 @@ pub async fn roll(
         });
     }
     Ok((restarted, warnings))
+}
+
+/// Patches one workload's pod template; `None` when it does not exist, else its template as it
+/// was (to check the feature flag).
+async fn roll_one<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    label: &str,
+    patch: &serde_json::Value,
+    template: impl Fn(K) -> Option<PodTemplateSpec>,
+) -> Result<Option<Option<PodTemplateSpec>>, Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(current) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading {label}")))?
+    else {
+        return Ok(None);
+    };
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(format!("restarting {label}")))?;
+    Ok(Some(template(current)))
 }
