@@ -1134,10 +1134,10 @@ async fn expired_tokens_are_replaced_through_the_management_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_rotations_at_once_stay_within_the_rate_limit() {
     let env = Env::start_with(None, Duration::from_secs(300)).await;
-    // GitLab throttles at 60 requests per 1 s window; the connection allows 40/s, burst 10.
+    // GitLab throttles at 80 requests per 1 s window; the connection allows 60/s, burst 10.
     env.gitlab.update_settings(|s| {
         s.throttle = Some(runner_operator::emulator::Throttle {
-            limit: 60,
+            limit: 80,
             period_seconds: 1,
         })
     });
@@ -1145,11 +1145,11 @@ async fn many_rotations_at_once_stay_within_the_rate_limit() {
         .patch(
             "gitlab",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": 40, "burst": 10}}})),
+            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": 60, "burst": 10}}})),
         )
         .await
         .unwrap();
-    let n = 100;
+    let n = 200;
     for i in 0..n {
         env.apply(&format!("m{i}"), json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     }
@@ -1190,7 +1190,7 @@ async fn many_rotations_at_once_stay_within_the_rate_limit() {
         0,
         "never a burst that trips GitLab's 429"
     );
-    // 100 resets plus their reads at 40/s cannot finish in under ~3 s.
+    // 200 resets plus their reads at 60/s cannot finish in under ~3 s.
     assert!(
         start.elapsed() >= Duration::from_secs(3),
         "{:?}",
