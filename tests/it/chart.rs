@@ -9,12 +9,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tool(candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
+fn tool(candidates: &[PathBuf], probe: &str, what: &str) -> Option<PathBuf> {
     let found = candidates
         .iter()
         .find(|c| {
             Command::new(c)
-                .arg("--version")
+                .arg(probe)
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false)
@@ -49,6 +49,7 @@ fn chart_crds_are_the_generated_ones() {
 fn plain_manifests_are_rendered_from_the_chart() {
     let Some(helm) = tool(
         &[root().join(".tools/bin/helm"), PathBuf::from("helm")],
+        "version",
         "helm",
     ) else {
         return;
@@ -140,6 +141,7 @@ fn health(lua: &Path, obj: Value) -> (String, String) {
 fn argocd_health_reads_the_ready_condition() {
     let Some(lua) = tool(
         &[PathBuf::from("lua5.4"), PathBuf::from("lua")],
+        "-v",
         "lua (Debian's lua5.4)",
     ) else {
         return;
