@@ -21,6 +21,9 @@ pub struct Settings {
     /// Backoff bounds for failing objects.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long in-flight reconciles may take after the shutdown signal (below the pod's
+    /// termination grace period).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -30,6 +33,7 @@ impl Default for Settings {
             namespace: "runner-operator".into(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(45),
         }
     }
 }

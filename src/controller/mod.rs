@@ -62,7 +62,21 @@ pub async fn run(
             .into_iter()
             .map(|ns| run_scope(ctx.clone(), ns, options.clone(), shutdown.clone())),
     );
-    tokio::join!(cluster, namespaced);
+    let controllers = async {
+        tokio::join!(cluster, namespaced);
+    };
+    // Controllers drain in-flight reconciles after the signal; a stop that comes before their
+    // caches are ready can otherwise wait forever (kube waits for the store), so bound it.
+    let grace = ctx.settings.shutdown_grace;
+    let deadline = async move {
+        shutdown.await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!(grace = ?grace, "reconciles did not finish in time after the shutdown signal; exiting anyway");
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = deadline => {}
+    }
 }
 
 async fn run_scope(

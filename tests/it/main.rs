@@ -9,4 +9,5 @@ mod kubeapi;
 mod kubectl;
 mod operator;
 mod process;
+mod sandbox;
 mod support;

@@ -52,6 +52,7 @@ pub struct Env {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     resync: Duration,
+    pub namespaces: Vec<String>,
 }
 
 impl Env {
@@ -59,7 +60,20 @@ impl Env {
         Self::start_with(hook, Duration::from_secs(2)).await
     }
 
+    /// An operator limited to some namespaces.
+    pub async fn start_in(namespaces: Vec<String>) -> Env {
+        Self::start_full(None, Duration::from_secs(2), namespaces).await
+    }
+
     pub async fn start_with(hook: Option<controller::context::CrashHook>, resync: Duration) -> Env {
+        Self::start_full(hook, resync, vec![]).await
+    }
+
+    async fn start_full(
+        hook: Option<controller::context::CrashHook>,
+        resync: Duration,
+        namespaces: Vec<String>,
+    ) -> Env {
         capture_logs();
         let gitlab = GitLabEmulator::start(&default_seed())
             .await
@@ -78,6 +92,7 @@ impl Env {
             stop: None,
             task: None,
             resync,
+            namespaces,
         };
         env.run_operator(hook);
         env
@@ -89,6 +104,7 @@ impl Env {
             namespace: "runner-operator".into(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
         };
         let mut ctx = Context::new(self.client.clone(), settings);
         ctx.crash_hook = hook;
@@ -99,7 +115,7 @@ impl Env {
             Arc::new(ctx),
             Options {
                 concurrency: 8,
-                namespaces: vec![],
+                namespaces: self.namespaces.clone(),
                 label_selector: None,
             },
             shutdown,
@@ -919,13 +935,17 @@ fn crash_at(n: usize) -> (controller::context::CrashHook, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token() {
-    // Writes on the way to Ready: create, assign; then a requested rotation: reset.
-    for n in 1..=3 {
+    // GitLab writes in order: create, assign; a requested rotation: reset; a spec change: PUT;
+    // the deletion: DELETE. The reconcile is killed right after the n-th, then runs on.
+    for n in 1..=5 {
         let (hook, count) = crash_at(n);
         let env = Env::start(Some(hook)).await;
         env.apply("crash", project_spec()).await;
         env.ready("crash").await;
-        env.runners().patch("crash", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "x"}}}))).await.unwrap();
+        env.runners()
+            .patch("crash", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "x"}}})))
+            .await
+            .unwrap();
         env.wait("rotation handled", || async {
             env.runners()
                 .get("crash")
@@ -936,11 +956,10 @@ async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(
                 .map(|_| ())
         })
         .await;
+        let mut spec = project_spec();
+        spec["tags"] = json!(["linux"]);
+        env.apply("crash", spec).await;
         let st = env.ready("crash").await.status.unwrap();
-        assert!(
-            count.load(Ordering::SeqCst) >= n,
-            "crash point {n} was reached"
-        );
         let runners = env.gitlab.runners();
         assert_eq!(
             runners.len(),
@@ -953,12 +972,27 @@ async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(
             vec!["platform/api", "platform/web"],
             "crash point {n}"
         );
+        assert_eq!(runners[0].tags, vec!["linux"], "crash point {n}");
         let token = env.secret_token("crash-runner-token").await.unwrap();
         assert_eq!(
             token, runners[0].token,
             "crash point {n}: the Secret holds the live token"
         );
         assert!(env.token_works(&token).await);
+        env.runners()
+            .delete("crash", &DeleteParams::default())
+            .await
+            .unwrap();
+        env.wait("deleted everywhere", || async {
+            (env.runners().get_opt("crash").await.ok()?.is_none()
+                && env.gitlab.runners().is_empty())
+            .then_some(())
+        })
+        .await;
+        assert!(
+            count.load(Ordering::SeqCst) >= n,
+            "crash point {n} was reached"
+        );
     }
 }
 
@@ -1196,4 +1230,56 @@ async fn many_rotations_at_once_stay_within_the_rate_limit() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespaces_limit_what_is_reconciled() {
+    let env = Env::start_in(vec!["ci".into(), "team-b".into()]).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    for ns in ["team-b", "elsewhere"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "gitlab", "namespace": ns},
+            "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "t"}}});
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "t", "namespace": ns}, "stringData": {"token": "glpat-emulator-bot"}})).unwrap();
+        Api::<Secret>::namespaced(env.client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(conn).unwrap(),
+            )
+            .await
+            .unwrap();
+        let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "r", "namespace": ns},
+            "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}})).unwrap();
+        Api::<Runner>::namespaced(env.client.clone(), ns)
+            .create(&PostParams::default(), &r)
+            .await
+            .unwrap();
+    }
+    env.apply("in-ci", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    env.ready("in-ci").await;
+    let team_b: Api<Runner> = Api::namespaced(env.client.clone(), "team-b");
+    env.wait("team-b reconciled", || async {
+        team_b.get("r").await.ok()?.status?.runner_id.map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let elsewhere = Api::<Runner>::namespaced(env.client.clone(), "elsewhere")
+        .get("r")
+        .await
+        .unwrap();
+    assert!(
+        elsewhere.status.is_none() && elsewhere.metadata.finalizers.is_none(),
+        "an unwatched namespace is left alone"
+    );
+    assert_eq!(env.gitlab.runners().len(), 2);
 }

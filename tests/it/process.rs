@@ -153,3 +153,31 @@ async fn two_instances_one_leader_health_and_metrics() {
     a.abort();
     b.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_operator_stops_on_the_shutdown_signal() {
+    runner_operator::tls::install_crypto_provider();
+    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
+    let kube = KubeApiServer::start().await.unwrap();
+    let client = kube.client().await.unwrap();
+    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+        .await
+        .unwrap();
+    let mut a = args(free_port(), "solo");
+    a.leader_election = false;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_operator(
+        client.clone(),
+        a,
+        rx.map(|_| ()).boxed().shared(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = std::time::Instant::now();
+    let _ = stop.send(());
+    let r = tokio::time::timeout(Duration::from_secs(30), task).await;
+    assert!(
+        r.is_ok(),
+        "the operator did not stop after the shutdown signal"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
