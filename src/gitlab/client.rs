@@ -815,8 +815,15 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `Retry-After` (seconds), else `RateLimit-Reset` (Unix seconds).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(secs) = header_str(headers, "retry-after").and_then(|s| s.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(secs));
+    if let Some(value) = header_str(headers, "retry-after") {
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        // The HTTP-date form, e.g. `Wed, 21 Oct 2026 07:28:00 GMT`.
+        if let Ok(at) = k8s_openapi::jiff::fmt::rfc2822::parse(&value) {
+            let secs = at.timestamp().as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+            return Some(Duration::from_secs(secs.max(1) as u64));
+        }
     }
     let reset = header_str(headers, "ratelimit-reset").and_then(|s| s.parse::<u64>().ok())?;
     let now = std::time::SystemTime::now()
@@ -863,6 +870,32 @@ mod tests {
             next_link(&h).as_deref(),
             Some("https://g/api/v4/runners?page=3&per_page=2")
         );
+    }
+
+    #[test]
+    fn retry_after_in_every_form() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(120))
+            .unwrap();
+        let date = later.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        h.insert("retry-after", HeaderValue::from_str(&date).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d >= Duration::from_secs(110) && d <= Duration::from_secs(121),
+            "{d:?}"
+        );
+        let mut h = HeaderMap::new();
+        let reset = (k8s_openapi::jiff::Timestamp::now().as_second() + 30).to_string();
+        h.insert("ratelimit-reset", HeaderValue::from_str(&reset).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d >= Duration::from_secs(29) && d <= Duration::from_secs(31),
+            "{d:?}"
+        );
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[test]
