@@ -204,26 +204,7 @@ pub async fn for_runner(
                     "ClusterGitLabConnection {name} does not allow namespace {ns} (see its spec.allowedNamespaces); nothing was done in GitLab"
                 )));
             }
-            let s = &conn.spec;
-            let token_ns = s
-                .token_secret_ref
-                .namespace
-                .clone()
-                .unwrap_or_else(|| ctx.settings.namespace.clone());
-            let key = format!("ClusterGitLabConnection/{name}");
-            build(
-                ctx,
-                key,
-                &s.url,
-                (
-                    &token_ns,
-                    &s.token_secret_ref.name,
-                    s.token_secret_ref.key.as_deref().unwrap_or("token"),
-                ),
-                &s.client,
-                &token_ns,
-            )
-            .await
+            resolve_cluster(ctx, &conn).await
         }
     }
 }
@@ -347,6 +328,31 @@ where
     Ok(())
 }
 
+/// Live check, status, requeue: the same for both connection kinds.
+async fn check_and_report<K>(
+    ctx: &Context,
+    api: Api<K>,
+    conn: &K,
+    old: Option<&ConnectionStatus>,
+    insecure: bool,
+    resolved: Result<Resolved, Error>,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let result = match resolved {
+        Ok(r) => live_check(&r).await,
+        Err(e) => Err(e),
+    };
+    let status = connection_status(conn.meta().generation, old, &result, insecure);
+    write_status(&api, conn, status, old).await?;
+    Ok(Action::requeue(if result.is_ok() {
+        ctx.resync()
+    } else {
+        Duration::from_secs(30)
+    }))
+}
+
 pub async fn reconcile_namespaced(
     conn: Arc<GitLabConnection>,
     ctx: Arc<Context>,
@@ -359,34 +365,37 @@ pub async fn reconcile_namespaced(
         &conn.name_any(),
     )
     .await;
-    let result = match resolved {
-        Ok(r) => live_check(&r).await,
-        Err(e) => Err(e),
-    };
-    let status = connection_status(
-        conn.meta().generation,
+    let api = Api::<GitLabConnection>::namespaced(ctx.client.clone(), &ns);
+    check_and_report(
+        &ctx,
+        api,
+        &*conn,
         conn.status.as_ref(),
-        &result,
         conn.spec.client.insecure_skip_tls_verify.unwrap_or(false),
-    );
-    write_status(
-        &Api::<GitLabConnection>::namespaced(ctx.client.clone(), &ns),
-        &conn,
-        status,
-        conn.status.as_ref(),
+        resolved,
     )
-    .await?;
-    Ok(Action::requeue(if result.is_ok() {
-        ctx.resync()
-    } else {
-        Duration::from_secs(30)
-    }))
+    .await
 }
 
 pub async fn reconcile_cluster(
     conn: Arc<ClusterGitLabConnection>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let resolved = resolve_cluster(&ctx, &conn).await;
+    let api = Api::<ClusterGitLabConnection>::all(ctx.client.clone());
+    check_and_report(
+        &ctx,
+        api,
+        &*conn,
+        conn.status.as_ref(),
+        conn.spec.client.insecure_skip_tls_verify.unwrap_or(false),
+        resolved,
+    )
+    .await
+}
+
+/// A ClusterGitLabConnection's client (its token Secret defaults to the operator's namespace).
+async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Result<Resolved, Error> {
     let s = &conn.spec;
     let token_ns = s
         .token_secret_ref
@@ -394,8 +403,8 @@ pub async fn reconcile_cluster(
         .clone()
         .unwrap_or_else(|| ctx.settings.namespace.clone());
     let key = format!("ClusterGitLabConnection/{}", conn.name_any());
-    let resolved = build(
-        &ctx,
+    build(
+        ctx,
         key,
         &s.url,
         (
@@ -406,27 +415,5 @@ pub async fn reconcile_cluster(
         &s.client,
         &token_ns,
     )
-    .await;
-    let result = match resolved {
-        Ok(r) => live_check(&r).await,
-        Err(e) => Err(e),
-    };
-    let status = connection_status(
-        conn.meta().generation,
-        conn.status.as_ref(),
-        &result,
-        s.client.insecure_skip_tls_verify.unwrap_or(false),
-    );
-    write_status(
-        &Api::<ClusterGitLabConnection>::all(ctx.client.clone()),
-        &conn,
-        status,
-        conn.status.as_ref(),
-    )
-    .await?;
-    Ok(Action::requeue(if result.is_ok() {
-        ctx.resync()
-    } else {
-        Duration::from_secs(30)
-    }))
+    .await
 }
