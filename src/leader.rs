@@ -3,10 +3,18 @@
 
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
-/// Identity of this instance: the pod name when the Downward API provides it.
+/// Identity of this instance when `--pod-name`/`POD_NAME` is not set: the hostname (the pod name
+/// in Kubernetes), else a random one.
 pub fn identity() -> String {
-    std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("runner-operator-{}", crate::emulator_free_random(8)))
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            let suffix: String = (0..8)
+                .map(|_| char::from_digit(fastrand::u32(..36), 36).unwrap_or('x'))
+                .collect();
+            format!("runner-operator-{suffix}")
+        })
 }
 
 /// Starts competing for the Lease `runner-operator` in `namespace`; the receiver says whether

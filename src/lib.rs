@@ -20,10 +20,3 @@ pub mod sandbox;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
-
-/// Random `[a-z0-9]` characters (instance identities).
-pub fn emulator_free_random(n: usize) -> String {
-    (0..n)
-        .map(|_| char::from_digit(fastrand::u32(..36), 36).unwrap_or('x'))
-        .collect()
-}

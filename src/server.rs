@@ -42,6 +42,20 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     )
 }
 
+/// Serves `router` on `listener` in the background until `shutdown` resolves (also used by the
+/// emulators).
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    });
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
@@ -52,10 +66,6 @@ pub async fn serve(
         .await
         .map_err(|e| format!("listening on {addr} for /livez, /readyz and /metrics: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(health))
-            .with_graceful_shutdown(shutdown)
-            .await;
-    });
+    spawn(listener, router(health), shutdown);
     Ok(local)
 }

@@ -285,7 +285,7 @@ fn token_step(desired: &Desired, token: &TokenState, now: Timestamp) -> Option<S
     if desired.rotate_request.is_some() && desired.rotate_request != token.handled_request {
         return Some(Step::RotateToken(Reason::Requested));
     }
-    if let Some(deadline) = next_rotation(desired, token)
+    if let Some(deadline) = next_rotation(&desired.rotation, token.issued_at, token.expires_at)
         && deadline.1 <= now
     {
         return Some(Step::RotateToken(deadline.0));
@@ -294,21 +294,23 @@ fn token_step(desired: &Desired, token: &TokenState, now: Timestamp) -> Option<S
 }
 
 /// When the next scheduled rotation is due, and why: the earlier of interval and expiry window.
-pub fn next_rotation(desired: &Desired, token: &TokenState) -> Option<(Reason, Timestamp)> {
-    let by_interval = match (desired.rotation.interval, token.issued_at) {
+pub fn next_rotation(
+    policy: &RotationPolicy,
+    issued_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+) -> Option<(Reason, Timestamp)> {
+    let by_interval = match (policy.interval, issued_at) {
         (Some(i), Some(issued)) => issued
             .checked_add(signed(i))
             .ok()
             .map(|t| (Reason::Interval, t)),
         _ => None,
     };
-    let by_expiry = token.expires_at.map(|exp| {
-        let lifetime = token
-            .issued_at
+    let by_expiry = expires_at.map(|exp| {
+        let lifetime = issued_at
             .map(|i| exp.duration_since(i).as_secs_f64().max(0.0))
             .unwrap_or(0.0);
-        let window = desired
-            .rotation
+        let window = policy
             .before_expiry
             .map(|d| d.as_secs_f64())
             .unwrap_or(lifetime / 3.0);
@@ -675,9 +677,15 @@ mod tests {
         // A window longer than the lifetime does not loop: capped at 90 % of it.
         let mut d = desired();
         d.rotation.before_expiry = Some(Duration::from_secs(10_000));
-        assert_eq!(next_rotation(&d, &tk), Some((Reason::Expiry, t(90))));
+        assert_eq!(
+            next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
+            Some((Reason::Expiry, t(90)))
+        );
         // The earlier trigger wins.
         d.rotation.interval = Some(Duration::from_secs(50));
-        assert_eq!(next_rotation(&d, &tk), Some((Reason::Interval, t(50))));
+        assert_eq!(
+            next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
+            Some((Reason::Interval, t(50)))
+        );
     }
 }

@@ -36,6 +36,7 @@ pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
 pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
 const MANAGER: &str = "runner-operator";
 const NOTE_LIMIT: usize = 1024;
+const NOTE_TRUNCATED: &str = "NoteTruncated";
 
 /// Entry point for the Runner controller.
 pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -128,9 +129,16 @@ fn parse_duration(field: &str, v: Option<&String>) -> Result<Option<Duration>, E
     .transpose()
 }
 
+fn rotation_policy(runner: &Runner) -> Result<RotationPolicy, Error> {
+    let rotation = runner.spec.token_rotation.clone().unwrap_or_default();
+    Ok(RotationPolicy {
+        interval: parse_duration("interval", rotation.interval.as_ref())?,
+        before_expiry: parse_duration("beforeExpiry", rotation.before_expiry.as_ref())?,
+    })
+}
+
 fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
     let s = &runner.spec;
-    let rotation = s.token_rotation.clone().unwrap_or_default();
     Ok(Desired {
         attrs: DesiredAttrs {
             description: s.description.clone().unwrap_or_default(),
@@ -148,10 +156,7 @@ fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
         },
         assigned,
         is_project_runner: s.runner_type == RunnerType::ProjectType,
-        rotation: RotationPolicy {
-            interval: parse_duration("interval", rotation.interval.as_ref())?,
-            before_expiry: parse_duration("beforeExpiry", rotation.before_expiry.as_ref())?,
-        },
+        rotation: rotation_policy(runner)?,
         rotate_request: runner.annotations().get(ROTATE_ANNOTATION).cloned(),
         adopt: s.adopt.as_ref().map(|a| a.runner_id),
     })
@@ -208,6 +213,18 @@ async fn event(
     if let Err(e) = ctx.recorder.publish(&ev, &runner.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish an event");
     }
+}
+
+async fn warn_event(ctx: &Context, runner: &Runner, e: &Error) {
+    event(
+        ctx,
+        runner,
+        EventType::Warning,
+        e.reason(),
+        "Reconcile",
+        e.to_string(),
+    )
+    .await;
 }
 
 fn crash_point(ctx: &Context, endpoint: &str) -> Result<(), Error> {
@@ -589,7 +606,19 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     };
     let generation = runner.meta().generation;
     let mut status = runner.status.clone().unwrap_or_default();
-    let now = Time(Timestamp::now());
+    let set = |status: &mut RunnerStatus, type_: &str, ok: bool, reason: &str, message: String| {
+        set_condition(
+            &mut status.conditions,
+            condition(
+                type_,
+                ok,
+                reason,
+                message,
+                generation,
+                Time(Timestamp::now()),
+            ),
+        );
+    };
     let conn = match connection::for_runner(
         &ctx,
         &runner.namespace().unwrap_or_default(),
@@ -599,46 +628,27 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     .await
     {
         Ok(c) => {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    "ConnectionReady",
-                    true,
-                    "Resolved",
-                    "",
-                    generation,
-                    now.clone(),
-                ),
+            set(
+                &mut status,
+                "ConnectionReady",
+                true,
+                "Resolved",
+                String::new(),
             );
             c
         }
         Err(e) => {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    "ConnectionReady",
-                    false,
-                    e.reason(),
-                    e.to_string(),
-                    generation,
-                    now.clone(),
-                ),
+            set(
+                &mut status,
+                "ConnectionReady",
+                false,
+                e.reason(),
+                e.to_string(),
             );
-            set_condition(
-                &mut status.conditions,
-                condition(READY, false, e.reason(), e.to_string(), generation, now),
-            );
+            set(&mut status, READY, false, e.reason(), e.to_string());
             status.observed_generation = generation;
             write_status(&ctx, &runner, &status).await?;
-            event(
-                &ctx,
-                &runner,
-                EventType::Warning,
-                e.reason(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
+            warn_event(&ctx, &runner, &e).await;
             return Err(e);
         }
     };
@@ -657,7 +667,6 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     if let Err(Error::SimulatedCrash(_)) = &outcome {
         return outcome.map(|_| Action::await_change());
     }
-    let now = Time(Timestamp::now());
     let mut status = pass.status;
     status.observed_generation = generation;
     if let Some(d) = &pass.details {
@@ -667,91 +676,40 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         });
     }
     match (&outcome, &pass.blocked) {
-        (Err(e), _) => {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    READY,
-                    false,
-                    e.reason(),
-                    e.to_string(),
-                    generation,
-                    now.clone(),
-                ),
-            );
-        }
-        (Ok(_), Some((reason, message))) => {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    READY,
-                    false,
-                    reason,
-                    message.clone(),
-                    generation,
-                    now.clone(),
-                ),
-            );
-        }
+        (Err(e), _) => set(&mut status, READY, false, e.reason(), e.to_string()),
+        (Ok(_), Some((reason, message))) => set(&mut status, READY, false, reason, message.clone()),
         (Ok(_), None) => {
-            let id = status.runner_id.unwrap_or_default();
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    READY,
-                    true,
-                    "Reconciled",
-                    format!(
-                        "GitLab runner {id} matches the spec; its token is in Secret {}",
-                        runner.token_secret_name()
-                    ),
-                    generation,
-                    now.clone(),
-                ),
+            let message = format!(
+                "GitLab runner {} matches the spec; its token is in Secret {}",
+                status.runner_id.unwrap_or_default(),
+                runner.token_secret_name()
             );
+            set(&mut status, READY, true, "Reconciled", message);
         }
     }
-    // Side conditions: present while their warning holds, removed once it is gone.
+    // Side conditions hold while their warning does. Consumer conditions are only re-evaluated
+    // in a pass that rolled the consumers; the note check runs every pass.
+    let has_consumers = runner
+        .spec
+        .token_secret
+        .as_ref()
+        .is_some_and(|s| !s.consumers.is_empty());
     for t in [
         consumers::CONSUMERS_READY,
         consumers::ROTATION_CONFLICT,
-        "NoteTruncated",
+        NOTE_TRUNCATED,
     ] {
+        let evaluated = pass.rolled || t == NOTE_TRUNCATED;
         match pass.warnings.iter().find(|w| w.type_ == t) {
-            Some(w) => set_condition(
-                &mut status.conditions,
-                condition(
-                    t,
-                    w.status,
-                    w.reason,
-                    w.message.clone(),
-                    generation,
-                    now.clone(),
-                ),
+            Some(w) => set(&mut status, t, w.status, w.reason, w.message.clone()),
+            None if evaluated && t == consumers::CONSUMERS_READY && has_consumers => set(
+                &mut status,
+                t,
+                true,
+                "Restarted",
+                "every consumer was rolled onto the current token".into(),
             ),
-            None if t == consumers::CONSUMERS_READY
-                && !runner
-                    .spec
-                    .token_secret
-                    .as_ref()
-                    .is_none_or(|s| s.consumers.is_empty())
-                && pass.rolled =>
-            {
-                set_condition(
-                    &mut status.conditions,
-                    condition(
-                        t,
-                        true,
-                        "Restarted",
-                        "every consumer was rolled onto the current token",
-                        generation,
-                        now.clone(),
-                    ),
-                )
-            }
-            None if pass.rolled || t == "NoteTruncated" => {
-                status.conditions.retain(|c| c.type_ != t)
-            }
+            None if evaluated => status.conditions.retain(|c| c.type_ != t),
             None => {}
         }
     }
@@ -770,15 +728,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     );
     match outcome {
         Err(e) => {
-            event(
-                &ctx,
-                &runner,
-                EventType::Warning,
-                e.reason(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
+            warn_event(&ctx, &runner, &e).await;
             Err(e)
         }
         Ok(()) => {
@@ -801,16 +751,13 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
                 }
             }
             // Wake at the next token deadline if it comes before the resync.
-            let desired = desired(&runner, BTreeSet::new())?;
-            let token = TokenState {
-                secret: SecretState::Valid,
-                issued_at: ts(status.token_issued_at.as_deref()),
-                expires_at: ts(status.token_expires_at.as_deref()),
-                pending: None,
-                handled_request: None,
-            };
+            let policy = rotation_policy(&runner)?;
             let mut wait = ctx.resync();
-            if let Some((_, at)) = plan::next_rotation(&desired, &token) {
+            let (issued, expires) = (
+                ts(status.token_issued_at.as_deref()),
+                ts(status.token_expires_at.as_deref()),
+            );
+            if let Some((_, at)) = plan::next_rotation(&policy, issued, expires) {
                 let until = at.duration_since(Timestamp::now()).as_secs_f64().max(1.0);
                 wait = wait.min(Duration::from_secs_f64(
                     until + fastrand::f64() * until.min(60.0) * 0.1,
@@ -840,7 +787,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
     {
         pass.warnings.push(consumers::Warning {
-            type_: "NoteTruncated",
+            type_: NOTE_TRUNCATED,
             status: true,
             reason: "MarkerNeedsRoom",
             message:

@@ -273,12 +273,8 @@ impl GitLabEmulator {
             .fallback(server::handle)
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+        crate::server::spawn(listener, app, async {
+            let _ = rx.await;
         });
         Ok(GitLabEmulator {
             shared,
@@ -329,11 +325,6 @@ impl GitLabEmulator {
     /// Requests the instance throttle answered with 429.
     pub fn throttled_count(&self) -> u64 {
         self.lock().throttled
-    }
-
-    /// Total requests served.
-    pub fn total_requests(&self) -> u64 {
-        self.lock().counts.values().sum()
     }
 
     /// Moves the emulator's clock forward (token expiry, online/stale windows).

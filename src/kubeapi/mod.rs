@@ -117,12 +117,8 @@ impl KubeApiServer {
             .fallback(http::handle)
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+        crate::server::spawn(listener, app, async {
+            let _ = rx.await;
         });
         Ok(KubeApiServer {
             shared,
@@ -195,15 +191,6 @@ impl KubeApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Requests whose `METHOD path` contains `pattern`.
-    pub fn count_matching(&self, pattern: &str) -> u64 {
-        self.request_counts()
-            .iter()
-            .filter(|(k, _)| k.contains(pattern))
-            .map(|(_, v)| v)
-            .sum()
     }
 
     /// Field managers and their field paths for an object uid.

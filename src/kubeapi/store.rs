@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::registry::{ResourceDef, builtins};
@@ -988,14 +988,4 @@ fn uuid() -> String {
         &hex[17..20],
         &hex[20..32]
     )
-}
-
-/// A plain metadata map for objects built by the server.
-pub fn meta(name: &str, ns: Option<&str>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("name".into(), json!(name));
-    if let Some(ns) = ns {
-        m.insert("namespace".into(), json!(ns));
-    }
-    m
 }

@@ -18,6 +18,16 @@ fn client(emu: &GitLabEmulator, token: &str) -> GitLabClient {
     GitLabClient::new(cfg).expect("client")
 }
 
+/// A fault on one endpoint, `times` times.
+fn inject(emu: &GitLabEmulator, endpoint: &str, times: u32, action: FaultAction) {
+    emu.inject(Fault {
+        endpoint: Some(endpoint.into()),
+        path_contains: None,
+        times,
+        action,
+    });
+}
+
 fn project_runner(project_id: i64) -> CreateUserRunner {
     CreateUserRunner {
         runner_type: "project_type".into(),
@@ -327,39 +337,34 @@ async fn pagination_reads_every_page() {
 async fn retries_idempotent_calls_on_5xx_and_dropped_connections() {
     let emu = emulator().await;
     let alice = client(&emu, "glpat-alice");
-    emu.inject(Fault {
-        endpoint: Some("GET /version".into()),
-        path_contains: None,
-        times: 2,
-        action: FaultAction::Status {
+    inject(
+        &emu,
+        "GET /version",
+        2,
+        FaultAction::Status {
             status: 502,
             body: None,
             retry_after: None,
         },
-    });
+    );
     assert_eq!(alice.version().await.unwrap().version, "18.6.0-ee");
     assert_eq!(emu.request_count("GET /version"), 3);
 
-    emu.inject(Fault {
-        endpoint: Some("GET /user".into()),
-        path_contains: None,
-        times: 1,
-        action: FaultAction::Drop,
-    });
+    inject(&emu, "GET /user", 1, FaultAction::Drop);
     assert_eq!(alice.current_user().await.unwrap().username, "alice");
     assert_eq!(emu.request_count("GET /user"), 2);
 
     // Retries are bounded: 1 + max_retries attempts, then the error.
-    emu.inject(Fault {
-        endpoint: Some("GET /version".into()),
-        path_contains: None,
-        times: 10,
-        action: FaultAction::Status {
+    inject(
+        &emu,
+        "GET /version",
+        10,
+        FaultAction::Status {
             status: 500,
             body: None,
             retry_after: None,
         },
-    });
+    );
     let e = alice.version().await.unwrap_err();
     assert_eq!(e.status(), Some(500));
     assert!(e.is_transient());
@@ -371,16 +376,16 @@ async fn creates_are_not_retried_after_gitlab_may_have_processed_them() {
     let emu = emulator().await;
     let alice = client(&emu, "glpat-alice");
     let app = emu.project_id("grp/app").unwrap();
-    emu.inject(Fault {
-        endpoint: Some("POST /user/runners".into()),
-        path_contains: None,
-        times: 1,
-        action: FaultAction::Status {
+    inject(
+        &emu,
+        "POST /user/runners",
+        1,
+        FaultAction::Status {
             status: 500,
             body: None,
             retry_after: None,
         },
-    });
+    );
     assert_eq!(
         alice
             .create_user_runner(&project_runner(app))
@@ -390,12 +395,7 @@ async fn creates_are_not_retried_after_gitlab_may_have_processed_them() {
         Some(500)
     );
     assert_eq!(emu.request_count("POST /user/runners"), 1);
-    emu.inject(Fault {
-        endpoint: Some("POST /user/runners".into()),
-        path_contains: None,
-        times: 1,
-        action: FaultAction::Drop,
-    });
+    inject(&emu, "POST /user/runners", 1, FaultAction::Drop);
     assert!(
         alice
             .create_user_runner(&project_runner(app))
@@ -412,16 +412,16 @@ async fn rate_limited_calls_wait_retry_after_and_hold_back_other_callers() {
     let alice = client(&emu, "glpat-alice");
     let app = emu.project_id("grp/app").unwrap();
     // 429 is safe to repeat even for a POST: GitLab did not process it.
-    emu.inject(Fault {
-        endpoint: Some("POST /user/runners".into()),
-        path_contains: None,
-        times: 1,
-        action: FaultAction::Status {
+    inject(
+        &emu,
+        "POST /user/runners",
+        1,
+        FaultAction::Status {
             status: 429,
             body: None,
             retry_after: Some(1),
         },
-    });
+    );
     let start = Instant::now();
     let other = alice.clone();
     let req = project_runner(app);
@@ -449,16 +449,16 @@ async fn rate_limit_gives_up_with_a_typed_error() {
     cfg.retry.max_rate_limited_retries = 1;
     cfg.retry.max_rate_limit_wait = Duration::from_millis(10);
     let gl = GitLabClient::new(cfg).unwrap();
-    emu.inject(Fault {
-        endpoint: Some("GET /version".into()),
-        path_contains: None,
-        times: 5,
-        action: FaultAction::Status {
+    inject(
+        &emu,
+        "GET /version",
+        5,
+        FaultAction::Status {
             status: 429,
             body: None,
             retry_after: Some(30),
         },
-    });
+    );
     let e = gl.version().await.unwrap_err();
     assert_eq!(e.status(), Some(429));
     assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
@@ -472,19 +472,14 @@ async fn timeouts_are_typed_and_retried() {
     cfg.timeout = Duration::from_millis(300);
     cfg.retry.base = Duration::from_millis(5);
     let gl = GitLabClient::new(cfg).unwrap();
-    emu.inject(Fault {
-        endpoint: Some("GET /version".into()),
-        path_contains: None,
-        times: 1,
-        action: FaultAction::Delay { millis: 1000 },
-    });
+    inject(&emu, "GET /version", 1, FaultAction::Delay { millis: 1000 });
     assert!(gl.version().await.is_ok(), "second attempt succeeds");
-    emu.inject(Fault {
-        endpoint: Some("GET /version".into()),
-        path_contains: None,
-        times: 10,
-        action: FaultAction::Delay { millis: 1000 },
-    });
+    inject(
+        &emu,
+        "GET /version",
+        10,
+        FaultAction::Delay { millis: 1000 },
+    );
     let e = gl.version().await.unwrap_err();
     assert!(matches!(e, GitLabError::Timeout { .. }), "{e:?}");
 }

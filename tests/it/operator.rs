@@ -211,6 +211,10 @@ impl Env {
         .await
     }
 
+    pub async fn status(&self, name: &str) -> Option<runner_operator::crd::RunnerStatus> {
+        self.runners().get(name).await.ok()?.status
+    }
+
     pub async fn secret_token(&self, name: &str) -> Option<String> {
         let s = Api::<Secret>::namespaced(self.client.clone(), "ci")
             .get_opt(name)
@@ -448,13 +452,7 @@ async fn hand_edits_are_reverted_and_deleted_runners_recreated() {
     );
     let new_id = env
         .wait("recreated", || async {
-            env.runners()
-                .get("drift")
-                .await
-                .ok()?
-                .status?
-                .runner_id
-                .filter(|n| *n != id)
+            env.status("drift").await?.runner_id.filter(|n| *n != id)
         })
         .await;
     env.ready("drift").await;
@@ -722,11 +720,8 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule() {
     let before = resets();
     env.runners().patch("tok", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "r1"}}}))).await.unwrap();
     env.wait("requested rotation", || async {
-        env.runners()
-            .get("tok")
-            .await
-            .ok()?
-            .status?
+        env.status("tok")
+            .await?
             .handled_rotate_request
             .filter(|v| v == "r1")
             .map(|_| ())
@@ -748,11 +743,8 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule() {
     // On an interval.
     env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tokenRotation": {"interval": "2s"}})).await;
     env.wait("interval rotation", || async {
-        env.runners()
-            .get("tok")
-            .await
-            .ok()?
-            .status?
+        env.status("tok")
+            .await?
             .last_rotation_reason
             .filter(|r| r == "Interval")
             .map(|_| ())
@@ -777,11 +769,8 @@ async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported() {
     assert!(s.data.unwrap().contains_key("token-expires-at"));
     // A third of 6 s before expiry: rotated around 4 s, long before it dies.
     env.wait("expiry rotation", || async {
-        env.runners()
-            .get("exp")
-            .await
-            .ok()?
-            .status?
+        env.status("exp")
+            .await?
             .last_rotation_reason
             .filter(|r| r == "Expiry")
             .map(|_| ())
@@ -879,10 +868,6 @@ async fn steady_state_costs_one_get_and_no_writes() {
         0,
         "resolved ids come from status"
     );
-    let runner_writes = env
-        .kube
-        .count_matching("PATCH /apis/gitlab.runner-operator.dev");
-    let _ = runner_writes;
     assert_eq!(
         env.kube.resource_version(),
         rv_before,
@@ -947,11 +932,8 @@ async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(
             .await
             .unwrap();
         env.wait("rotation handled", || async {
-            env.runners()
-                .get("crash")
-                .await
-                .ok()?
-                .status?
+            env.status("crash")
+                .await?
                 .handled_rotate_request
                 .map(|_| ())
         })
