@@ -46,6 +46,19 @@ pub async fn bootstrap(client: &kube::Client, gitlab_url: &str) -> Result<(), St
             .await
             .map_err(|e| format!("installing the CRDs: {e}"))?;
     }
+    // A real API server serves a new CRD's resources only once it is Established.
+    for crd in crate::crd::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(60), established)
+            .await
+            .map_err(|_| format!("CRD {name} not established after 60 s"))?
+            .map_err(|e| format!("waiting for CRD {name}: {e}"))?;
+    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["ci", "runner-operator"] {
         let obj: Namespace =

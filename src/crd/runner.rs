@@ -67,18 +67,20 @@ pub struct RunnerSpec {
     /// The group that owns a group_type runner: numeric id or full path (e.g. `platform/ci`).
     /// Required for group_type, not allowed otherwise. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 2048))]
     pub group: Option<String>,
 
     /// The owner project of a project_type runner: numeric id or full path (e.g. `platform/api`).
     /// Required for project_type, not allowed otherwise. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 2048))]
     pub project: Option<String>,
 
     /// Further projects (ids or full paths) a project_type runner is assigned to, besides its owner
-    /// project. Projects assigned by hand in GitLab and not listed here are unassigned.
+    /// project. Projects assigned by hand in GitLab and not listed here are unassigned. At most
+    /// 200 (a runner shared that widely is better a group runner).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200), inner(length(max = 2048)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(p, size(p) > 0)").message("assignedProjects entries must not be empty"))]
     pub assigned_projects: Vec<String>,
@@ -88,9 +90,10 @@ pub struct RunnerSpec {
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
 
-    /// Job tags the runner picks up: a set of at most 50 non-empty tags without commas.
+    /// Job tags the runner picks up: a set of at most 50 non-empty tags without commas, each at
+    /// most 255 characters (GitLab's limits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50))]
+    #[schemars(length(max = 50), inner(length(max = 255)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(t, t.matches('^[^,\\\\s]([^,]*[^,\\\\s])?$'))").message("tags must be non-empty and contain no commas or leading/trailing spaces (GitLab splits tags on commas)"))]
     pub tags: Vec<String>,

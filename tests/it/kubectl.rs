@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 
+use crate::cluster::Backend;
 use crate::operator::Env;
 
 fn kubectls() -> Vec<(String, PathBuf)> {
@@ -88,8 +89,18 @@ impl Kubectl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_workflow_with_every_kubectl() {
+    readme_workflow(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+async fn real_readme_workflow_with_every_kubectl() {
+    readme_workflow(Backend::Real).await
+}
+
+async fn readme_workflow(backend: Backend) {
     for (label, bin) in kubectls() {
-        let env = Env::start(None).await;
+        let env = Env::start(backend, None).await;
         let dir = std::env::temp_dir().join(format!(
             "runner-operator-kubectl-{}-{}",
             std::process::id(),
@@ -97,7 +108,7 @@ async fn readme_workflow_with_every_kubectl() {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
-        env.kube.write_kubeconfig(&kubeconfig).unwrap();
+        env.kube.write_kubeconfig(&kubeconfig);
         let k = Kubectl {
             bin,
             kubeconfig,

@@ -3,6 +3,7 @@
 
 mod chart;
 mod client;
+mod cluster;
 mod crds;
 mod emulator_api;
 mod kubeapi;

@@ -14,8 +14,9 @@ use kube::{Api, Client, ResourceExt};
 use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::Runner;
 use runner_operator::emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
-use runner_operator::kubeapi::KubeApiServer;
 use serde_json::{Value, json};
+
+use crate::cluster::{Backend, Cluster};
 
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static INIT: Once = Once::new();
@@ -47,7 +48,7 @@ fn capture_logs() {
 
 pub struct Env {
     pub gitlab: GitLabEmulator,
-    pub kube: KubeApiServer,
+    pub kube: Cluster,
     pub client: Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -56,20 +57,25 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn start(hook: Option<controller::context::CrashHook>) -> Env {
-        Self::start_with(hook, Duration::from_secs(2)).await
+    pub async fn start(backend: Backend, hook: Option<controller::context::CrashHook>) -> Env {
+        Self::start_with(backend, hook, Duration::from_secs(2)).await
     }
 
     /// An operator limited to some namespaces.
-    pub async fn start_in(namespaces: Vec<String>) -> Env {
-        Self::start_full(None, Duration::from_secs(2), namespaces).await
+    pub async fn start_in(backend: Backend, namespaces: Vec<String>) -> Env {
+        Self::start_full(backend, None, Duration::from_secs(2), namespaces).await
     }
 
-    pub async fn start_with(hook: Option<controller::context::CrashHook>, resync: Duration) -> Env {
-        Self::start_full(hook, resync, vec![]).await
+    pub async fn start_with(
+        backend: Backend,
+        hook: Option<controller::context::CrashHook>,
+        resync: Duration,
+    ) -> Env {
+        Self::start_full(backend, hook, resync, vec![]).await
     }
 
     async fn start_full(
+        backend: Backend,
         hook: Option<controller::context::CrashHook>,
         resync: Duration,
         namespaces: Vec<String>,
@@ -78,10 +84,8 @@ impl Env {
         let gitlab = GitLabEmulator::start(&default_seed())
             .await
             .expect("gitlab emulator");
-        let kube = KubeApiServer::start_with("127.0.0.1:0", Duration::from_millis(500))
-            .await
-            .expect("kube api");
-        let client = kube.client().await.expect("client");
+        let kube = Cluster::start(backend).await;
+        let client = kube.client().await;
         runner_operator::sandbox::bootstrap(&client, &gitlab.url())
             .await
             .expect("bootstrap");
@@ -251,6 +255,42 @@ impl Env {
         .await
     }
 
+    /// Every object the operator may write (Runners, connections, Secrets, Events, Leases, in
+    /// every namespace) with its resourceVersion: equal fingerprints mean no write in between,
+    /// on either backend.
+    pub async fn fingerprint(&self) -> Vec<String> {
+        async fn rvs<K>(client: &Client, kind: &str, out: &mut Vec<String>)
+        where
+            K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug,
+            K::DynamicType: Default,
+        {
+            let list = Api::<K>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .expect("list");
+            for o in list.items {
+                out.push(format!(
+                    "{kind} {}/{} {}",
+                    o.namespace().unwrap_or_default(),
+                    o.name_any(),
+                    o.resource_version().unwrap_or_default()
+                ));
+            }
+        }
+        let mut out = vec![];
+        rvs::<Runner>(&self.client, "Runner", &mut out).await;
+        rvs::<runner_operator::crd::GitLabConnection>(&self.client, "GitLabConnection", &mut out)
+            .await;
+        rvs::<Secret>(&self.client, "Secret", &mut out).await;
+        rvs::<CoreEvent>(&self.client, "Event", &mut out).await;
+        rvs::<Deployment>(&self.client, "Deployment", &mut out).await;
+        out.sort();
+        out
+    }
+
     pub fn gitlab_runner(&self, id: i64) -> Option<RunnerSnapshot> {
         self.gitlab.runner(id)
     }
@@ -293,9 +333,8 @@ fn project_spec() -> Value {
            "description": "Linux builders", "tags": ["linux", "docker"], "runUntagged": false, "maximumTimeout": 3600, "maintenanceNote": "team platform"})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_update_assign_and_delete() {
-    let env = Env::start(None).await;
+async fn create_update_assign_and_delete(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("builders", project_spec()).await;
     let r = env.ready("builders").await;
     let st = r.status.clone().unwrap();
@@ -374,9 +413,8 @@ async fn create_update_assign_and_delete() {
     assert!(env.secret_token("builders-runner-token").await.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_and_instance_runners_through_both_connection_kinds() {
-    let env = Env::start(None).await;
+async fn group_and_instance_runners_through_both_connection_kinds(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("group", json!({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "jihulab"}, "runnerType": "group_type", "group": "platform", "tags": ["linux"], "accessLevel": "ref_protected"})).await;
     env.apply("instance", json!({"connectionRef": {"name": "gitlab-admin"}, "runnerType": "instance_type", "deletionPolicy": "Orphan", "tokenSecret": {"format": "GitLabRunnerOperator", "name": "inst-token"}})).await;
     let g = env.ready("group").await.status.unwrap();
@@ -420,9 +458,8 @@ async fn group_and_instance_runners_through_both_connection_kinds() {
     env.has_event("instance", "Orphaned").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hand_edits_are_reverted_and_deleted_runners_recreated() {
-    let env = Env::start(None).await;
+async fn hand_edits_are_reverted_and_deleted_runners_recreated(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("drift", project_spec()).await;
     let id = env.ready("drift").await.status.unwrap().runner_id.unwrap();
     assert_eq!(
@@ -466,9 +503,8 @@ async fn hand_edits_are_reverted_and_deleted_runners_recreated() {
     assert_eq!(env.gitlab.runners().len(), 1, "no duplicate");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adoption_resets_the_token_and_claims_are_exclusive() {
-    let env = Env::start(None).await;
+async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
+    let env = Env::start(backend, None).await;
     let api = env.gitlab.project_id("platform/api").unwrap();
     let resp: Value = reqwest::Client::new()
         .post(format!("{}/api/v4/user/runners", env.gitlab.url()))
@@ -518,9 +554,8 @@ async fn adoption_resets_the_token_and_claims_are_exclusive() {
     assert!(env.token_works(&token).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab() {
-    let env = Env::start(None).await;
+async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply(
         "noconn",
         json!({"connectionRef": {"name": "missing"}, "runnerType": "instance_type"}),
@@ -605,9 +640,8 @@ async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gitlab_refusals_become_conditions_with_gitlabs_message() {
-    let env = Env::start(None).await;
+async fn gitlab_refusals_become_conditions_with_gitlabs_message(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("unknown", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/nope"})).await;
     let msg = env.condition("unknown", "Ready", "InvalidSpec").await;
     assert!(msg.contains("\"platform/nope\" does not exist"), "{msg}");
@@ -667,9 +701,8 @@ async fn gitlab_refusals_become_conditions_with_gitlabs_message() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_are_recovered_rotated_on_request_and_on_schedule() {
-    let env = Env::start(None).await;
+async fn tokens_are_recovered_rotated_on_request_and_on_schedule(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let id = env.ready("tok").await.status.unwrap().runner_id.unwrap();
     let secrets = Api::<Secret>::namespaced(env.client.clone(), "ci");
@@ -754,9 +787,8 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule() {
     assert!(env.token_works(&token).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported() {
-    let env = Env::start(None).await;
+async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.gitlab
         .update_settings(|s| s.project_runner_token_expiration_interval = Some(6));
     env.apply("exp", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
@@ -780,9 +812,8 @@ async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported() {
     assert!(env.token_works(&token).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumers_roll_onto_new_tokens() {
-    let env = Env::start(None).await;
+async fn consumers_roll_onto_new_tokens(backend: Backend) {
+    let env = Env::start(backend, None).await;
     let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "ci");
     let deploy = |name: &str, flag: bool| {
         let env_vars = if flag {
@@ -844,14 +875,14 @@ async fn consumers_roll_onto_new_tokens() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn steady_state_costs_one_get_and_no_writes() {
-    let env = Env::start(None).await;
+async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
     env.ready("steady").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = env.gitlab.request_counts();
-    let rv_before = env.kube.resource_version();
+    let rv_before = env.kube.local().map(|k| k.resource_version());
+    let objects_before = env.fingerprint().await;
     tokio::time::sleep(Duration::from_secs(7)).await; // ~3 resyncs of 2 s
     let after = env.gitlab.request_counts();
     let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
@@ -869,15 +900,19 @@ async fn steady_state_costs_one_get_and_no_writes() {
         "resolved ids come from status"
     );
     assert_eq!(
-        env.kube.resource_version(),
+        env.kube.local().map(|k| k.resource_version()),
         rv_before,
+        "no Kubernetes writes at steady state either"
+    );
+    assert_eq!(
+        env.fingerprint().await,
+        objects_before,
         "no Kubernetes writes at steady state either"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_and_server_errors_back_off_without_losing_anything() {
-    let env = Env::start(None).await;
+async fn rate_limits_and_server_errors_back_off_without_losing_anything(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.gitlab.inject(runner_operator::emulator::Fault {
         endpoint: Some("POST /user/runners".into()),
         path_contains: None,
@@ -918,13 +953,12 @@ fn crash_at(n: usize) -> (controller::context::CrashHook, Arc<AtomicUsize>) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token() {
+async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(backend: Backend) {
     // GitLab writes in order: create, assign; a requested rotation: reset; a spec change: PUT;
     // the deletion: DELETE. The reconcile is killed right after the n-th, then runs on.
     for n in 1..=5 {
         let (hook, count) = crash_at(n);
-        let env = Env::start(Some(hook)).await;
+        let env = Env::start(backend, Some(hook)).await;
         env.apply("crash", project_spec()).await;
         env.ready("crash").await;
         env.runners()
@@ -978,11 +1012,10 @@ async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_between_create_and_status_finds_the_marked_runner() {
+async fn restart_between_create_and_status_finds_the_marked_runner(backend: Backend) {
     // The operator dies right after GitLab created the runner: nothing recorded anywhere.
     let (hook, _) = crash_at(1);
-    let mut env = Env::start(Some(hook)).await;
+    let mut env = Env::start(backend, Some(hook)).await;
     env.apply("restart", project_spec()).await;
     env.wait("created in GitLab", || async {
         (!env.gitlab.runners().is_empty()).then_some(())
@@ -1007,9 +1040,8 @@ async fn restart_between_create_and_status_finds_the_marked_runner() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_whose_connection_is_gone_can_be_released() {
-    let env = Env::start(None).await;
+async fn a_runner_whose_connection_is_gone_can_be_released(backend: Backend) {
+    let env = Env::start(backend, None).await;
     let mut spec = project_spec();
     spec["connectionRef"] = json!({"name": "temp"});
     let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "temp", "namespace": "ci"},
@@ -1048,9 +1080,8 @@ async fn a_runner_whose_connection_is_gone_can_be_released() {
     assert_eq!(env.gitlab.runners().len(), 1, "Orphan leaves the runner");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreign_secrets_are_never_overwritten() {
-    let env = Env::start(None).await;
+async fn foreign_secrets_are_never_overwritten(backend: Backend) {
+    let env = Env::start(backend, None).await;
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "taken"}, "stringData": {"runner-token": "someone else's"}}),
     )
@@ -1073,9 +1104,8 @@ async fn foreign_secrets_are_never_overwritten() {
 }
 
 /// Runs last in its own test so the other tests' tokens are in the log buffer too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_never_leak_into_logs_events_or_status() {
-    let env = Env::start(None).await;
+async fn tokens_never_leak_into_logs_events_or_status(backend: Backend) {
+    let env = Env::start(backend, None).await;
     env.gitlab.inject(runner_operator::emulator::Fault {
         endpoint: Some("POST /projects/:id/runners".into()),
         path_contains: None,
@@ -1124,9 +1154,8 @@ async fn tokens_never_leak_into_logs_events_or_status() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_tokens_are_replaced_through_the_management_api() {
-    let mut env = Env::start(None).await;
+async fn expired_tokens_are_replaced_through_the_management_api(backend: Backend) {
+    let mut env = Env::start(backend, None).await;
     env.gitlab
         .update_settings(|s| s.project_runner_token_expiration_interval = Some(3));
     env.apply("late", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
@@ -1147,9 +1176,8 @@ async fn expired_tokens_are_replaced_through_the_management_api() {
     assert!(env.token_works(&fresh).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_rotations_at_once_stay_within_the_rate_limit() {
-    let env = Env::start_with(None, Duration::from_secs(300)).await;
+async fn many_rotations_at_once_stay_within_the_rate_limit(backend: Backend) {
+    let env = Env::start_with(backend, None, Duration::from_secs(300)).await;
     // GitLab throttles at 80 requests per 1 s window; the connection allows 60/s, burst 10.
     env.gitlab.update_settings(|s| {
         s.throttle = Some(runner_operator::emulator::Throttle {
@@ -1214,9 +1242,8 @@ async fn many_rotations_at_once_stay_within_the_rate_limit() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_namespaces_limit_what_is_reconciled() {
-    let env = Env::start_in(vec!["ci".into(), "team-b".into()]).await;
+async fn watch_namespaces_limit_what_is_reconciled(backend: Backend) {
+    let env = Env::start_in(backend, vec!["ci".into(), "team-b".into()]).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
     for ns in ["team-b", "elsewhere"] {
         namespaces
@@ -1265,3 +1292,49 @@ async fn watch_namespaces_limit_what_is_reconciled() {
     );
     assert_eq!(env.gitlab.runners().len(), 2);
 }
+
+/// Each scenario twice: against the in-memory API (`operator::local::…`) and against the real
+/// control plane (`operator::real::…`, ignored unless asked for: see `cluster::REAL`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::cluster::Backend::Local).await
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+                async fn $name() {
+                    super::$name(crate::cluster::Backend::Real).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    create_update_assign_and_delete,
+    group_and_instance_runners_through_both_connection_kinds,
+    hand_edits_are_reverted_and_deleted_runners_recreated,
+    adoption_resets_the_token_and_claims_are_exclusive,
+    connection_problems_are_conditions_and_nothing_happens_in_gitlab,
+    gitlab_refusals_become_conditions_with_gitlabs_message,
+    tokens_are_recovered_rotated_on_request_and_on_schedule,
+    expiring_tokens_rotate_before_expiry_and_expiry_is_reported,
+    consumers_roll_onto_new_tokens,
+    steady_state_costs_one_get_and_no_writes,
+    rate_limits_and_server_errors_back_off_without_losing_anything,
+    crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,
+    restart_between_create_and_status_finds_the_marked_runner,
+    a_runner_whose_connection_is_gone_can_be_released,
+    foreign_secrets_are_never_overwritten,
+    tokens_never_leak_into_logs_events_or_status,
+    expired_tokens_are_replaced_through_the_management_api,
+    many_rotations_at_once_stay_within_the_rate_limit,
+    watch_namespaces_limit_what_is_reconciled,
+);
