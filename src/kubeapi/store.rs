@@ -827,6 +827,7 @@ impl Store {
         force: bool,
         opts: &WriteOpts,
     ) -> Result<Value, Status> {
+        typed_patch_check(res, ns, name, &applied)?;
         let existing = self.get(res, ns, name).ok();
         let Some(current) = existing else {
             if opts.subresource.is_some() {
@@ -988,4 +989,43 @@ fn uuid() -> String {
         &hex[17..20],
         &hex[20..32]
     )
+}
+
+/// What the real API server's structured-merge-diff refuses before validation when building the
+/// typed apply configuration: fields the schema does not declare, and duplicates in set lists.
+/// It answers 500 with this message (checked against kube-apiserver 1.35).
+fn typed_patch_check(
+    res: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    applied: &Value,
+) -> Result<(), Status> {
+    let Some(schema) = &res.schema else {
+        return Ok(());
+    };
+    let mut probe = applied.clone();
+    let mut problems: Vec<String> = super::prune::prune(schema, &mut probe)
+        .into_iter()
+        .map(|p| format!(".{p}: field not declared in schema"))
+        .collect();
+    for e in crate::emulator::openapi::validate(schema, applied, None) {
+        if let Some((at, item)) = e.split_once(": Duplicate value: ") {
+            let list = at.rsplit_once('[').map_or(at, |(l, _)| l);
+            problems.push(format!(".{list}: duplicate entries for key [={item}]"));
+        }
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some(p) => Err(Status::new(
+            500,
+            "",
+            format!(
+                "failed to create typed patch object ({}{name}; {}, Kind={}): {p}",
+                ns.map(|n| format!("{n}/")).unwrap_or_default(),
+                res.api_version(),
+                res.kind
+            ),
+            Value::Null,
+        )),
+    }
 }

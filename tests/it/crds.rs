@@ -78,7 +78,7 @@ fn crd_shape() {
     assert_eq!(GitLabConnection::crd().spec.scope, "Namespaced");
 }
 
-fn example_docs() -> Vec<(String, Value)> {
+pub fn example_docs() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     let mut out = vec![];
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -180,84 +180,7 @@ fn runner_rules_accept_and_refuse() {
         let errors = openapi::validate(&schema, &obj, None);
         assert!(errors.is_empty(), "{}: {errors:?}", obj["spec"]);
     }
-    let bad = [
-        (
-            with(json!({"runnerType": "shared"})),
-            "spec.runnerType: Unsupported value",
-        ),
-        (
-            with(json!({"accessLevel": "protected"})),
-            "spec.accessLevel: Unsupported value",
-        ),
-        (
-            with(json!({"deletionPolicy": "Keep"})),
-            "spec.deletionPolicy: Unsupported value",
-        ),
-        (
-            with(json!({"registration": {"strategy": "Token"}})),
-            "spec.registration.strategy: Unsupported value",
-        ),
-        (with(json!({"maximumTimeout": 599})), "spec.maximumTimeout"),
-        (
-            with(json!({"description": "x".repeat(1025)})),
-            "spec.description: Too long",
-        ),
-        (
-            with(json!({"maintenanceNote": "x".repeat(1025)})),
-            "spec.maintenanceNote: Too long",
-        ),
-        (
-            with(json!({"tags": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
-            "spec.tags: Too many",
-        ),
-        (with(json!({"tags": ["a", "a"]})), "Duplicate value"),
-        (with(json!({"tags": ["a,b"]})), "no commas"),
-        (with(json!({"tags": [""]})), "no commas"),
-        (with(json!({"tags": [" padded"]})), "no commas"),
-        (
-            with(json!({"tags": null, "runUntagged": false})),
-            "runUntagged: false needs at least one tag",
-        ),
-        (
-            with(json!({"project": null})),
-            "project is required when runnerType is project_type",
-        ),
-        (
-            with(json!({"runnerType": "group_type", "project": null})),
-            "group is required when runnerType is group_type",
-        ),
-        (
-            with(json!({"group": "platform"})),
-            "group is required when runnerType is group_type, and not allowed",
-        ),
-        (
-            with(
-                json!({"runnerType": "instance_type", "project": null, "assignedProjects": ["a"]}),
-            ),
-            "assignedProjects is only allowed when runnerType is project_type",
-        ),
-        (
-            with(json!({"registration": {"strategy": "RegistrationToken"}})),
-            "needs registrationTokenSecretRef",
-        ),
-        (
-            with(json!({"tokenRotation": {"interval": "30 days"}})),
-            "spec.tokenRotation.interval",
-        ),
-        (
-            with(json!({"adopt": {"runnerId": 0}})),
-            "spec.adopt.runnerId",
-        ),
-        (
-            with(json!({"connectionRef": {"name": "g", "kind": "Other"}})),
-            "spec.connectionRef.kind: Unsupported value",
-        ),
-        (with(json!({"unknownField": 1})), "unknown field"),
-        (
-            with(json!({"connectionRef": null})),
-            "spec.connectionRef: Required value",
-        ),
-    ];
+    let bad = bad_runners();
     for (obj, want) in bad {
         let errors = openapi::validate(&schema, &obj, None);
         assert!(
@@ -342,4 +265,92 @@ fn connection_url_rules() {
             .iter()
             .any(|e| e.contains("url must start with https://"))
     );
+}
+
+/// Runners the API server must refuse, with what its message must contain. One table for the
+/// schema validator, the in-memory API and the real API server.
+pub fn bad_runners() -> Vec<(Value, &'static str)> {
+    vec![
+        (
+            with(json!({"runnerType": "shared"})),
+            "spec.runnerType: Unsupported value",
+        ),
+        (
+            with(json!({"accessLevel": "protected"})),
+            "spec.accessLevel: Unsupported value",
+        ),
+        (
+            with(json!({"deletionPolicy": "Keep"})),
+            "spec.deletionPolicy: Unsupported value",
+        ),
+        (
+            with(json!({"registration": {"strategy": "Token"}})),
+            "spec.registration.strategy: Unsupported value",
+        ),
+        (with(json!({"maximumTimeout": 599})), "spec.maximumTimeout"),
+        (
+            with(json!({"description": "x".repeat(1025)})),
+            "spec.description: Too long",
+        ),
+        (
+            with(json!({"maintenanceNote": "x".repeat(1025)})),
+            "spec.maintenanceNote: Too long",
+        ),
+        (
+            with(json!({"tags": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
+            "spec.tags: Too many",
+        ),
+        (with(json!({"tags": ["a", "a"]})), "Duplicate value"),
+        (with(json!({"tags": ["x".repeat(256)]})), "spec.tags[0]: Too long"),
+        (
+            with(json!({"assignedProjects": (0..201).map(|i| format!("p{i}")).collect::<Vec<_>>()})),
+            "spec.assignedProjects: Too many",
+        ),
+        (with(json!({"tags": ["a,b"]})), "no commas"),
+        (with(json!({"tags": [""]})), "no commas"),
+        (with(json!({"tags": [" padded"]})), "no commas"),
+        (
+            with(json!({"tags": null, "runUntagged": false})),
+            "runUntagged: false needs at least one tag",
+        ),
+        (
+            with(json!({"project": null})),
+            "project is required when runnerType is project_type",
+        ),
+        (
+            with(json!({"runnerType": "group_type", "project": null})),
+            "group is required when runnerType is group_type",
+        ),
+        (
+            with(json!({"group": "platform"})),
+            "group is required when runnerType is group_type, and not allowed",
+        ),
+        (
+            with(
+                json!({"runnerType": "instance_type", "project": null, "assignedProjects": ["a"]}),
+            ),
+            "assignedProjects is only allowed when runnerType is project_type",
+        ),
+        (
+            with(json!({"registration": {"strategy": "RegistrationToken"}})),
+            "needs registrationTokenSecretRef",
+        ),
+        (
+            with(json!({"tokenRotation": {"interval": "30 days"}})),
+            "spec.tokenRotation.interval",
+        ),
+        (
+            with(json!({"adopt": {"runnerId": 0}})),
+            "spec.adopt.runnerId",
+        ),
+        (
+            with(json!({"connectionRef": {"name": "g", "kind": "Other"}})),
+            "spec.connectionRef.kind: Unsupported value",
+        ),
+        (with(json!({"unknownField": 1})), "unknown field"),
+        (
+            with(json!({"connectionRef": null})),
+            "spec.connectionRef: Required value",
+        ),
+    ]
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary (link time is precious on 2 cores): CRDs and examples, the
 //! GitLab emulator's fidelity, and the GitLab client against the emulator.
 
+mod admission;
 mod chart;
 mod client;
 mod cluster;
