@@ -38,12 +38,20 @@ const EXAMPLE_CONNECTIONS: [&str; 2] = [
     include_str!("../deploy/examples/cluster-connection.yaml"),
 ];
 
-/// Installs CRDs, namespaces and the example connections (pointed at `gitlab_url`).
+/// A create whose object already exists (installed by Helm, say) is kept as it is.
+fn kept<T>(result: kube::Result<T>) -> kube::Result<()> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Installs CRDs, namespaces and the example connections (pointed at `gitlab_url`); CRDs and
+/// namespaces that exist already are kept.
 pub async fn bootstrap(client: &kube::Client, gitlab_url: &str) -> Result<(), String> {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
     for crd in crate::crd::all() {
-        crds.create(&PostParams::default(), &crd)
-            .await
+        kept(crds.create(&PostParams::default(), &crd).await)
             .map_err(|e| format!("installing the CRDs: {e}"))?;
     }
     // A real API server serves a new CRD's resources only once it is Established.
@@ -63,9 +71,7 @@ pub async fn bootstrap(client: &kube::Client, gitlab_url: &str) -> Result<(), St
     for ns in ["ci", "runner-operator"] {
         let obj: Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
-        namespaces
-            .create(&PostParams::default(), &obj)
-            .await
+        kept(namespaces.create(&PostParams::default(), &obj).await)
             .map_err(|e| format!("creating namespace {ns}: {e}"))?;
     }
     for text in EXAMPLE_CONNECTIONS {

@@ -6,7 +6,8 @@
 #
 #   tests/control-plane/up.sh [--dir DIR] [--no-controller-manager] [--watch-pid PID]
 #
-# Writes DIR/kubeconfig (cluster admin, a static token in group system:masters), prints
+# Writes DIR/kubeconfig (cluster admin, a static token in group system:masters) and the audit
+# log DIR/audit.log (every request, metadata level), prints
 # "ready <kubeconfig>" once /readyz answers, and runs until interrupted, or until PID exits
 # (the test harness passes its own). Logs: DIR/*.log. Binaries come from build.sh's cache.
 set -euo pipefail
@@ -51,6 +52,14 @@ ssl ecparam -name prime256v1 -genkey -noout -out sa.key
 ssl ec -in sa.key -pubout -out sa.pub
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$token,admin,admin,system:masters" > tokens.csv
+# Every request at Metadata level (who, verb, resource, answer): the RBAC tests read it.
+cat > audit-policy.yaml <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+EOF
 
 etcd_port=$(free_port) peer_port=$(free_port) api_port=$(free_port)
 "$bin/etcd" --name cp --data-dir "$dir/etcd" --log-level warn --unsafe-no-fsync \
@@ -67,6 +76,7 @@ issuer=https://kubernetes.default.svc.cluster.local
   --service-account-issuer "$issuer" --api-audiences "$issuer" \
   --service-account-key-file sa.pub --service-account-signing-key-file sa.key \
   --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+  --audit-policy-file audit-policy.yaml --audit-log-path "$dir/audit.log" \
   --profiling=false --cert-dir "$dir/certs" >apiserver.log 2>&1 &
 pids+=($!)
 

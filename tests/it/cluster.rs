@@ -11,13 +11,18 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use runner_operator::kubeapi::KubeApiServer;
 
-/// Which Kubernetes a scenario runs against.
+/// Which Kubernetes a scenario runs against, and as whom the operator talks to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// `runner_operator::kubeapi`, in this process.
+    /// `runner_operator::kubeapi`, in this process; the operator is cluster admin.
     Local,
-    /// The real control plane, one per scenario (no state shared between tests).
+    /// The real control plane, one per scenario (no state shared between tests); the operator
+    /// is cluster admin.
     Real,
+    /// The real control plane with the Helm chart installed; the operator runs as the chart's
+    /// ServiceAccount (a TokenRequest token), so RBAC decides. `namespaced`: the chart's
+    /// `watchNamespaces: [ci]` mode.
+    Chart { namespaced: bool },
 }
 
 /// Why the real-backend tests are `#[ignore]`d by default; `tests/control-plane/e2e.sh` and CI
@@ -37,14 +42,9 @@ impl Cluster {
                     .await
                     .expect("local kube api"),
             ),
-            Backend::Real => Cluster::Real(ControlPlane::start(true).await),
-        }
-    }
-
-    pub fn backend(&self) -> Backend {
-        match self {
-            Cluster::Local(_) => Backend::Local,
-            Cluster::Real(_) => Backend::Real,
+            Backend::Real | Backend::Chart { .. } => {
+                Cluster::Real(ControlPlane::start(true).await)
+            }
         }
     }
 
@@ -78,6 +78,133 @@ impl Cluster {
             Cluster::Real(cp) => Some(cp),
         }
     }
+}
+
+pub fn helm() -> PathBuf {
+    let helm = root().join(".tools/bin/helm");
+    assert!(
+        helm.exists(),
+        "{} is missing: run .ci/install-tools",
+        helm.display()
+    );
+    helm
+}
+
+/// The chart's release as the tests install it.
+pub const RELEASE: &str = "runner-operator";
+pub const RELEASE_NAMESPACE: &str = "runner-operator";
+
+impl ControlPlane {
+    /// `helm install`s the chart (CRDs included; leader election on; `watchNamespaces: [ci]`
+    /// when `namespaced`) and returns a client that authenticates as the chart's
+    /// ServiceAccount with a token from the TokenRequest API.
+    pub async fn install_chart(&self, namespaced: bool) -> Client {
+        if namespaced {
+            // The chart's Roles go into the watched namespaces, which must exist first.
+            let ns: k8s_openapi::api::core::v1::Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "ci"}}))
+                    .expect("namespace");
+            kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client().await)
+                .create(&Default::default(), &ns)
+                .await
+                .expect("namespace ci");
+        }
+        let mut cmd = Command::new(helm());
+        cmd.current_dir(root())
+            .args(["install", RELEASE, "charts/runner-operator"])
+            .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
+            .args(["--set", "leaderElection.enabled=true"])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig);
+        if namespaced {
+            cmd.args(["--set", "watchNamespaces={ci}"]);
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("joined")
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm install failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin = self.client().await;
+        let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(admin, RELEASE_NAMESPACE);
+        let request: k8s_openapi::api::authentication::v1::TokenRequest =
+            serde_json::from_value(serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 7200}}))
+                .expect("token request");
+        let token = sa
+            .create_token_request(RELEASE, &Default::default(), &request)
+            .await
+            .expect("TokenRequest for the chart's ServiceAccount")
+            .status
+            .expect("token issued")
+            .token;
+        let admin_config = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let config: String = admin_config
+            .lines()
+            .map(|l| match l.trim().strip_prefix("token: ") {
+                Some(_) => format!("    token: {token}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = self.dir.join("operator.kubeconfig");
+        std::fs::write(&path, config).expect("operator kubeconfig");
+        client_from(&path).await
+    }
+
+    /// What the chart's ServiceAccount did, from the audit log: the requests it made
+    /// (`verb group/resource[/subresource] namespace`) and the ones RBAC refused.
+    pub fn service_account_requests(&self) -> (std::collections::BTreeSet<String>, Vec<String>) {
+        let user = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}");
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut used = std::collections::BTreeSet::new();
+        let mut denied = vec![];
+        for line in text.lines() {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if e["user"]["username"] != user.as_str() {
+                continue;
+            }
+            let o = &e["objectRef"];
+            let what = if o.is_object() {
+                let group = o["apiGroup"].as_str().unwrap_or("core");
+                let mut resource = format!("{group}/{}", o["resource"].as_str().unwrap_or(""));
+                if let Some(sub) = o["subresource"].as_str() {
+                    resource = format!("{resource}/{sub}");
+                }
+                format!(
+                    "{} {resource} {}",
+                    e["verb"].as_str().unwrap_or(""),
+                    o["namespace"].as_str().unwrap_or("(cluster)")
+                )
+            } else {
+                format!(
+                    "{} {}",
+                    e["verb"].as_str().unwrap_or(""),
+                    e["requestURI"].as_str().unwrap_or("")
+                )
+            };
+            if e["responseStatus"]["code"].as_i64() == Some(403) {
+                denied.push(what.clone());
+            }
+            used.insert(what);
+        }
+        (used, denied)
+    }
+}
+
+async fn client_from(path: &Path) -> Client {
+    runner_operator::tls::install_crypto_provider();
+    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
 }
 
 /// A running real control plane; stopped (and its directory removed) on drop.
@@ -147,26 +274,7 @@ impl ControlPlane {
     }
 
     pub async fn client(&self) -> Client {
-        runner_operator::tls::install_crypto_provider();
-        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("config");
-        Client::try_from(config).expect("client")
-    }
-
-    /// The URL of the API server.
-    pub fn url(&self) -> String {
-        let text = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("server: "))
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// The API server's CA certificate (PEM).
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.crt")
+        client_from(&self.kubeconfig).await
     }
 }
 

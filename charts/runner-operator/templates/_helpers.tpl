@@ -21,34 +21,41 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Rules for namespaced objects, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "runner-operator.namespacedRules" -}}
-# Runners and namespaced connections: watched, and their status reported.
+# Each rule names a scenario of tests/it/operator.rs (operator::chart::…) that needs it; the
+# tests run the operator as this ServiceAccount against a real API server and fail on any 403.
+# Runners and namespaced connections: read from watches (every scenario).
 - apiGroups: [gitlab.runner-operator.dev]
   resources: [runners, gitlabconnections]
   verbs: [get, list, watch]
-# The finalizer is added and removed with patches.
+# The finalizer is added and removed with JSON patches (create_update_assign_and_delete).
 - apiGroups: [gitlab.runner-operator.dev]
   resources: [runners]
-  verbs: [patch, update]
+  verbs: [patch]
+# Status, conditions and the write-ahead records (every scenario).
 - apiGroups: [gitlab.runner-operator.dev]
   resources: [runners/status, gitlabconnections/status]
-  verbs: [get, patch, update]
-# Owner references with blockOwnerDeletion on the token Secrets need this.
+  verbs: [patch]
+# Owner references with blockOwnerDeletion on the token Secrets: needed where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift; not on by default).
 - apiGroups: [gitlab.runner-operator.dev]
   resources: [runners/finalizers]
   verbs: [update]
-# Token Secrets are written (server-side apply) and watched; access-token and CA Secrets read.
+# Token Secrets: written by server-side apply and watched; access-token and CA Secrets read
+# (tokens_are_recovered_…, create_update_assign_and_delete). An apply that creates the Secret
+# is also authorized as `create` (without it: 403 "cannot create resource secrets").
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
-# CA bundles may come from ConfigMaps.
+# CA bundles may come from a ConfigMap (caBundleConfigMapRef; no scenario: needs a TLS GitLab).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get]
-# Consumers are rolled onto new tokens by patching their pod template.
+# Consumers are rolled onto new tokens by patching their pod template
+# (consumers_roll_onto_new_tokens).
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
   verbs: [get, patch]
-# Events for every change and failure; repeats are patched into a series.
+# Events for every change and failure (every scenario); repeats are patched into a series.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
