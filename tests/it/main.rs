@@ -11,5 +11,6 @@ mod kubeapi;
 mod kubectl;
 mod operator;
 mod process;
+mod real;
 mod sandbox;
 mod support;

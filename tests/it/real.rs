@@ -1,0 +1,225 @@
+//! What only a real cluster shows: the Deployment controller turning the operator's pod-template
+//! bump into a new ReplicaSet, and leader election on real Leases surviving a SIGKILLed leader.
+//! (Garbage collection of the token Secret is asserted by every backend's
+//! `create_update_assign_and_delete`.) These need kube-controller-manager, so they have no
+//! in-memory twin; they are ignored unless asked for (see `cluster::REAL`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::cluster::{Backend, RELEASE_NAMESPACE};
+use crate::operator::Env;
+
+const GENERATION: &str = "gitlab.runner-operator.dev/token-generation";
+
+/// ReplicaSets of the Deployment `name` with the generation annotation of their pod template.
+async fn replica_sets(env: &Env, name: &str) -> Vec<(String, Option<String>)> {
+    let list = Api::<ReplicaSet>::namespaced(env.client.clone(), "ci")
+        .list(&ListParams::default())
+        .await
+        .expect("replicasets");
+    list.items
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Deployment" && o.name == name)
+        })
+        .map(|rs| {
+            let annotation = rs
+                .spec
+                .and_then(|s| s.template)
+                .and_then(|t| t.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get(GENERATION).cloned());
+            (rs.metadata.name.unwrap_or_default(), annotation)
+        })
+        .collect()
+}
+
+async fn secret_generation(env: &Env) -> Option<String> {
+    Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .get_opt("roll-runner-token")
+        .await
+        .ok()??
+        .metadata
+        .annotations?
+        .get(GENERATION)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() {
+    let env = Env::start(Backend::Real, None).await;
+    let deploy: Deployment = serde_json::from_value(json!({"metadata": {"name": "runner"}, "spec": {"replicas": 1,
+        "selector": {"matchLabels": {"app": "runner"}},
+        "template": {"metadata": {"labels": {"app": "runner"}}, "spec": {"containers": [{"name": "runner", "image": "gitlab/gitlab-runner:alpine",
+            "env": [{"name": "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION", "value": "true"}],
+            "volumeMounts": [{"name": "token", "mountPath": "/secrets"}]}],
+            "volumes": [{"name": "token", "secret": {"secretName": "roll-runner-token", "optional": true}}]}}}}))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &deploy)
+        .await
+        .expect("created");
+    env.apply("roll", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api",
+        "tokenSecret": {"consumers": [{"kind": "Deployment", "name": "runner"}]}}))
+    .await;
+    env.ready("roll").await;
+    let first = secret_generation(&env).await.expect("generation annotation");
+    // The Deployment controller made a ReplicaSet for the annotated template.
+    let first_rs = env
+        .wait("a ReplicaSet with the first token's generation", || async {
+            replica_sets(&env, "runner")
+                .await
+                .into_iter()
+                .find(|(_, a)| a.as_deref() == Some(first.as_str()))
+                .map(|(n, _)| n)
+        })
+        .await;
+    env.runners()
+        .patch(
+            "roll",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "now"}}})),
+        )
+        .await
+        .expect("rotation requested");
+    let second = env
+        .wait("a new token", || async {
+            secret_generation(&env).await.filter(|g| *g != first)
+        })
+        .await;
+    let second_rs = env
+        .wait("a new ReplicaSet with the new token's generation", || async {
+            replica_sets(&env, "runner")
+                .await
+                .into_iter()
+                .find(|(_, a)| a.as_deref() == Some(second.as_str()))
+                .map(|(n, _)| n)
+        })
+        .await;
+    assert_ne!(first_rs, second_rs, "the rollout made a new ReplicaSet");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Operator {
+    child: Child,
+    port: u16,
+    name: &'static str,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_operator(kubeconfig: &std::path::Path, name: &'static str) -> Operator {
+    let port = free_port();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!(
+        "runner-operator-{name}-{}.log",
+        std::process::id()
+    )))
+    .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--leader-election", "--pod-name", name])
+        .args(["--namespace", RELEASE_NAMESPACE, "--resync-interval", "5s"])
+        .args(["--listen-address", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("the operator binary runs");
+    Operator { child, port, name }
+}
+
+async fn ready(op: &Operator) -> bool {
+    reqwest::get(format!("http://127.0.0.1:{}/readyz", op.port))
+        .await
+        .map(|r| r.status().as_u16() == 200)
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+async fn real_only_leader_election_survives_a_sigkilled_leader() {
+    // The chart with leader election; two operator processes as its ServiceAccount.
+    let mut env = Env::start(Backend::Chart { namespaced: false }, None).await;
+    env.stop_operator().await;
+    let kubeconfig = env
+        .kube
+        .real()
+        .expect("real")
+        .dir
+        .join("operator.kubeconfig");
+    let a = spawn_operator(&kubeconfig, "pod-a");
+    let b = spawn_operator(&kubeconfig, "pod-b");
+    let leader_name = env
+        .wait_for("a leader", Duration::from_secs(60), || async {
+            match (ready(&a).await, ready(&b).await) {
+                (true, false) => Some(a.name),
+                (false, true) => Some(b.name),
+                _ => None,
+            }
+        })
+        .await;
+    let (mut leader, standby) = if leader_name == a.name {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    env.apply("elected", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}))
+        .await;
+    env.ready("elected").await;
+
+    // SIGKILL: no chance to release the Lease; the standby must wait it out, then lead.
+    leader.child.kill().expect("SIGKILL");
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    env.wait_for("the standby leads", Duration::from_secs(40), || async {
+        ready(&standby).await.then_some(())
+    })
+    .await;
+    let handover = killed.elapsed();
+    // Lease duration 15 s + grace 5 s, polled by the lease manager.
+    assert!(
+        handover <= Duration::from_secs(25),
+        "handover took {handover:?}"
+    );
+    env.apply("after-handover", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}))
+        .await;
+    env.ready("after-handover").await;
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        env.client.clone(),
+        RELEASE_NAMESPACE,
+    )
+    .get("runner-operator")
+    .await
+    .expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(standby.name)
+    );
+    eprintln!("handover after SIGKILL: {handover:?}");
+}
