@@ -140,7 +140,7 @@ pub fn run(args: SandboxArgs) -> Result<(), String> {
              \n  Kubernetes API  {}  (kubeconfig: {kc})\n  GitLab emulator {}  (admin token glpat-emulator-root)\n\
              \nInstalled: the CRDs, namespaces ci and runner-operator, the connections of deploy/examples/connection.yaml\n\
              and cluster-connection.yaml. Try:\n\
-             \n  export KUBECONFIG={kc}\n  kubectl apply -f deploy/examples/project-runner.yaml\n  kubectl wait --for=condition=Ready runner/linux-builders -n ci --timeout=30s\n  kubectl get glrunners -n ci\n  kubectl get secret linux-builders-token -n ci -o jsonpath='{{.data.runner-token}}' | base64 -d\n  curl -s -H 'PRIVATE-TOKEN: glpat-emulator-root' {}/api/v4/runners/all\n\
+             \n  export KUBECONFIG={kc}\n  kubectl apply -f deploy/examples/project-runner.yaml\n  kubectl wait --for=condition=Ready glrunner/linux-builders -n ci --timeout=30s\n  kubectl get glrunners -n ci\n  kubectl get secret linux-builders-token -n ci -o jsonpath='{{.data.runner-token}}' | base64 -d\n  curl -s -H 'PRIVATE-TOKEN: glpat-emulator-root' {}/api/v4/runners/all\n\
              \nCtrl-C stops everything.",
             kube.url(),
             gitlab.url(),

@@ -38,8 +38,9 @@ use super::connection::SecretKeyRef;
     ),
     printcolumn(
         name = "Token Expiry",
-        type_ = "date",
-        json_path = ".status.tokenExpiresAt"
+        type_ = "string",
+        json_path = ".status.tokenExpiresAt",
+        description = "When the runner's token expires (a date column would show a future time as <invalid>)"
     ),
     printcolumn(
         name = "Age",

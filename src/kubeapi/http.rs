@@ -199,6 +199,16 @@ fn group_list(st: &Store) -> Value {
             None => groups.push((r.group.clone(), vec![r.version.clone()])),
         }
     }
+    // As kube-apiserver orders them: built-in groups first, then CRD groups (all of priority
+    // 1000) by name. kubectl resolves a resource name two groups share to the first.
+    let is_crd = |g: &str| st.resources.iter().any(|r| r.group == g && r.crd.is_some());
+    groups.sort_by_key(|(g, _)| {
+        if is_crd(g) {
+            (1, g.clone())
+        } else {
+            (0, String::new())
+        }
+    });
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(g, vs)| {
@@ -334,6 +344,25 @@ async fn resource_request(
     };
     let res = &target.res;
     let ns = target.ns.as_deref();
+    // dryRun=All: the write runs on a detached copy of the store (no watch events, nothing kept),
+    // as the real API server runs admission and validation without persisting.
+    let dry = match q.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return status(Status::bad_request(format!(
+                "unsupported dry run option: {other}; only All is supported"
+            )));
+        }
+    };
+    let writable = || {
+        let live = shared.lock();
+        if dry {
+            StoreRef::Dry(Box::new(live.detached_copy()))
+        } else {
+            StoreRef::Live(live)
+        }
+    };
     let result: Result<(u16, Value), Status> = match (method.clone(), target.name) {
         (Method::GET, None) if q.flag("watch") => return watch(shared, res, ns, q).await,
         (Method::GET, None) => list(shared, res, ns, q, headers),
@@ -343,14 +372,12 @@ async fn resource_request(
                 .map(|o| (200, maybe_table(res, vec![o], headers, st.rv, false)))
         }
         (Method::POST, None) => decode_body(body).and_then(|obj| {
-            shared
-                .lock()
+            writable()
                 .create(res, ns, obj, &manager, strict)
                 .map(|o| (201, o))
         }),
         (Method::PUT, Some(name)) => decode_body(body).and_then(|obj| {
-            shared
-                .lock()
+            writable()
                 .update(res, ns, name, obj, &opts)
                 .map(|o| (200, o))
         }),
@@ -359,7 +386,7 @@ async fn resource_request(
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let mut st = shared.lock();
+            let mut st = writable();
             if ct.starts_with("application/apply-patch") {
                 decode_body(body).and_then(|obj| {
                     let existed = st.get(res, ns, name).is_ok();
@@ -377,11 +404,11 @@ async fn resource_request(
             let uid = decode_body(body)
                 .ok()
                 .and_then(|b| b["preconditions"]["uid"].as_str().map(str::to_string));
-            let mut st = shared.lock();
+            let mut st = writable();
             st.delete(res, ns, name, uid.as_deref()).map(|o| (200, o))
         }
         (Method::DELETE, None) => {
-            let mut st = shared.lock();
+            let mut st = writable();
             let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or("")) {
                 Ok(l) => l,
                 Err(e) => return status(Status::bad_request(e)),
@@ -407,7 +434,23 @@ async fn resource_request(
         )),
     };
     match result {
-        Ok((code, body)) => reply(code, &body),
+        Ok((code, mut body)) => {
+            if dry {
+                // Nothing was stored: a dry-run create has no resourceVersion, and an update
+                // keeps the live one.
+                let live = target
+                    .name
+                    .and_then(|n| shared.lock().get(res, ns, n).ok())
+                    .and_then(|o| o["metadata"]["resourceVersion"].as_str().map(str::to_string));
+                if let Some(meta) = body["metadata"].as_object_mut() {
+                    match live {
+                        Some(rv) => meta.insert("resourceVersion".into(), json!(rv)),
+                        None => meta.remove("resourceVersion"),
+                    };
+                }
+            }
+            reply(code, &body)
+        }
         Err(s) => status(s),
     }
 }
@@ -468,11 +511,12 @@ fn maybe_table(
             for c in &custom {
                 let path = c["jsonPath"].as_str().unwrap_or_default();
                 let vals = json_path(o, path);
+                // As apiextensions' table convertor: the first result only; none is null
+                // (kubectl prints an empty cell); dates become ages.
                 let cell = match (c["type"].as_str(), vals.first()) {
-                    (_, None) => json!("<none>"),
+                    (_, None) => Value::Null,
                     (Some("date"), Some(Value::String(s))) => json!(age(s)),
-                    (_, Some(v)) if vals.len() == 1 => v.clone(),
-                    _ => json!(vals.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")),
+                    (_, Some(v)) => v.clone(),
                 };
                 cells.push(cell);
             }
@@ -493,12 +537,34 @@ fn age(ts: &str) -> String {
     let Ok(t) = ts.parse::<k8s_openapi::jiff::Timestamp>() else {
         return ts.to_string();
     };
-    let secs = (k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    human_duration(k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second())
+}
+
+/// apimachinery's `duration.HumanDuration`, which kube-apiserver uses for ages: a time in the
+/// future shows as `<invalid>`.
+fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let secs = secs.max(0);
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    let with = |big: i64, unit: &str, small: i64, sunit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{sunit}")
+        }
+    };
     match secs {
         s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+        _ if minutes < 10 => with(minutes, "m", secs % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        _ if hours < 8 => with(hours, "h", minutes % 60, "m"),
+        _ if hours < 48 => format!("{hours}h"),
+        _ if hours < 24 * 8 => with(hours / 24, "d", hours % 24, "h"),
+        _ if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
+        _ if hours < 24 * 365 * 8 => with(hours / 24 / 365, "y", (hours / 24) % 365, "d"),
+        _ => format!("{}y", hours / 24 / 365),
     }
 }
 
@@ -640,4 +706,58 @@ async fn watch(shared: &Arc<Shared>, res: &ResourceDef, ns: Option<&str>, q: &Qu
         .header("transfer-encoding", "chunked")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The store a write goes to: the live one, or a detached copy for `dryRun=All`.
+enum StoreRef<'a> {
+    Live(std::sync::MutexGuard<'a, super::store::Store>),
+    Dry(Box<super::store::Store>),
+}
+
+impl std::ops::Deref for StoreRef<'_> {
+    type Target = super::store::Store;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            StoreRef::Live(g) => g,
+            StoreRef::Dry(s) => s,
+        }
+    }
+}
+
+impl std::ops::DerefMut for StoreRef<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            StoreRef::Live(g) => &mut *g,
+            StoreRef::Dry(s) => &mut *s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn ages_read_as_kubectl_shows_them_from_a_real_server() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 60, "3h1m"),
+            (9 * 3600, "9h"),
+            (48 * 3600, "2d"),
+            (49 * 3600, "2d1h"),
+            (10 * 86400, "10d"),
+            (3 * 365 * 86400, "3y"),
+            (3 * 365 * 86400 + 86400, "3y1d"),
+            (9 * 365 * 86400, "9y"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
 }

@@ -94,6 +94,22 @@ pub struct Store {
     pub tx: broadcast::Sender<Arc<Event>>,
 }
 
+impl Store {
+    /// A copy whose writes reach no watcher: what a dry run acts on.
+    pub fn detached_copy(&self) -> Store {
+        Store {
+            rv: self.rv,
+            resources: self.resources.clone(),
+            objects: self.objects.clone(),
+            log: self.log.clone(),
+            compacted_rv: self.compacted_rv,
+            log_capacity: self.log_capacity,
+            owners: self.owners.clone(),
+            tx: broadcast::channel(1).0,
+        }
+    }
+}
+
 pub fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
