@@ -200,8 +200,8 @@ pub async fn for_runner(
                     Error::Connection(format!("ClusterGitLabConnection {name} does not exist"))
                 })?;
             if !namespace_allowed(ctx, &conn, ns).await? {
-                return Err(Error::Connection(format!(
-                    "ClusterGitLabConnection {name} does not allow namespace {ns} (see its spec.allowedNamespaces); nothing was done in GitLab"
+                return Err(Error::NotAllowed(format!(
+                    "ClusterGitLabConnection {name} does not allow namespace {ns}: add it to the connection's spec.allowedNamespaces (names, or a label its namespace selector matches), or use another connection; nothing was done in GitLab"
                 )));
             }
             resolve_cluster(ctx, &conn).await

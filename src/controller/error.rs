@@ -7,9 +7,14 @@ use crate::gitlab::GitLabError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The connection cannot be used (missing, not allowed here, bad Secret).
+    /// The connection cannot be used yet (missing, its Secret missing or bad, GitLab not
+    /// answering its check).
     #[error("{0}")]
     Connection(String),
+    /// A ClusterGitLabConnection refuses the Runner's namespace: only a change to its
+    /// allowedNamespaces (or the Runner's connectionRef) helps.
+    #[error("{0}")]
+    NotAllowed(String),
     /// GitLab refused or failed a call.
     #[error("{action}: {source}")]
     GitLab {
@@ -50,6 +55,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Connection(_) => "ConnectionNotReady",
+            Error::NotAllowed(_) => "ConnectionNotAllowed",
             Error::GitLab { source, .. } => match source.status() {
                 Some(401) => "GitLabUnauthorized",
                 Some(403) => "GitLabForbidden",

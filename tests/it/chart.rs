@@ -137,8 +137,80 @@ fn health(lua: &Path, obj: Value) -> (String, String) {
     (s.into(), m.into())
 }
 
+/// Sample statuses and the health Argo CD must show: (object, status, message must contain).
+fn health_cases() -> Vec<(Value, &'static str, &'static str)> {
+    let cond = |status: &str, reason: &str, message: &str| json!({"type": "Ready", "status": status, "reason": reason, "message": message});
+    let observed = |conditions: Value| json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": conditions}});
+    vec![
+        (json!({"metadata": {"generation": 1}}), "Progressing", "Waiting for runner-operator"),
+        (
+            json!({"metadata": {"generation": 2}, "status": {"observedGeneration": 1, "conditions": [cond("True", "Reconciled", "m")]}}),
+            "Progressing",
+            "observe generation 2",
+        ),
+        (observed(json!([cond("True", "Reconciled", "matches the spec")])), "Healthy", "matches the spec"),
+        (
+            observed(json!([{"type": "ConnectionReady", "status": "True"}, cond("False", "InvalidSpec", "m")])),
+            "Degraded",
+            "InvalidSpec: m",
+        ),
+        (observed(json!([cond("False", "GitLabRateLimited", "m")])), "Progressing", "GitLabRateLimited"),
+        (
+            json!({"metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": [cond("True", "Reconciled", "m")]}}),
+            "Progressing",
+            "Deleting",
+        ),
+        // Deletion that cannot proceed: Degraded, with the way out.
+        (
+            json!({"metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": [
+                cond("False", "DeletionBlocked", "cannot delete the GitLab runner: GitLabConnection ci/gitlab does not exist. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan")]}}),
+            "Degraded",
+            "set spec.deletionPolicy: Orphan",
+        ),
+        // Ready, but the runner rotates its own token behind the operator's back.
+        (
+            observed(json!([cond("True", "Reconciled", "m"), {"type": "TokenRotationConflict", "status": "True", "reason": "TokenRotationConflict",
+                "message": "Deployment/runner rotates its own token: set FF_DISABLE_AUTOMATIC_TOKEN_ROTATION=true"}])),
+            "Degraded",
+            "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION",
+        ),
+        (
+            observed(json!([cond("True", "Reconciled", "m"), {"type": "ConsumersReady", "status": "False", "reason": "ConsumerMissing", "message": "StatefulSet/absent does not exist"}])),
+            "Degraded",
+            "StatefulSet/absent",
+        ),
+        // The connection is not there yet (first sync of an application): Progressing, saying
+        // what is awaited.
+        (
+            observed(json!([cond("False", "ConnectionNotReady", "GitLabConnection ci/gitlab does not exist: create it, or point spec.connectionRef at an existing one")])),
+            "Progressing",
+            "create it, or point spec.connectionRef",
+        ),
+        // Refused by a ClusterGitLabConnection: nothing changes without someone acting.
+        (
+            observed(json!([cond("False", "ConnectionNotAllowed", "ClusterGitLabConnection jihulab does not allow namespace other (see its spec.allowedNamespaces)")])),
+            "Degraded",
+            "allowedNamespaces",
+        ),
+        (
+            json!({"metadata": {}, "status": {"conditions": [cond("False", "InvalidSpec", "m")]}}),
+            "Degraded",
+            "InvalidSpec: m",
+        ),
+    ]
+}
+
+fn check_health(runner: &str, results: Vec<(String, String)>) {
+    let cases = health_cases();
+    assert_eq!(results.len(), cases.len());
+    for ((obj, want, says), (status, message)) in cases.into_iter().zip(results) {
+        assert_eq!(status, want, "{runner}: {obj} → {message}");
+        assert!(message.contains(says), "{runner}: {obj} → {message:?} lacks {says:?}");
+    }
+}
+
 #[test]
-fn argocd_health_reads_the_ready_condition() {
+fn argocd_health_in_lua_5_4() {
     let Some(lua) = tool(
         &[PathBuf::from("lua5.4"), PathBuf::from("lua")],
         "-v",
@@ -146,41 +218,47 @@ fn argocd_health_reads_the_ready_condition() {
     ) else {
         return;
     };
-    let cond = |status: &str, reason: &str| json!({"type": "Ready", "status": status, "reason": reason, "message": "m"});
-    let cases = [
-        (json!({"metadata": {"generation": 1}}), "Progressing"),
-        (
-            json!({"metadata": {"generation": 2}, "status": {"observedGeneration": 1, "conditions": [cond("True", "Reconciled")]}}),
-            "Progressing",
-        ),
-        (
-            json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [cond("True", "Reconciled")]}}),
-            "Healthy",
-        ),
-        (
-            json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [{"type": "ConnectionReady", "status": "True"}, cond("False", "InvalidSpec")]}}),
-            "Degraded",
-        ),
-        (
-            json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [cond("False", "GitLabRateLimited")]}}),
-            "Progressing",
-        ),
-        (
-            json!({"metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": [cond("True", "Reconciled")]}}),
-            "Progressing",
-        ),
-        (
-            json!({"metadata": {}, "status": {"conditions": [cond("False", "ConnectionNotReady")]}}),
-            "Degraded",
-        ),
-    ];
-    for (obj, want) in cases {
-        let (status, message) = health(&lua, obj.clone());
-        assert_eq!(status, want, "{obj} → {message}");
+    let results = health_cases()
+        .into_iter()
+        .map(|(obj, _, _)| health(&lua, obj))
+        .collect();
+    check_health("lua 5.4", results);
+}
+
+/// Argo CD runs health checks in gopher-lua (Lua 5.1), not Lua 5.4: the same cases there,
+/// through `tests/argocd-lua` (a few lines of Go over gopher-lua, as Argo CD calls it).
+#[test]
+#[ignore = "needs Go: tests/control-plane/e2e.sh runs it, or cargo test -- --include-ignored"]
+fn argocd_health_in_gopher_lua_as_argocd_runs_it() {
+    let objects: Vec<Value> = health_cases().into_iter().map(|(o, _, _)| o).collect();
+    let mut child = Command::new("go")
+        .args(["run", "."])
+        .arg(root().join("deploy/argocd/health.lua"))
+        .current_dir(root().join("tests/argocd-lua"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("go runs (install Go >= 1.25)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(&objects).unwrap().as_bytes())
+            .unwrap();
     }
-    let (_, message) = health(
-        &lua,
-        json!({"status": {"conditions": [cond("False", "InvalidSpec")]}}),
-    );
-    assert_eq!(message, "InvalidSpec: m");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let results = results
+        .into_iter()
+        .map(|r| {
+            assert!(r["error"].is_null(), "gopher-lua: {r}");
+            (
+                r["status"].as_str().unwrap_or_default().to_string(),
+                r["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    check_health("gopher-lua", results);
 }

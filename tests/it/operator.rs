@@ -632,7 +632,7 @@ async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab(backen
                 .status?
                 .conditions
                 .into_iter()
-                .find(|c| c.type_ == "Ready" && c.reason == "ConnectionNotReady")
+                .find(|c| c.type_ == "Ready" && c.reason == "ConnectionNotAllowed")
                 .map(|c| c.message)
         })
         .await;
