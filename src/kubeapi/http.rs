@@ -441,7 +441,11 @@ async fn resource_request(
                 let live = target
                     .name
                     .and_then(|n| shared.lock().get(res, ns, n).ok())
-                    .and_then(|o| o["metadata"]["resourceVersion"].as_str().map(str::to_string));
+                    .and_then(|o| {
+                        o["metadata"]["resourceVersion"]
+                            .as_str()
+                            .map(str::to_string)
+                    });
                 if let Some(meta) = body["metadata"].as_object_mut() {
                     match live {
                         Some(rv) => meta.insert("resourceVersion".into(), json!(rv)),

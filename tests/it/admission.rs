@@ -25,7 +25,10 @@ fn resource_of(kind: &str) -> ApiResource {
 fn api_for(client: &kube::Client, doc: &Value) -> (Api<DynamicObject>, String) {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let ar = resource_of(kind);
-    let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let api = match doc["metadata"]["namespace"].as_str() {
         Some(ns) if kind != "ClusterGitLabConnection" => {
             Api::namespaced_with(client.clone(), ns, &ar)
@@ -99,9 +102,7 @@ async fn admission(backend: Backend) {
     assert!(failures.is_empty(), "{backend:?}:\n{}", failures.join("\n"));
 
     // Immutable fields: refused on update, other changes accepted.
-    let runner = |name: &str, spec: Value| {
-        json!({"apiVersion": Runner::api_version(&()), "kind": "Runner", "metadata": {"name": name, "namespace": "ci"}, "spec": spec})
-    };
+    let runner = |name: &str, spec: Value| json!({"apiVersion": Runner::api_version(&()), "kind": "Runner", "metadata": {"name": name, "namespace": "ci"}, "spec": spec});
     let project = json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"});
     let group = json!({"connectionRef": {"name": "gitlab"}, "runnerType": "group_type", "group": "platform"});
     apply(&client, &runner("imm-p", project.clone()))

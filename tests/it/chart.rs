@@ -142,19 +142,33 @@ fn health_cases() -> Vec<(Value, &'static str, &'static str)> {
     let cond = |status: &str, reason: &str, message: &str| json!({"type": "Ready", "status": status, "reason": reason, "message": message});
     let observed = |conditions: Value| json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": conditions}});
     vec![
-        (json!({"metadata": {"generation": 1}}), "Progressing", "Waiting for runner-operator"),
+        (
+            json!({"metadata": {"generation": 1}}),
+            "Progressing",
+            "Waiting for runner-operator",
+        ),
         (
             json!({"metadata": {"generation": 2}, "status": {"observedGeneration": 1, "conditions": [cond("True", "Reconciled", "m")]}}),
             "Progressing",
             "observe generation 2",
         ),
-        (observed(json!([cond("True", "Reconciled", "matches the spec")])), "Healthy", "matches the spec"),
         (
-            observed(json!([{"type": "ConnectionReady", "status": "True"}, cond("False", "InvalidSpec", "m")])),
+            observed(json!([cond("True", "Reconciled", "matches the spec")])),
+            "Healthy",
+            "matches the spec",
+        ),
+        (
+            observed(
+                json!([{"type": "ConnectionReady", "status": "True"}, cond("False", "InvalidSpec", "m")]),
+            ),
             "Degraded",
             "InvalidSpec: m",
         ),
-        (observed(json!([cond("False", "GitLabRateLimited", "m")])), "Progressing", "GitLabRateLimited"),
+        (
+            observed(json!([cond("False", "GitLabRateLimited", "m")])),
+            "Progressing",
+            "GitLabRateLimited",
+        ),
         (
             json!({"metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": [cond("True", "Reconciled", "m")]}}),
             "Progressing",
@@ -169,26 +183,38 @@ fn health_cases() -> Vec<(Value, &'static str, &'static str)> {
         ),
         // Ready, but the runner rotates its own token behind the operator's back.
         (
-            observed(json!([cond("True", "Reconciled", "m"), {"type": "TokenRotationConflict", "status": "True", "reason": "TokenRotationConflict",
-                "message": "Deployment/runner rotates its own token: set FF_DISABLE_AUTOMATIC_TOKEN_ROTATION=true"}])),
+            observed(
+                json!([cond("True", "Reconciled", "m"), {"type": "TokenRotationConflict", "status": "True", "reason": "TokenRotationConflict",
+                "message": "Deployment/runner rotates its own token: set FF_DISABLE_AUTOMATIC_TOKEN_ROTATION=true"}]),
+            ),
             "Degraded",
             "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION",
         ),
         (
-            observed(json!([cond("True", "Reconciled", "m"), {"type": "ConsumersReady", "status": "False", "reason": "ConsumerMissing", "message": "StatefulSet/absent does not exist"}])),
+            observed(
+                json!([cond("True", "Reconciled", "m"), {"type": "ConsumersReady", "status": "False", "reason": "ConsumerMissing", "message": "StatefulSet/absent does not exist"}]),
+            ),
             "Degraded",
             "StatefulSet/absent",
         ),
         // The connection is not there yet (first sync of an application): Progressing, saying
         // what is awaited.
         (
-            observed(json!([cond("False", "ConnectionNotReady", "GitLabConnection ci/gitlab does not exist: create it, or point spec.connectionRef at an existing one")])),
+            observed(json!([cond(
+                "False",
+                "ConnectionNotReady",
+                "GitLabConnection ci/gitlab does not exist: create it, or point spec.connectionRef at an existing one"
+            )])),
             "Progressing",
             "create it, or point spec.connectionRef",
         ),
         // Refused by a ClusterGitLabConnection: nothing changes without someone acting.
         (
-            observed(json!([cond("False", "ConnectionNotAllowed", "ClusterGitLabConnection jihulab does not allow namespace other (see its spec.allowedNamespaces)")])),
+            observed(json!([cond(
+                "False",
+                "ConnectionNotAllowed",
+                "ClusterGitLabConnection jihulab does not allow namespace other (see its spec.allowedNamespaces)"
+            )])),
             "Degraded",
             "allowedNamespaces",
         ),
@@ -205,7 +231,10 @@ fn check_health(runner: &str, results: Vec<(String, String)>) {
     assert_eq!(results.len(), cases.len());
     for ((obj, want, says), (status, message)) in cases.into_iter().zip(results) {
         assert_eq!(status, want, "{runner}: {obj} → {message}");
-        assert!(message.contains(says), "{runner}: {obj} → {message:?} lacks {says:?}");
+        assert!(
+            message.contains(says),
+            "{runner}: {obj} → {message:?} lacks {says:?}"
+        );
     }
 }
 
@@ -248,7 +277,11 @@ fn argocd_health_in_gopher_lua_as_argocd_runs_it() {
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let results = results
         .into_iter()

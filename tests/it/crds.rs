@@ -301,9 +301,14 @@ pub fn bad_runners() -> Vec<(Value, &'static str)> {
             "spec.tags: Too many",
         ),
         (with(json!({"tags": ["a", "a"]})), "Duplicate value"),
-        (with(json!({"tags": ["x".repeat(256)]})), "spec.tags[0]: Too long"),
         (
-            with(json!({"assignedProjects": (0..201).map(|i| format!("p{i}")).collect::<Vec<_>>()})),
+            with(json!({"tags": ["x".repeat(256)]})),
+            "spec.tags[0]: Too long",
+        ),
+        (
+            with(
+                json!({"assignedProjects": (0..201).map(|i| format!("p{i}")).collect::<Vec<_>>()}),
+            ),
             "spec.assignedProjects: Too many",
         ),
         (with(json!({"tags": ["a,b"]})), "no commas"),

@@ -291,7 +291,8 @@ async fn kubectl_script(backend: Backend, bin: &std::path::Path) -> Vec<(String,
         cache: dir.join("cache"),
     };
     let example = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/project-runner.yaml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/examples/project-runner.yaml"),
     )
     .unwrap();
     let edited = example.replace("description: Linux builders", "description: Edited");
@@ -299,24 +300,88 @@ async fn kubectl_script(backend: Backend, bin: &std::path::Path) -> Vec<(String,
     let full = "runners.gitlab.runner-operator.dev";
     let steps = vec![
         step(&["apply", "-f", "deploy/examples/project-runner.yaml"]),
-        step(&["wait", "--for=condition=Ready", &format!("{full}/linux-builders"), "-n", "ci", "--timeout=60s"]),
+        step(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("{full}/linux-builders"),
+            "-n",
+            "ci",
+            "--timeout=60s",
+        ]),
         step(&["get", "glrunners", "-n", "ci", "-o", "wide"]),
-        step(&["get", "glrunner", "linux-builders", "-n", "ci", "-o", "jsonpath={.spec.description} {.status.conditions[?(@.type==\"Ready\")].status}"]),
-        Step { args: vec!["diff".into(), "-f".into(), "-".into()], stdin: Some(edited.clone()) },
-        Step { args: vec!["apply".into(), "--dry-run=server".into(), "-f".into(), "-".into()], stdin: Some(edited) },
-        Step { args: vec!["apply".into(), "--server-side".into(), "--dry-run=server".into(), "-f".into(), "-".into()], stdin: Some(fresh.clone()) },
-        Step { args: vec!["create".into(), "--dry-run=server".into(), "-f".into(), "-".into()], stdin: Some(fresh) },
-        step(&["get", "glrunner", "linux-builders", "-n", "ci", "-o", "jsonpath={.spec.description}"]),
+        step(&[
+            "get",
+            "glrunner",
+            "linux-builders",
+            "-n",
+            "ci",
+            "-o",
+            "jsonpath={.spec.description} {.status.conditions[?(@.type==\"Ready\")].status}",
+        ]),
+        Step {
+            args: vec!["diff".into(), "-f".into(), "-".into()],
+            stdin: Some(edited.clone()),
+        },
+        Step {
+            args: vec![
+                "apply".into(),
+                "--dry-run=server".into(),
+                "-f".into(),
+                "-".into(),
+            ],
+            stdin: Some(edited),
+        },
+        Step {
+            args: vec![
+                "apply".into(),
+                "--server-side".into(),
+                "--dry-run=server".into(),
+                "-f".into(),
+                "-".into(),
+            ],
+            stdin: Some(fresh.clone()),
+        },
+        Step {
+            args: vec![
+                "create".into(),
+                "--dry-run=server".into(),
+                "-f".into(),
+                "-".into(),
+            ],
+            stdin: Some(fresh),
+        },
+        step(&[
+            "get",
+            "glrunner",
+            "linux-builders",
+            "-n",
+            "ci",
+            "-o",
+            "jsonpath={.spec.description}",
+        ]),
         step(&["get", "glrunner", "dry-only", "-n", "ci"]),
         step(&["explain", &format!("{full}.spec.tags")]),
         step(&["describe", "glrunner", "linux-builders", "-n", "ci"]),
-        Step { args: vec!["apply".into(), "-f".into(), "-".into()], stdin: Some(GITLAB_RUNNER_CRD.into()) },
-        step(&["wait", "--for=condition=Established", "crd/runners.apps.gitlab.com", "--timeout=30s"]),
+        Step {
+            args: vec!["apply".into(), "-f".into(), "-".into()],
+            stdin: Some(GITLAB_RUNNER_CRD.into()),
+        },
+        step(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/runners.apps.gitlab.com",
+            "--timeout=30s",
+        ]),
         step(&["get", "runner", "-n", "ci"]),
         step(&["get", "runners", "-n", "ci"]),
         step(&["get", "glrunners", "-n", "ci"]),
         step(&["get", full, "-n", "ci"]),
-        step(&["delete", "-f", "deploy/examples/project-runner.yaml", "--timeout=60s"]),
+        step(&[
+            "delete",
+            "-f",
+            "deploy/examples/project-runner.yaml",
+            "--timeout=60s",
+        ]),
         step(&["get", "glrunners", "-n", "ci"]),
     ];
     let mut out = vec![];
@@ -327,7 +392,11 @@ async fn kubectl_script(backend: Backend, bin: &std::path::Path) -> Vec<(String,
             let _ = std::fs::remove_dir_all(&k.cache);
         }
         let (ok, stdout, stderr) = k.run(&args, s.stdin.as_deref()).await;
-        out.push((s.args.join(" "), ok, normalize(&format!("{stdout}{stderr}"))));
+        out.push((
+            s.args.join(" "),
+            ok,
+            normalize(&format!("{stdout}{stderr}")),
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
     out
@@ -382,7 +451,12 @@ async fn the_same_kubectl_script_on_both_backends() {
     let dump = |steps: &[(String, bool, String)]| {
         steps
             .iter()
-            .map(|(c, ok, o)| format!("$ kubectl {c}   [{}]\n{o}", if *ok { "ok" } else { "failed" }))
+            .map(|(c, ok, o)| {
+                format!(
+                    "$ kubectl {c}   [{}]\n{o}",
+                    if *ok { "ok" } else { "failed" }
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -414,9 +488,15 @@ async fn the_same_kubectl_script_on_both_backends() {
             .map(|(_, ok, o)| (*ok, o.clone()))
             .unwrap_or_else(|| panic!("no step {cmd}"))
     };
-    assert!(out("apply --dry-run=server -f -").1.contains("configured (server dry run)"));
+    assert!(
+        out("apply --dry-run=server -f -")
+            .1
+            .contains("configured (server dry run)")
+    );
     assert_eq!(
-        out("get glrunner linux-builders -n ci -o jsonpath={.spec.description}").1.trim(),
+        out("get glrunner linux-builders -n ci -o jsonpath={.spec.description}")
+            .1
+            .trim(),
         "Linux builders"
     );
     assert!(out("get glrunner dry-only -n ci").1.contains("NotFound"));
@@ -462,5 +542,9 @@ fn documented_kubectl_commands_are_unambiguous() {
             }
         }
     }
-    assert!(bad.is_empty(), "ambiguous kubectl commands:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "ambiguous kubectl commands:\n{}",
+        bad.join("\n")
+    );
 }

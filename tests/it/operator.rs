@@ -451,12 +451,16 @@ async fn create_update_assign_and_delete(backend: Backend) {
     // The garbage collector (kube-controller-manager on a real cluster) removes the owned
     // Secret, asynchronously: it learns of a new CRD's kind at its next discovery sync (every
     // 30 s), so right after the CRDs are installed this can take that long.
-    env.wait_for("token Secret garbage-collected", Duration::from_secs(90), || async {
-        env.secret_token("builders-runner-token")
-            .await
-            .is_none()
-            .then_some(())
-    })
+    env.wait_for(
+        "token Secret garbage-collected",
+        Duration::from_secs(90),
+        || async {
+            env.secret_token("builders-runner-token")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -1341,7 +1345,7 @@ async fn watch_namespaces_limit_what_is_reconciled(backend: Backend) {
 }
 
 /// Each scenario twice: against the in-memory API (`operator::local::…`) and against the real
-/// control plane (`operator::real::…`, ignored unless asked for: see `cluster::REAL`).
+/// control plane (`operator::real::…`, ignored unless asked for: see `cluster`).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod local {

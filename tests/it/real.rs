@@ -2,7 +2,7 @@
 //! bump into a new ReplicaSet, and leader election on real Leases surviving a SIGKILLed leader.
 //! (Garbage collection of the token Secret is asserted by every backend's
 //! `create_update_assign_and_delete`.) These need kube-controller-manager, so they have no
-//! in-memory twin; they are ignored unless asked for (see `cluster::REAL`).
+//! in-memory twin; they are ignored unless asked for (see `cluster`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,7 +75,9 @@ async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() 
         "tokenSecret": {"consumers": [{"kind": "Deployment", "name": "runner"}]}}))
     .await;
     env.ready("roll").await;
-    let first = secret_generation(&env).await.expect("generation annotation");
+    let first = secret_generation(&env)
+        .await
+        .expect("generation annotation");
     // The Deployment controller made a ReplicaSet for the annotated template.
     let first_rs = env
         .wait("a ReplicaSet with the first token's generation", || async {
@@ -100,13 +102,16 @@ async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() 
         })
         .await;
     let second_rs = env
-        .wait("a new ReplicaSet with the new token's generation", || async {
-            replica_sets(&env, "runner")
-                .await
-                .into_iter()
-                .find(|(_, a)| a.as_deref() == Some(second.as_str()))
-                .map(|(n, _)| n)
-        })
+        .wait(
+            "a new ReplicaSet with the new token's generation",
+            || async {
+                replica_sets(&env, "runner")
+                    .await
+                    .into_iter()
+                    .find(|(_, a)| a.as_deref() == Some(second.as_str()))
+                    .map(|(n, _)| n)
+            },
+        )
         .await;
     assert_ne!(first_rs, second_rs, "the rollout made a new ReplicaSet");
 }
@@ -133,10 +138,9 @@ impl Drop for Operator {
 
 fn spawn_operator(kubeconfig: &std::path::Path, name: &'static str) -> Operator {
     let port = free_port();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!(
-        "runner-operator-{name}-{}.log",
-        std::process::id()
-    )))
+    let log = std::fs::File::create(
+        std::env::temp_dir().join(format!("runner-operator-{name}-{}.log", std::process::id())),
+    )
     .expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_runner-operator"))
         .arg("run")
