@@ -539,14 +539,17 @@ async fn resolve_ids(
     }
 }
 
-/// Finds the runner this object created when a crash lost its id: same scope, same
-/// description, and our marker.
+/// Finds the runner this object created when a crash or a lost answer kept its id from us: in
+/// the same scope, carrying our marker (which names the Runner's uid). Nothing the user can
+/// edit between the lost create and this search (description, tags…) is used to narrow it.
+/// Newest first, skipping runners created well before `started` when GitLab says when they
+/// were created, so the usual search costs one list and one GET.
 async fn find_marked(
     gl: &GitLabClient,
     runner: &Runner,
     owner_project: Option<i64>,
     owner_group: Option<i64>,
-    description: &str,
+    started: Option<&str>,
 ) -> Result<Option<RunnerDetails>, Error> {
     let filter = RunnerFilter {
         runner_type: Some(runner.spec.runner_type.as_str().into()),
@@ -563,10 +566,26 @@ async fn find_marked(
     .map_err(Error::gitlab(
         "looking for a runner this Runner created earlier",
     ))?;
-    for candidate in list.iter().filter(|r| {
-        r.description.as_deref().unwrap_or("") == description
-            && r.runner_type == runner.spec.runner_type.as_str()
-    }) {
+    // Ten minutes of slack for clock skew between the cluster and GitLab.
+    let not_before = started
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| t.as_second() - 600);
+    let mut candidates: Vec<_> = list
+        .iter()
+        .filter(|r| r.runner_type == runner.spec.runner_type.as_str())
+        .filter(|r| {
+            let created = r
+                .created_at
+                .as_deref()
+                .and_then(|c| c.parse::<Timestamp>().ok());
+            match (created, not_before) {
+                (Some(c), Some(nb)) => c.as_second() >= nb,
+                _ => true,
+            }
+        })
+        .collect();
+    candidates.sort_by_key(|r| std::cmp::Reverse(r.id));
+    for candidate in candidates {
         let details = gl
             .get_runner(candidate.id)
             .await
@@ -841,7 +860,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     runner,
                     owner_project,
                     owner_group,
-                    &desired.attrs.description,
+                    pass.status.creation_started.as_deref(),
                 )
                 .await?
                 {
@@ -1119,14 +1138,7 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
                 resolve_ids(&runner, &status, gl)
                     .await
                     .unwrap_or((None, None, BTreeSet::new()));
-            find_marked(
-                gl,
-                &runner,
-                p,
-                g,
-                runner.spec.description.as_deref().unwrap_or(""),
-            )
-            .await?
+            find_marked(gl, &runner, p, g, status.creation_started.as_deref()).await?
         }
     };
     let Some(details) = found else {

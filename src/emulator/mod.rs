@@ -34,8 +34,11 @@ pub enum FaultAction {
     },
     /// Wait, then answer normally.
     Delay { millis: u64 },
-    /// Close the connection mid-response.
+    /// Close the connection mid-response, without processing the request.
     Drop,
+    /// Process the request, then close the connection mid-response: GitLab did the work but
+    /// the caller never hears of it (a lost answer).
+    LoseAnswer,
 }
 
 /// A fault on matching requests, `times` times.
@@ -310,6 +313,15 @@ impl GitLabEmulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(fault);
+    }
+
+    /// Removes every injected fault not yet used up.
+    pub fn clear_faults(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Requests served per endpoint label (`GET /runners/:id`), faults included.

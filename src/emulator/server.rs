@@ -98,8 +98,10 @@ pub async fn handle(
     // Faults first: they model the network and proxies in front of GitLab.
     let fault = shared.take_fault(&label, &path);
     shared.count(&label);
+    let lose_answer = matches!(fault, Some(FaultAction::LoseAnswer));
     if let Some(action) = fault {
         match action {
+            FaultAction::LoseAnswer => {}
             FaultAction::Delay { millis } => {
                 tokio::time::sleep(std::time::Duration::from_millis(millis)).await
             }
@@ -125,17 +127,7 @@ pub async fn handle(
                 }
                 return resp;
             }
-            FaultAction::Drop => {
-                // Headers promise a body that never comes: hyper closes the connection mid-response.
-                let stream = futures::stream::once(async {
-                    Err::<Bytes, std::io::Error>(std::io::Error::other("injected connection drop"))
-                });
-                return Response::builder()
-                    .status(200)
-                    .header("content-length", "1000")
-                    .body(Body::from_stream(stream))
-                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-            }
+            FaultAction::Drop => return dropped_connection(),
         }
     }
 
@@ -159,7 +151,23 @@ pub async fn handle(
         headers: &headers,
         base_url: &base_url,
     };
-    route(&mut st, &ctx).unwrap_or_else(|e| e)
+    let answer = route(&mut st, &ctx).unwrap_or_else(|e| e);
+    if lose_answer {
+        return dropped_connection();
+    }
+    answer
+}
+
+/// Headers promise a body that never comes: hyper closes the connection mid-response.
+fn dropped_connection() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("injected connection drop"))
+    });
+    Response::builder()
+        .status(200)
+        .header("content-length", "1000")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 struct Ctx<'a> {

@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod crds;
 mod emulator_api;
+mod faults;
 mod kubeapi;
 mod kubectl;
 mod operator;
