@@ -140,9 +140,23 @@ async fn build(
             });
         }
     }
+    let gate = {
+        let mut gates = ctx.gates.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = gates
+            .entry(format!(
+                "{}|{}",
+                url.trim_end_matches('/'),
+                super::secret::token_hash(&token)
+            ))
+            .or_insert_with(|| Arc::new(crate::gitlab::RateLimiter::new(rps, burst)))
+            .clone();
+        gate.reconfigure(rps, burst);
+        gate
+    };
     let mut config = ClientConfig::new(url, SecretString::from(token));
     config.requests_per_second = rps;
     config.burst = burst;
+    config.limiter = Some(gate);
     config.timeout = timeout;
     config.ca_bundle_pem = ca.map(String::into_bytes);
     config.insecure_skip_tls_verify = settings.insecure_skip_tls_verify.unwrap_or(false);

@@ -47,6 +47,10 @@ pub struct Context {
     pub settings: Settings,
     /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
     pub gitlab: Mutex<HashMap<String, (String, GitLabClient)>>,
+    /// One rate limiter per GitLab and access token (key: URL and token hash), shared by every
+    /// connection and client using them and kept across client rebuilds: GitLab limits per
+    /// user, and after a 429 nothing may reach it before Retry-After.
+    pub gates: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
     /// Consecutive failures per Runner.
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
     pub crash_hook: Option<CrashHook>,
@@ -68,6 +72,7 @@ impl Context {
             recorder,
             settings,
             gitlab: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             crash_hook: None,
             metrics: Arc::default(),

@@ -315,6 +315,11 @@ impl GitLabEmulator {
             .push(fault);
     }
 
+    /// Every API request so far, in arrival order.
+    pub fn request_log(&self) -> Vec<model::LoggedRequest> {
+        self.lock().log.clone()
+    }
+
     /// Removes every injected fault not yet used up.
     pub fn clear_faults(&self) {
         self.shared

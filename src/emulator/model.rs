@@ -83,6 +83,9 @@ pub struct Settings {
     /// Rack::Attack-style throttle for authenticated API traffic: `limit` requests per
     /// `period_seconds` per user. Absent: off (the self-managed default).
     pub throttle: Option<Throttle>,
+    /// Send `Retry-After` as an HTTP date instead of seconds (both forms are legal; proxies
+    /// in front of GitLab use either).
+    pub retry_after_http_date: bool,
 }
 
 impl Default for Settings {
@@ -95,6 +98,7 @@ impl Default for Settings {
             group_runner_token_expiration_interval: None,
             project_runner_token_expiration_interval: None,
             throttle: None,
+            retry_after_http_date: false,
         }
     }
 }
@@ -231,6 +235,22 @@ pub struct State {
     pub throttle_windows: HashMap<(i64, u64), u64>,
     /// Requests answered 429 by the throttle.
     pub throttled: u64,
+    /// Every API request in arrival order (not the control endpoints).
+    pub log: Vec<LoggedRequest>,
+}
+
+/// One API request as the emulator saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRequest {
+    /// When it arrived (wall clock, so it compares with HTTP dates).
+    pub at: std::time::SystemTime,
+    /// Endpoint label, e.g. `GET /runners/:id`.
+    pub endpoint: String,
+    pub status: u16,
+    /// For a 429: until when the caller was told to wait.
+    pub retry_until: Option<std::time::SystemTime>,
+    /// The access token it came with (`PRIVATE-TOKEN` or bearer), if any.
+    pub token: Option<String>,
 }
 
 impl State {

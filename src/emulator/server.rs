@@ -70,8 +70,86 @@ pub fn endpoint_label(method: &Method, segs: &[String]) -> String {
     format!("{method} /{}", parts.join("/"))
 }
 
-/// Entry point for every request.
+/// Entry point for every request: answers it, then logs it (arrival, endpoint, status, and for
+/// a 429 the end of the wait it asked for, in seconds or as an HTTP date).
 pub async fn handle(
+    state: axum::extract::State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let at = std::time::SystemTime::now();
+    let shared = state.0.clone();
+    let control = uri.path().starts_with("/-/emulator/");
+    let label = {
+        let segs: Vec<String> = uri
+            .path()
+            .trim_start_matches("/api/v4/")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        endpoint_label(&method, &segs)
+    };
+    let token = headers
+        .get("private-token")
+        .or_else(|| headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("Bearer ").to_string());
+    let mut resp = answer(state, method, uri, headers, body).await;
+    if control {
+        return resp;
+    }
+    let status = resp.status().as_u16();
+    let mut retry_until = None;
+    if status == 429 {
+        let secs = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(secs) = secs {
+            let until = at + std::time::Duration::from_secs(secs);
+            retry_until = Some(until);
+            let as_date = shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .settings
+                .retry_after_http_date;
+            if as_date {
+                // Whole seconds, rounded up: the date is never earlier than the wait.
+                let unix = until
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                    .unwrap_or(0);
+                retry_until = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix));
+                let date = k8s_openapi::jiff::Timestamp::from_second(unix as i64)
+                    .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string())
+                    .unwrap_or_default();
+                if let Ok(v) = HeaderValue::from_str(&date) {
+                    resp.headers_mut().insert("retry-after", v);
+                }
+            }
+        }
+    }
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .log
+        .push(super::model::LoggedRequest {
+            at,
+            endpoint: label,
+            status,
+            retry_until,
+            token,
+        });
+    resp
+}
+
+async fn answer(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
     method: Method,
     uri: Uri,

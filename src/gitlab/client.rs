@@ -105,6 +105,10 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Metrics hook.
     pub observer: Option<Arc<dyn Observer>>,
+    /// A limiter shared with other clients of the same GitLab and token (GitLab limits per
+    /// user, and a 429 must hold back all of them); absent: one of the client's own from
+    /// `requests_per_second` and `burst`.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl ClientConfig {
@@ -120,6 +124,7 @@ impl ClientConfig {
             insecure_skip_tls_verify: false,
             retry: RetryPolicy::default(),
             observer: None,
+            limiter: None,
         }
     }
 }
@@ -146,7 +151,7 @@ struct Inner {
     http: reqwest::Client,
     api: Url,
     token: SecretString,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
     retry: RetryPolicy,
     timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
@@ -217,7 +222,9 @@ impl GitLabClient {
                 http,
                 api,
                 token: config.token,
-                limiter: RateLimiter::new(config.requests_per_second, config.burst),
+                limiter: config.limiter.unwrap_or_else(|| {
+                    Arc::new(RateLimiter::new(config.requests_per_second, config.burst))
+                }),
                 retry: config.retry,
                 timeout: config.timeout,
                 observer: config.observer,

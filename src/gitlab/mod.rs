@@ -7,4 +7,5 @@ pub mod types;
 
 pub use client::{ClientConfig, GitLabClient, RetryPolicy};
 pub use error::GitLabError;
+pub use ratelimit::RateLimiter;
 pub use types::*;

@@ -12,8 +12,6 @@ use tokio::time::Instant;
 /// first come, first served and the sustained rate never exceeds `rate` per second.
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
     state: Mutex<State>,
     waits: AtomicU64,
     waited_micros: AtomicU64,
@@ -21,6 +19,8 @@ pub struct RateLimiter {
 
 #[derive(Debug)]
 struct State {
+    rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
     paused_until: Option<Instant>,
@@ -36,9 +36,9 @@ impl RateLimiter {
         };
         let burst = f64::from(burst.max(1));
         RateLimiter {
-            rate,
-            burst,
             state: Mutex::new(State {
+                rate,
+                burst,
                 tokens: burst,
                 last: Instant::now(),
                 paused_until: None,
@@ -48,22 +48,47 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a slot; returns how long it waited.
+    /// Waits for a slot; returns how long it waited. A 429 that arrives while a caller sleeps
+    /// for its slot holds that caller back too: nothing leaves before the pause ends.
     pub async fn acquire(&self) -> Duration {
-        let wait = self.reserve(Instant::now());
-        if !wait.is_zero() {
+        let start = Instant::now();
+        let mut wait = self.reserve(start);
+        while !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            wait = self.paused_for(Instant::now());
+        }
+        let waited = start.elapsed();
+        if !waited.is_zero() {
             self.waits.fetch_add(1, Ordering::Relaxed);
             self.waited_micros
-                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
-            tokio::time::sleep(wait).await;
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         }
-        wait
+        waited
+    }
+
+    /// What is left of a 429 pause at `now`.
+    fn paused_for(&self, now: Instant) -> Duration {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match s.paused_until {
+            Some(until) if until > now => until - now,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Changes the sustained rate and burst (a connection's rateLimit was edited).
+    pub fn reconfigure(&self, rate: f64, burst: u32) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if rate.is_finite() && rate > 0.0 {
+            s.rate = rate;
+        }
+        s.burst = f64::from(burst.max(1));
+        s.tokens = s.tokens.min(s.burst);
     }
 
     fn reserve(&self, now: Instant) -> Duration {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * self.rate).min(self.burst);
+        s.tokens = (s.tokens + elapsed * s.rate).min(s.burst);
         s.last = now;
         // After a 429 nobody goes before GitLab's deadline; the bucket starts empty then.
         let pause = match s.paused_until {
@@ -77,7 +102,7 @@ impl RateLimiter {
         let bucket_wait = if s.tokens >= 0.0 {
             0.0
         } else {
-            -s.tokens / self.rate
+            -s.tokens / s.rate
         };
         pause + Duration::from_secs_f64(bucket_wait)
     }
@@ -116,6 +141,22 @@ mod tests {
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(1990), "{elapsed:?}");
         assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_back_callers_already_waiting_for_a_slot() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(1.0, 1));
+        limiter.acquire().await; // the burst is spent: the next caller waits ~1 s
+        let l = limiter.clone();
+        let waiting = tokio::spawn(async move {
+            l.acquire().await;
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        limiter.pause_for(Duration::from_secs(5)); // a 429 arrives meanwhile
+        let went = waiting.await.unwrap();
+        assert!(went >= start + Duration::from_secs(5), "{:?}", went - start);
     }
 
     #[tokio::test(start_paused = true)]

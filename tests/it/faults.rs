@@ -104,3 +104,127 @@ async fn lost_create_then_any_spec_edit_finds_the_created_runner() {
         .await;
     }
 }
+
+/// Requests that arrived inside a wait GitLab asked for: after a 429 answered at T with a wait
+/// until U, nothing with the same access token may arrive in (T + 50 ms, U) — 50 ms for
+/// requests already on the wire.
+fn inside_retry_windows(log: &[runner_operator::emulator::model::LoggedRequest]) -> Vec<String> {
+    let grace = Duration::from_millis(50);
+    let mut bad = vec![];
+    for w in log.iter().filter(|r| r.status == 429) {
+        let Some(until) = w.retry_until else { continue };
+        for r in log.iter().filter(|r| r.token == w.token) {
+            if r.at > w.at + grace && r.at + Duration::from_millis(5) < until {
+                bad.push(format!(
+                    "{} arrived {:?} after a 429 on {} that asked to wait {:?}",
+                    r.endpoint,
+                    r.at.duration_since(w.at).unwrap_or_default(),
+                    w.endpoint,
+                    until.duration_since(w.at).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// After a 429 every caller of that GitLab and token waits: creates, runner reads, project
+/// lookups, assignments, token resets and the connection checks alike, whether Retry-After
+/// comes in seconds or as an HTTP date, under single 429 pulses and a Rack::Attack throttle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_holds_every_caller_of_the_connection() {
+    for http_date in [false, true] {
+        let env = Env::start(Backend::Local, None).await;
+        env.gitlab
+            .update_settings(|s| s.retry_after_http_date = http_date);
+        // The client alone would go much faster than GitLab allows.
+        kube::Api::<runner_operator::crd::GitLabConnection>::namespaced(env.client.clone(), "ci")
+            .patch(
+                "gitlab",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"spec": {"rateLimit": {"requestsPerSecond": 200, "burst": 100}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        // Single pulses on several kinds of call…
+        for endpoint in [
+            "POST /user/runners",
+            "GET /runners/:id",
+            "GET /projects/:id",
+            "POST /projects/:id/runners",
+            "POST /runners/:id/reset_authentication_token",
+        ] {
+            env.gitlab.inject(Fault {
+                endpoint: Some(endpoint.into()),
+                path_contains: None,
+                times: 1,
+                action: FaultAction::Status {
+                    status: 429,
+                    body: None,
+                    retry_after: Some(2),
+                },
+            });
+        }
+        let n = 6;
+        for i in 0..n {
+            let mut spec = base();
+            spec["assignedProjects"] = json!(["platform/web"]);
+            env.apply(&format!("rl{i}"), spec).await;
+        }
+        for i in 0..n {
+            env.wait_for("ready", Duration::from_secs(60), || async {
+                let r = env.runners().get(&format!("rl{i}")).await.ok()?;
+                r.status?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            })
+            .await;
+        }
+        // …then a Rack::Attack-style throttle while every token is rotated at once.
+        env.gitlab.update_settings(|s| {
+            s.throttle = Some(runner_operator::emulator::Throttle {
+                limit: 8,
+                period_seconds: 2,
+            })
+        });
+        for i in 0..n {
+            env.runners()
+                .patch(
+                    &format!("rl{i}"),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "now"}}})),
+                )
+                .await
+                .unwrap();
+        }
+        env.wait_for("all rotated", Duration::from_secs(60), || async {
+            let mut done = 0;
+            for i in 0..n {
+                let st = env.status(&format!("rl{i}")).await?;
+                if st.handled_rotate_request.as_deref() == Some("now") {
+                    done += 1;
+                }
+            }
+            (done == n).then_some(())
+        })
+        .await;
+        let log = env.gitlab.request_log();
+        let throttled = log.iter().filter(|r| r.status == 429).count();
+        assert!(
+            throttled >= 5,
+            "http_date={http_date}: only {throttled} 429s"
+        );
+        let bad = inside_retry_windows(&log);
+        assert!(
+            bad.is_empty(),
+            "http_date={http_date}: {} requests inside Retry-After windows:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+        assert_eq!(env.gitlab.runners().len(), n, "nothing lost or duplicated");
+    }
+}
