@@ -1092,42 +1092,69 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
     {
         Ok(c) => c,
         Err(e) => {
-            let e = Error::Connection(format!(
-                "cannot delete the GitLab runner: {e}. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan"
-            ));
-            let mut status = runner.status.clone().unwrap_or_default();
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    READY,
-                    false,
-                    "DeletionBlocked",
-                    e.to_string(),
-                    runner.meta().generation,
-                    Time(Timestamp::now()),
-                ),
-            );
-            write_status(&ctx, &runner, &status).await?;
-            event(
-                &ctx,
-                &runner,
-                EventType::Warning,
-                "DeletionBlocked",
-                "Delete",
-                e.to_string(),
-            )
-            .await;
-            return Err(e);
+            return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
         }
     };
-    let gl = &conn.client;
+    match delete_in_gitlab(&ctx, &runner, &conn.client).await {
+        // GitLab refuses the connection's token: only a person can fix that.
+        Err(Error::GitLab { action, source }) if matches!(source.status(), Some(401 | 403)) => {
+            let fix = if source.status() == Some(401) {
+                "the connection's access token is revoked, expired or wrong: replace it in its Secret"
+            } else {
+                "the connection's access token may not delete this runner: give its user Maintainer (project) or Owner (group) rights, or an admin token for instance runners"
+            };
+            Err(deletion_blocked(&ctx, &runner, format!("{action}: {source}; {fix}")).await?)
+        }
+        other => other,
+    }
+}
+
+/// The Runner's deletion waits on something only a person can fix: a DeletionBlocked condition
+/// and Warning event naming it and the way out. Returns the error to back off with.
+async fn deletion_blocked(ctx: &Context, runner: &Runner, cause: String) -> Result<Error, Error> {
+    let e = Error::Connection(format!(
+        "cannot delete the GitLab runner: {cause}. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan"
+    ));
+    let mut status = runner.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            false,
+            "DeletionBlocked",
+            e.to_string(),
+            runner.meta().generation,
+            Time(Timestamp::now()),
+        ),
+    );
+    write_status(ctx, runner, &status).await?;
+    event(
+        ctx,
+        runner,
+        EventType::Warning,
+        "DeletionBlocked",
+        "Delete",
+        e.to_string(),
+    )
+    .await;
+    Ok(e)
+}
+
+/// Removes the runner from GitLab (unassigning it from other projects first when GitLab
+/// insists), if it is ours.
+async fn delete_in_gitlab(
+    ctx: &Context,
+    runner: &Runner,
+    gl: &GitLabClient,
+) -> Result<Action, Error> {
+    let ns = runner.namespace().unwrap_or_default();
     let status = runner.status.clone().unwrap_or_default();
     let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&runner.token_secret_name())
         .await
         .ok()
         .flatten()
-        .filter(|s| secret::observe(Some(s), &runner, None) != SecretState::Foreign)
+        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
         .and_then(|s| secret::runner_id(&s));
     let found = match status.runner_id.or(secret_id) {
         Some(id) => fetch(gl, id).await?,
@@ -1135,20 +1162,20 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
         None => {
             // Created, then crashed before recording the id: find it by our marker.
             let (p, g, _) =
-                resolve_ids(&runner, &status, gl)
+                resolve_ids(runner, &status, gl)
                     .await
                     .unwrap_or((None, None, BTreeSet::new()));
-            find_marked(gl, &runner, p, g, status.creation_started.as_deref()).await?
+            find_marked(gl, runner, p, g, status.creation_started.as_deref()).await?
         }
     };
     let Some(details) = found else {
         return Ok(Action::await_change());
     };
     let id = details.id;
-    if !carries_marker(details.maintenance_note.as_deref(), &runner) {
+    if !carries_marker(details.maintenance_note.as_deref(), runner) {
         event(
-            &ctx,
-            &runner,
+            ctx,
+            runner,
             EventType::Warning,
             "NotDeleted",
             "Delete",
@@ -1185,10 +1212,10 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
         }
         Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
     }
-    crash_point(&ctx, "DELETE /runners/:id")?;
+    crash_point(ctx, "DELETE /runners/:id")?;
     event(
-        &ctx,
-        &runner,
+        ctx,
+        runner,
         EventType::Normal,
         "Deleted",
         "Delete",

@@ -228,3 +228,46 @@ async fn retry_after_holds_every_caller_of_the_connection() {
         assert_eq!(env.gitlab.runners().len(), n, "nothing lost or duplicated");
     }
 }
+
+/// The connection's access token stops working (revoked: 401), then the Runner is deleted: it
+/// says DeletionBlocked with both ways out, and finishes once the token is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_blocks_deletion_with_a_way_out() {
+    let env = Env::start(Backend::Local, None).await;
+    env.apply("doomed", base()).await;
+    let id = env.ready("doomed").await.status.unwrap().runner_id.unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), "ci");
+    let set_token = |token: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch(
+                    "gitlab-api-token",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"stringData": {"token": token}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_token("glpat-revoked-by-an-admin").await;
+    env.runners()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = env.condition("doomed", "Ready", "DeletionBlocked").await;
+    assert!(
+        msg.contains("401") && msg.contains("replace it in its Secret") && msg.contains("deletionPolicy: Orphan"),
+        "{msg}"
+    );
+    env.has_event("doomed", "DeletionBlocked").await;
+    assert!(env.gitlab_runner(id).is_some(), "nothing deleted with a dead token");
+    set_token("glpat-emulator-bot").await;
+    env.wait_for("deleted once the token works", Duration::from_secs(30), || async {
+        (env.gitlab_runner(id).is_none()
+            && env.runners().get_opt("doomed").await.ok()?.is_none())
+        .then_some(())
+    })
+    .await;
+}
