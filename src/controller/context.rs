@@ -51,6 +51,8 @@ pub struct Context {
     /// connection and client using them and kept across client rebuilds: GitLab limits per
     /// user, and after a 429 nothing may reach it before Retry-After.
     pub gates: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
+    /// Undecodable Runners already reported: (uid, generation).
+    pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Consecutive failures per Runner.
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
     pub crash_hook: Option<CrashHook>,
@@ -73,6 +75,7 @@ impl Context {
             settings,
             gitlab: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            invalid_reported: Mutex::new(Default::default()),
             failures: Mutex::new(HashMap::new()),
             crash_hook: None,
             metrics: Arc::default(),

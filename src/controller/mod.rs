@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -86,7 +87,9 @@ async fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
-    let runners: Api<Runner> = match &namespace {
+    // Runners are read through a guard: one that does not decode (stored under an older or
+    // looser schema) is reported on its own instead of failing the whole watch.
+    let runners: Api<DeserializeGuard<Runner>> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -122,10 +125,12 @@ async fn run_scope(
                 store
                     .state()
                     .into_iter()
-                    .filter(move |r| {
-                        r.spec.connection_ref.kind == ConnectionKind::GitLabConnection
-                            && r.spec.connection_ref.name == name
-                            && r.namespace() == ns
+                    .filter(move |g| {
+                        g.0.as_ref().is_ok_and(|r| {
+                            r.spec.connection_ref.kind == ConnectionKind::GitLabConnection
+                                && r.spec.connection_ref.name == name
+                                && r.namespace() == ns
+                        })
                     })
                     .map(|r| ObjectRef::from_obj(&*r))
             },
@@ -138,15 +143,21 @@ async fn run_scope(
                 store2
                     .state()
                     .into_iter()
-                    .filter(move |r| {
-                        r.spec.connection_ref.kind == ConnectionKind::ClusterGitLabConnection
-                            && r.spec.connection_ref.name == name
+                    .filter(move |g| {
+                        g.0.as_ref().is_ok_and(|r| {
+                            r.spec.connection_ref.kind == ConnectionKind::ClusterGitLabConnection
+                                && r.spec.connection_ref.name == name
+                        })
                     })
                     .map(|r| ObjectRef::from_obj(&*r))
             },
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .run(
+            reconcile::reconcile_guarded,
+            reconcile::error_policy_guarded,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let conn_api: Api<GitLabConnection> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),

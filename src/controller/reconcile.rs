@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -71,6 +72,86 @@ pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Requeue policy for failures: per-object exponential backoff, GitLab's Retry-After as a floor.
+/// A Runner as the watch delivered it: decoded, or not (then reported on its own).
+pub async fn reconcile_guarded(
+    obj: Arc<DeserializeGuard<Runner>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &obj.0 {
+        Ok(runner) => reconcile(Arc::new(runner.clone()), ctx).await,
+        Err(invalid) => report_invalid(&obj, invalid, &ctx).await,
+    }
+}
+
+pub fn error_policy_guarded(
+    obj: Arc<DeserializeGuard<Runner>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    match &obj.0 {
+        Ok(runner) => error_policy(Arc::new(runner.clone()), error, ctx),
+        Err(_) => Action::requeue(ctx.settings.backoff_max),
+    }
+}
+
+/// A Runner that does not decode: a Ready=False InvalidObject condition and a Warning event,
+/// once per generation; nothing is done in GitLab, and the other Runners carry on.
+async fn report_invalid(
+    obj: &DeserializeGuard<Runner>,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let meta = &invalid.metadata;
+    let key = (
+        meta.uid.clone().unwrap_or_default(),
+        meta.generation.unwrap_or_default(),
+    );
+    if !ctx
+        .invalid_reported
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key)
+    {
+        return Ok(Action::await_change());
+    }
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let message = format!(
+        "this Runner does not match the schema of this operator version ({}): fix the field with kubectl edit or re-apply the manifest; nothing is done in GitLab for it until then, and other Runners are not affected",
+        invalid.error
+    );
+    tracing::warn!(namespace = %ns, name = %name, error = %invalid.error, "a Runner does not decode");
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": READY, "status": "False", "reason": "InvalidObject", "message": message,
+        "observedGeneration": meta.generation, "lastTransitionTime": Time(Timestamp::now()),
+    }]}});
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<Runner>(&()),
+    );
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!(
+            "reporting the undecodable Runner {ns}/{name}"
+        )))?;
+    let reference = kube::Resource::object_ref(obj, &());
+    let _ = ctx
+        .recorder
+        .publish(
+            &Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(message.chars().take(1024).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await;
+    Ok(Action::await_change())
+}
+
 pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx.record_failure(ObjectRef::from_obj(&*runner));
     let wait = ctx

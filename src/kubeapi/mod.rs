@@ -156,6 +156,26 @@ impl KubeApiServer {
         kube::Client::try_from(config).map_err(|e| e.to_string())
     }
 
+    /// Test back door: creates a custom resource without validating it against its CRD's
+    /// schema, as an object stored under an older or looser schema would be. A real API server
+    /// has no such door; this is how the tests get an object that does not decode.
+    pub fn create_unchecked(
+        &self,
+        group: &str,
+        plural: &str,
+        obj: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let mut st = self.shared.lock();
+        let res = st
+            .resource(group, plural)
+            .ok_or_else(|| format!("no resource {plural}.{group}"))?;
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        st.unchecked = true;
+        let created = st.create(&res, ns.as_deref(), obj, "test-back-door", false);
+        st.unchecked = false;
+        created.map_err(|s| s.body.to_string())
+    }
+
     /// Injects a fault.
     pub fn inject(&self, fault: KubeFault) {
         self.shared

@@ -258,16 +258,72 @@ async fn a_revoked_token_blocks_deletion_with_a_way_out() {
         .unwrap();
     let msg = env.condition("doomed", "Ready", "DeletionBlocked").await;
     assert!(
-        msg.contains("401") && msg.contains("replace it in its Secret") && msg.contains("deletionPolicy: Orphan"),
+        msg.contains("401")
+            && msg.contains("replace it in its Secret")
+            && msg.contains("deletionPolicy: Orphan"),
         "{msg}"
     );
     env.has_event("doomed", "DeletionBlocked").await;
-    assert!(env.gitlab_runner(id).is_some(), "nothing deleted with a dead token");
+    assert!(
+        env.gitlab_runner(id).is_some(),
+        "nothing deleted with a dead token"
+    );
     set_token("glpat-emulator-bot").await;
-    env.wait_for("deleted once the token works", Duration::from_secs(30), || async {
-        (env.gitlab_runner(id).is_none()
-            && env.runners().get_opt("doomed").await.ok()?.is_none())
-        .then_some(())
-    })
+    env.wait_for(
+        "deleted once the token works",
+        Duration::from_secs(30),
+        || async {
+            (env.gitlab_runner(id).is_none()
+                && env.runners().get_opt("doomed").await.ok()?.is_none())
+            .then_some(())
+        },
+    )
     .await;
+}
+
+/// A Runner stored under an older or looser schema (here: a runnerType this version does not
+/// know) must not stall the others: it gets a condition and an event saying what to fix, and
+/// new Runners still become Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_does_not_decode_stalls_nothing() {
+    let env = Env::start(Backend::Local, None).await;
+    let local = env.kube.local().expect("the in-memory API's back door");
+    local
+        .create_unchecked(
+            "gitlab.runner-operator.dev",
+            "runners",
+            json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
+                   "metadata": {"name": "legacy", "namespace": "ci"},
+                   "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "shared_type", "maximumTimeout": "ten minutes"}}),
+        )
+        .unwrap();
+    env.apply("healthy", base()).await;
+    env.ready("healthy").await;
+    let msg = env
+        .wait("the undecodable Runner is reported", || async {
+            let obj = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+                env.client.clone(),
+                "ci",
+                &kube::api::ApiResource::erase::<runner_operator::crd::Runner>(&()),
+            )
+            .get("legacy")
+            .await
+            .ok()?;
+            obj.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["reason"] == "InvalidObject")
+                .and_then(|c| c["message"].as_str().map(str::to_string))
+        })
+        .await;
+    assert!(
+        msg.contains("ten minutes") && msg.contains("other Runners are not affected"),
+        "{msg}"
+    );
+    env.has_event("legacy", "InvalidObject").await;
+    assert_eq!(
+        env.gitlab.runners().len(),
+        1,
+        "nothing done in GitLab for it"
+    );
 }
