@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -47,17 +48,52 @@ pub async fn run(
     } else {
         options.namespaces.iter().cloned().map(Some).collect()
     };
-    let cluster = Controller::new(
+    let cluster_controller = Controller::new(
         Api::<ClusterGitLabConnection>::all(ctx.client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        connection::reconcile_cluster,
-        |_, e: &Error, _| connection_retry(e),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    );
+    let cluster_store = cluster_controller.store();
+    // Cluster-wide releases may list Secrets everywhere: re-check a connection as soon as its
+    // token or CA Secret changes. (Namespaced releases rely on the periodic check.)
+    let cluster_controller = if options.namespaces.is_empty() {
+        let operator_ns = ctx.settings.namespace.clone();
+        cluster_controller.watches(
+            Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |secret: PartialObjectMeta<Secret>| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                let operator_ns = operator_ns.clone();
+                cluster_store
+                    .state()
+                    .into_iter()
+                    .filter(move |c| {
+                        let s = &c.spec;
+                        let token_ns = s
+                            .token_secret_ref
+                            .namespace
+                            .as_deref()
+                            .unwrap_or(&operator_ns);
+                        (token_ns == ns && s.token_secret_ref.name == name)
+                            || (operator_ns == ns
+                                && s.client
+                                    .ca_bundle_secret_ref
+                                    .as_ref()
+                                    .is_some_and(|r| r.name == name))
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+            },
+        )
+    } else {
+        cluster_controller
+    };
+    let cluster = cluster_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            connection::reconcile_cluster,
+            |_, e: &Error, _| connection_retry(e),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
     let namespaced = futures::future::join_all(
         scopes
             .into_iter()
@@ -163,7 +199,36 @@ async fn run_scope(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let conn_loop = Controller::new(conn_api, watcher::Config::default())
+    let conn_controller = Controller::new(conn_api, watcher::Config::default());
+    let conn_store = conn_controller.store();
+    // Metadata only: an Api of PartialObjectMeta makes kube ask for metadata, never data.
+    let secrets_meta: Api<PartialObjectMeta<Secret>> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let conn_loop = conn_controller
+        // A connection's token or CA Secret changed or vanished: re-check it now, not at the
+        // next resync (metadata only; the token is read when the check runs).
+        .watches(
+            secrets_meta,
+            watcher::Config::default(),
+            move |secret: PartialObjectMeta<Secret>| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                conn_store
+                    .state()
+                    .into_iter()
+                    .filter(move |c| {
+                        let s = &c.spec;
+                        c.namespace() == ns
+                            && (s.token_secret_ref.name == name
+                                || s.client
+                                    .ca_bundle_secret_ref
+                                    .as_ref()
+                                    .is_some_and(|r| r.name == name))
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+            },
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(
             connection::reconcile_namespaced,

@@ -212,10 +212,32 @@ fn parse_duration(field: &str, v: Option<&String>) -> Result<Option<Duration>, E
 
 fn rotation_policy(runner: &Runner) -> Result<RotationPolicy, Error> {
     let rotation = runner.spec.token_rotation.clone().unwrap_or_default();
+    let interval = parse_duration("interval", rotation.interval.as_ref())?;
+    // Admission refuses shorter ones written in h/m/s; this catches the `d` form (`0d`) and
+    // objects stored before the rule.
+    if let Some(i) = interval
+        && i < crd::runner::MIN_ROTATION_INTERVAL
+    {
+        return Err(Error::Invalid(format!(
+            "spec.tokenRotation.interval {:?} is below the 10m floor: every rotation kills the live token and restarts the consumers; use e.g. 720h",
+            rotation.interval.unwrap_or_default()
+        )));
+    }
     Ok(RotationPolicy {
-        interval: parse_duration("interval", rotation.interval.as_ref())?,
+        interval,
         before_expiry: parse_duration("beforeExpiry", rotation.before_expiry.as_ref())?,
     })
+}
+
+/// Tags as GitLab stores them: every entry split on commas and trimmed, blanks dropped (its
+/// tag parser), so a spec GitLab normalises differently does not look like drift on every pass.
+fn gitlab_tags(tags: &[String]) -> BTreeSet<String> {
+    tags.iter()
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
@@ -223,7 +245,7 @@ fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
     Ok(Desired {
         attrs: DesiredAttrs {
             description: s.description.clone().unwrap_or_default(),
-            tags: s.tags.iter().cloned().collect(),
+            tags: gitlab_tags(&s.tags),
             run_untagged: s.run_untagged.unwrap_or(true),
             paused: s.paused.unwrap_or(false),
             locked: s.locked.unwrap_or(false),
@@ -340,6 +362,38 @@ impl Pass<'_> {
         write_status(self.ctx, self.runner, &self.status).await
     }
 
+    /// Writes the token Secret as a server dry run with a placeholder token: whatever the API
+    /// server would refuse (a bad name, labels, quota, RBAC, a webhook) is found before GitLab
+    /// issues a token that would then be lost, and retried into a reset loop.
+    async fn check_secret_writable(&self) -> Result<(), Error> {
+        let placeholder = SecretString::from("dry-run");
+        let s = secret::build(
+            self.runner,
+            &secret::TokenData {
+                token: &placeholder,
+                runner_id: self.status.runner_id.unwrap_or(0),
+                url: &self.conn.url,
+                issued_at: &now_str(),
+                expires_at: None,
+            },
+        );
+        let name = self.runner.token_secret_name();
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        );
+        let mut pp = PatchParams::apply(MANAGER).force();
+        pp.dry_run = true;
+        api.patch(&name, &pp, &Patch::Apply(&s))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
+                ))
+            })
+    }
+
     async fn write_secret(
         &mut self,
         runner_id: i64,
@@ -398,6 +452,7 @@ impl Pass<'_> {
             .as_ref()
             .map(|r| r.strategy)
             .unwrap_or_default();
+        self.check_secret_writable().await?;
         // Recorded first: a crash after GitLab created the runner makes the next pass look for
         // it (by its marker) instead of registering a second one.
         if self.status.creation_started.is_none() {
@@ -494,6 +549,7 @@ impl Pass<'_> {
     }
 
     async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
+        self.check_secret_writable().await?;
         self.ctx
             .metrics
             .rotations
@@ -1314,6 +1370,20 @@ mod tests {
         let mut r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "r", "namespace": "ci", "uid": "u-1"}, "spec": {"connectionRef": {"name": "g"}, "runnerType": "instance_type"}})).unwrap();
         r.spec.maintenance_note = note.map(str::to_string);
         r
+    }
+
+    #[test]
+    fn tags_compare_as_gitlab_stores_them() {
+        let spec = vec![
+            " linux".to_string(),
+            "docker,arm64 ".into(),
+            ",".into(),
+            "linux".into(),
+        ];
+        assert_eq!(
+            gitlab_tags(&spec),
+            ["arm64", "docker", "linux"].map(String::from).into()
+        );
     }
 
     #[test]

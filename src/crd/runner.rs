@@ -250,23 +250,32 @@ pub enum RegistrationStrategy {
 }
 
 /// The Secret that receives the authentication token.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSecret {
-    /// Secret name. Default `<runner name>-runner-token`.
+    /// Secret name (a DNS subdomain: lowercase letters, digits, `-` and `.`). Default
+    /// `<runner name>-runner-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: Option<String>,
     /// Keys written: GitLabRunnerChart (default; `runner-token` plus an empty
     /// `runner-registration-token`, both of which the gitlab-runner Helm chart mounts) or
     /// GitLabRunnerOperator (`runner-token` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SecretFormat>,
-    /// Extra labels on the Secret.
+    /// Extra labels on the Secret (Kubernetes label syntax: keys `[prefix/]name`, values at
+    /// most 63 characters of letters, digits, `-`, `_` and `.`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "label_map")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("tokenSecret.labels keys must be label keys: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.'"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the Secret.
+    /// Extra annotations on the Secret (keys as label keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "annotation_map")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("tokenSecret.annotations keys must be annotation keys: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.'"))]
     pub annotations: BTreeMap<String, String>,
     /// Workloads in the Runner's namespace that mount the Secret; each new token triggers a
     /// rolling restart of them (a pod-template annotation changes).
@@ -281,6 +290,29 @@ pub enum SecretFormat {
     GitLabRunnerChart,
     /// `runner-token` only, for GitLab's Runner Operator.
     GitLabRunnerOperator,
+}
+
+/// At most 64 labels, values as Kubernetes accepts them (the bound keeps the key rule's CEL
+/// cost within the API server's budget).
+fn label_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+        }
+    })
+}
+
+/// At most 64 annotations.
+fn annotation_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 65536}
+    })
 }
 
 /// A workload restarted after each new token.
@@ -305,19 +337,30 @@ pub enum ConsumerKind {
     DaemonSet,
 }
 
+/// The shortest rotation interval: each rotation kills the live token and restarts the
+/// consumers, so anything shorter is a loop, not a policy.
+pub const MIN_ROTATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// When to rotate the authentication token.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.interval) || self.interval.contains('d') || duration(self.interval) >= duration('10m')").message("tokenRotation.interval must be at least 10m: every rotation kills the live token and restarts the consumers (e.g. 720h)"))]
 pub struct TokenRotation {
-    /// Rotate this long after the token was issued (Go duration, e.g. `720h`). Unset: no
-    /// time-based rotation.
+    /// Rotate this long after the token was issued (Go duration, at least `10m`, e.g. `720h`).
+    /// Unset: no time-based rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$"))]
+    #[schemars(
+        length(max = 64),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$")
+    )]
     pub interval: Option<String>,
     /// Rotate when the token expires within this window (Go duration, e.g. `24h`). Default: a
     /// third of the token's lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$"))]
+    #[schemars(
+        length(max = 64),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$")
+    )]
     pub before_expiry: Option<String>,
 }
 

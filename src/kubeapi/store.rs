@@ -458,7 +458,16 @@ impl Store {
             ));
         }
         *obj = kube_cel::apply_defaults(schema, obj);
-        let errors = crate::emulator::openapi::validate(schema, obj, old);
+        let mut errors = crate::emulator::openapi::validate(schema, obj, old);
+        // Validation ratcheting (GA in Kubernetes 1.33): on an update, a field that fails
+        // validation but did not change is let through, so objects stored under older rules
+        // can still get finalizers, status and fixes elsewhere.
+        if let Some(old) = old {
+            errors.retain(|e| {
+                let field = e.split_once(": ").map_or("", |(f, _)| f);
+                field.is_empty() || value_at(obj, field) != value_at(old, field)
+            });
+        }
         if !errors.is_empty() {
             let causes = errors
                 .into_iter()
@@ -546,6 +555,9 @@ impl Store {
         obj["kind"] = json!(res.kind);
         obj["metadata"]["name"] = json!(name);
         Self::normalize(res, &mut obj);
+        if !self.unchecked {
+            validate_meta(res, &obj, true)?;
+        }
         if res.status_subresource
             && res.crd.is_some()
             && let Some(m) = obj.as_object_mut()
@@ -661,6 +673,9 @@ impl Store {
         new["apiVersion"] = json!(res.api_version());
         new["kind"] = json!(res.kind);
         Self::normalize(res, &mut new);
+        if !self.unchecked && new["metadata"]["labels"] != old["metadata"]["labels"] {
+            validate_meta(res, &new, false)?;
+        }
         if opts.subresource != Some("status") {
             self.prepare_custom(res, &mut new, Some(&old), opts.strict)?;
         }
@@ -1051,5 +1066,87 @@ fn typed_patch_check(
             ),
             Value::Null,
         )),
+    }
+}
+
+/// The value at a validation error's field path (`spec.tags[0]`, `spec.tokenSecret.name`).
+fn value_at<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for part in field.split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        for idx in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            cur = match idx.parse::<usize>() {
+                Ok(i) => cur.get(i)?,
+                Err(_) => cur.get(idx.trim_matches('"'))?,
+            };
+        }
+    }
+    Some(cur)
+}
+
+/// Object names and labels as kube-apiserver validates them, with its messages.
+fn validate_meta(res: &ResourceDef, obj: &Value, check_name: bool) -> Result<(), Status> {
+    const SUBDOMAIN: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+    const NAME_PART: &str = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+    let full =
+        |re: &str, v: &str| regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(v));
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let mut causes = vec![];
+    // Namespaces are DNS labels; every other kind modelled here takes a DNS subdomain.
+    if check_name {
+        let label_only = res.plural == "namespaces";
+        let ok = if label_only {
+            name.len() <= 63 && full("[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+        } else {
+            name.len() <= 253 && full(SUBDOMAIN, name)
+        };
+        if !ok {
+            let what = if label_only {
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string()
+            } else {
+                format!(
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{SUBDOMAIN}')"
+                )
+            };
+            causes.push((
+                "metadata.name".to_string(),
+                format!("metadata.name: Invalid value: \"{name}\": {what}"),
+            ));
+        }
+    }
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            let (prefix, key_name) = match k.split_once('/') {
+                Some((p, n)) => (Some(p), n),
+                None => (None, k.as_str()),
+            };
+            let key_ok = key_name.len() <= 63
+                && full(NAME_PART, key_name)
+                && prefix.is_none_or(|p| p.len() <= 253 && full(SUBDOMAIN, p));
+            if !key_ok {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    format!("metadata.labels: Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{NAME_PART}')"),
+                ));
+            }
+            let v = v.as_str().unwrap_or_default();
+            if !(v.is_empty() || v.len() <= 63 && full(NAME_PART, v)) {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    format!("metadata.labels: Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+                ));
+            }
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid(res, name, causes))
     }
 }

@@ -91,7 +91,11 @@ async fn admission(backend: Backend) {
             ("apply --server-side", apply(&client, &obj).await, ssa_want),
         ] {
             match result {
-                Ok(()) => failures.push(format!("{how} accepted {}", obj["spec"])),
+                Ok(()) => {
+                    failures.push(format!("{how} accepted {}", obj["spec"]));
+                    let (api, name) = api_for(&client, &obj);
+                    let _ = api.delete(&name, &Default::default()).await;
+                }
                 Err(e) if !e.contains(want) => {
                     failures.push(format!("{how} {}: wanted {want:?}, got {e}", obj["spec"]))
                 }

@@ -174,6 +174,11 @@ fn runner_rules_accept_and_refuse() {
             json!({"registration": {"strategy": "RegistrationToken", "registrationTokenSecretRef": {"name": "reg"}}}),
         ),
         with(json!({"tokenRotation": {"interval": "720h", "beforeExpiry": "1h30m"}})),
+        with(json!({"tokenRotation": {"interval": "10m"}})),
+        with(json!({"tokenRotation": {"interval": "30d"}})),
+        with(
+            json!({"tokenSecret": {"name": "a.b-c", "labels": {"app.kubernetes.io/part-of": "ci", "team": ""}, "annotations": {"example.com/owner": "any text at all"}}}),
+        ),
         with(json!({"tags": (0..50).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
     ];
     for obj in ok {
@@ -343,6 +348,38 @@ pub fn bad_runners() -> Vec<(Value, &'static str)> {
         (
             with(json!({"tokenRotation": {"interval": "30 days"}})),
             "spec.tokenRotation.interval",
+        ),
+        (
+            with(json!({"tokenRotation": {"interval": "0s"}})),
+            "tokenRotation.interval must be at least 10m",
+        ),
+        (
+            with(json!({"tokenRotation": {"interval": "1ms"}})),
+            "tokenRotation.interval must be at least 10m",
+        ),
+        (
+            with(json!({"tokenRotation": {"interval": "9m59s"}})),
+            "tokenRotation.interval must be at least 10m",
+        ),
+        (
+            with(json!({"tokenSecret": {"name": "Bad_Name."}})),
+            "spec.tokenSecret.name",
+        ),
+        (
+            with(json!({"tokenSecret": {"labels": {"bad key": "v"}}})),
+            "tokenSecret.labels keys must be label keys",
+        ),
+        (
+            with(json!({"tokenSecret": {"labels": {"team": "not a label value"}}})),
+            "spec.tokenSecret.labels.team",
+        ),
+        (
+            with(json!({"tokenSecret": {"labels": {"team": "x".repeat(64)}}})),
+            "spec.tokenSecret.labels.team",
+        ),
+        (
+            with(json!({"tokenSecret": {"annotations": {"/bad": "v"}}})),
+            "tokenSecret.annotations keys must be annotation keys",
         ),
         (
             with(json!({"adopt": {"runnerId": 0}})),

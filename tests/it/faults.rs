@@ -327,3 +327,103 @@ async fn a_runner_that_does_not_decode_stalls_nothing() {
         "nothing done in GitLab for it"
     );
 }
+
+/// Settings that would loop or half-fail are stopped before the first GitLab write. Admission
+/// refuses them (`crds::bad_runners`); these are stored through the in-memory API's back door,
+/// as objects from before the rules would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_would_loop_are_refused_before_any_gitlab_write() {
+    let env = Env::start(Backend::Local, None).await;
+    let local = env.kube.local().expect("back door");
+    let store = |name: &str, extra: Value| {
+        let mut spec = base();
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        local
+            .create_unchecked(
+                "gitlab.runner-operator.dev",
+                "runners",
+                json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
+                       "metadata": {"name": name, "namespace": "ci"}, "spec": spec}),
+            )
+            .unwrap();
+    };
+    store("tight", json!({"tokenRotation": {"interval": "0d"}}));
+    store("badname", json!({"tokenSecret": {"name": "Bad_Name."}}));
+    store(
+        "badlabels",
+        json!({"tokenSecret": {"labels": {"not a key": "v"}}}),
+    );
+    let msg = env.condition("tight", "Ready", "InvalidSpec").await;
+    assert!(msg.contains("below the 10m floor"), "{msg}");
+    for name in ["badname", "badlabels"] {
+        let msg = env.condition(name, "Ready", "InvalidSpec").await;
+        assert!(
+            msg.contains("could not be written") && msg.contains("nothing was done in GitLab"),
+            "{msg}"
+        );
+    }
+    let writes: u64 = env
+        .gitlab
+        .request_counts()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        writes,
+        0,
+        "no GitLab write: {:?}",
+        env.gitlab.request_counts()
+    );
+    assert!(env.gitlab.runners().is_empty());
+}
+
+/// Deleting or replacing a connection's token Secret is noticed at once (the Secrets are
+/// watched, metadata only), not at the next resync (here 5 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_secrets_are_watched() {
+    let env = Env::start_with(Backend::Local, None, Duration::from_secs(300)).await;
+    let conns: kube::Api<runner_operator::crd::GitLabConnection> =
+        kube::Api::namespaced(env.client.clone(), "ci");
+    let ready = |want: &'static str| {
+        let conns = conns.clone();
+        async move {
+            let c = conns.get("gitlab").await.ok()?;
+            let cond = c
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (cond.status == want).then_some(cond.message)
+        }
+    };
+    env.wait("connection Ready", || ready("True")).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), "ci");
+    let original = secrets.get("gitlab-api-token").await.unwrap();
+    secrets
+        .delete("gitlab-api-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = env
+        .wait_for("not Ready soon after", Duration::from_secs(20), || {
+            ready("False")
+        })
+        .await;
+    assert!(msg.contains("gitlab-api-token"), "{msg}");
+    let mut again = original.clone();
+    again.metadata.resource_version = None;
+    again.metadata.uid = None;
+    again.metadata.creation_timestamp = None;
+    again.metadata.managed_fields = None;
+    secrets
+        .create(&kube::api::PostParams::default(), &again)
+        .await
+        .unwrap();
+    env.wait_for("Ready again soon after", Duration::from_secs(20), || {
+        ready("True")
+    })
+    .await;
+}

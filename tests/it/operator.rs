@@ -824,8 +824,16 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule(backend: Backen
             .as_deref(),
         Some("Requested")
     );
-    // On an interval.
-    env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tokenRotation": {"interval": "2s"}})).await;
+    // On an interval (10m at least): the token was issued an hour ago, as far as status says.
+    env.runners()
+        .patch_status(
+            "tok",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"tokenIssuedAt": "2020-01-01T00:00:00Z"}})),
+        )
+        .await
+        .unwrap();
+    env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tokenRotation": {"interval": "10m"}})).await;
     env.wait("interval rotation", || async {
         env.status("tok")
             .await?
