@@ -325,14 +325,25 @@ impl GitLabClient {
                 }
                 Err(e) => {
                     let never_sent = e.is_connect();
+                    let cause = super::cause::classify(&e);
                     let err = if e.is_timeout() {
                         GitLabError::Timeout {
                             endpoint: call.endpoint.to_string(),
                             timeout: self.inner.timeout,
                         }
+                    } else if let super::cause::Cause::Certificate(_) = cause {
+                        // Not transient: say which CA would be needed, and stop.
+                        let issuer = super::cause::presented_issuer(&call.url).await;
+                        return Err(GitLabError::Transport {
+                            endpoint: call.endpoint.to_string(),
+                            detail: super::cause::explain(&cause, &call.url, issuer.as_deref(), ""),
+                            source: e.without_url(),
+                        });
                     } else {
+                        let raw = error_chain(&e);
                         GitLabError::Transport {
                             endpoint: call.endpoint.to_string(),
+                            detail: super::cause::explain(&cause, &call.url, None, &raw),
                             source: e.without_url(),
                         }
                     };
@@ -768,6 +779,7 @@ async fn decode<T: DeserializeOwned>(
     resp: reqwest::Response,
 ) -> Result<T, GitLabError> {
     let bytes = resp.bytes().await.map_err(|e| GitLabError::Transport {
+        detail: error_chain(&e),
         endpoint: endpoint.into(),
         source: e.without_url(),
     })?;
@@ -925,4 +937,18 @@ mod tests {
         let client = GitLabClient::new(cfg).expect("client");
         assert!(!format!("{client:?}").contains("supersecret"));
     }
+}
+
+/// An error and its sources, one sentence (reqwest's own Display stops at the first).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }

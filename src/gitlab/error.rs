@@ -17,10 +17,12 @@ pub enum GitLabError {
         /// `Retry-After` or `RateLimit-Reset`, when GitLab sent one.
         retry_after: Option<Duration>,
     },
-    /// The request did not complete (DNS, connect, TLS, reset).
-    #[error("cannot reach GitLab for {endpoint}: {source}")]
+    /// The request did not complete (DNS, connect, TLS, reset); `detail` names the cause and
+    /// what to do.
+    #[error("cannot reach GitLab for {endpoint}: {detail}")]
     Transport {
         endpoint: String,
+        detail: String,
         #[source]
         source: reqwest::Error,
     },

@@ -1,5 +1,6 @@
 //! GitLab Runners REST API client. Knows nothing of Kubernetes.
 
+pub mod cause;
 pub mod client;
 pub mod error;
 pub mod ratelimit;

@@ -427,3 +427,97 @@ async fn connection_secrets_are_watched() {
     })
     .await;
 }
+
+/// A connection that cannot reach GitLab says why, in its Ready condition: nothing listening,
+/// or a certificate signed by a CA the operator does not trust (naming the issuer and the
+/// field that fixes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_errors_name_their_cause() {
+    let env = Env::start(Backend::Local, None).await;
+    // An HTTPS server whose certificate comes from a private CA (openssl, as a GitLab behind a
+    // corporate CA would look).
+    let dir = std::env::temp_dir().join(format!("runner-operator-tls-{}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |cmd: &str| {
+        let ok = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(ok, "{cmd}");
+    };
+    sh(
+        "openssl ecparam -name prime256v1 -genkey -noout -out ca.key && openssl req -x509 -new -key ca.key -subj '/O=Corp/CN=Corp Internal CA' -days 30 -out ca.crt",
+    );
+    sh(
+        "openssl ecparam -name prime256v1 -genkey -noout -out tls.key && openssl req -new -key tls.key -subj /CN=127.0.0.1 -out tls.csr && printf 'subjectAltName=IP:127.0.0.1\\n' > ext && openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile ext -out tls.crt",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .args(["-cert", "tls.crt", "-key", "tls.key"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // bound, then dropped: nothing listens there
+    let conns: kube::Api<runner_operator::crd::GitLabConnection> =
+        kube::Api::namespaced(env.client.clone(), "ci");
+    for (name, url) in [
+        ("untrusted", format!("https://127.0.0.1:{port}")),
+        ("nobody", format!("http://127.0.0.1:{closed}")),
+    ] {
+        let c = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection",
+            "metadata": {"name": name, "namespace": "ci"},
+            "spec": {"url": url, "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-api-token"}}});
+        conns
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(c).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let message = |name: &'static str| {
+        let conns = conns.clone();
+        async move {
+            let c = conns.get(name).await.ok()?;
+            c.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+                .map(|c| c.message)
+        }
+    };
+    let m = env
+        .wait("untrusted explained", || message("untrusted"))
+        .await;
+    assert!(
+        m.contains("not signed by a CA the operator trusts")
+            && m.contains("issued by \"Corp Internal CA\"")
+            && m.contains("caBundleSecretRef"),
+        "{m}"
+    );
+    let m = env.wait("refused explained", || message("nobody")).await;
+    assert!(
+        m.contains(&format!(
+            "connection refused: nothing listens at 127.0.0.1:{closed}"
+        )),
+        "{m}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
