@@ -870,6 +870,20 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// An error and its sources, one sentence (reqwest's own Display stops at the first).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -937,18 +951,4 @@ mod tests {
         let client = GitLabClient::new(cfg).expect("client");
         assert!(!format!("{client:?}").contains("supersecret"));
     }
-}
-
-/// An error and its sources, one sentence (reqwest's own Display stops at the first).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
