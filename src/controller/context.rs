@@ -51,6 +51,10 @@ pub struct Context {
     /// connection and client using them and kept across client rebuilds: GitLab limits per
     /// user, and after a 429 nothing may reach it before Retry-After.
     pub gates: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
+    /// GitLab runner id → uid its marker names (None: no marker), as first read. A marker is
+    /// set when the runner is created and never changes hands afterwards, so the search for a
+    /// runner lost mid-create reads each candidate's note once per process.
+    pub marker_owners: Mutex<HashMap<i64, Option<String>>>,
     /// Undecodable Runners already reported: (uid, generation).
     pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Consecutive failures per Runner.
@@ -76,6 +80,7 @@ impl Context {
             gitlab: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             invalid_reported: Mutex::new(Default::default()),
+            marker_owners: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             crash_hook: None,
             metrics: Arc::default(),

@@ -387,10 +387,14 @@ impl Pass<'_> {
         api.patch(&name, &pp, &Patch::Apply(&s))
             .await
             .map(|_| ())
-            .map_err(|e| {
-                Error::Invalid(format!(
+            .map_err(|e| match &e {
+                // The API server refuses the Secret itself: only the spec can fix that.
+                kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Invalid(format!(
                     "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
-                ))
+                )),
+                _ => Error::kube(format!(
+                    "checking that the token Secret {name} can be written (nothing was done in GitLab)"
+                ))(e),
             })
     }
 
@@ -622,7 +626,12 @@ async fn read_secret_key(ctx: &Context, ns: &str, name: &str, key: &str) -> Resu
 async fn resolve_project(gl: &GitLabClient, p: &str, what: &str) -> Result<i64, Error> {
     gl.get_project(p).await.map(|p| p.id).map_err(|e| {
         if e.is_not_found() {
-            Error::Invalid(format!("{what} {p:?} does not exist or the token's user cannot see it (GitLab: 404 Project Not Found)"))
+            let fix = if what == "project" {
+                "if it was deleted, GitLab moved the runner to its oldest other project (or deleted it): recreate this Runner with spec.project set to an existing project, or delete the Runner"
+            } else {
+                "remove it from spec.assignedProjects, or fix the path"
+            };
+            Error::Invalid(format!("{what} {p:?} does not exist or the token's user cannot see it (GitLab: 404 Project Not Found): {fix}"))
         } else {
             Error::gitlab(format!("looking up {what} {p:?}"))(e)
         }
@@ -678,15 +687,17 @@ async fn resolve_ids(
 
 /// Finds the runner this object created when a crash or a lost answer kept its id from us: in
 /// the same scope, carrying our marker (which names the Runner's uid). Nothing the user can
-/// edit between the lost create and this search (description, tags…) is used to narrow it.
-/// Newest first, skipping runners created well before `started` when GitLab says when they
-/// were created, so the usual search costs one list and one GET.
+/// edit between the lost create and this search (description, tags…) decides whether a runner
+/// is ours — `description` only orders the search; runners created well before `started` are
+/// skipped when GitLab says when they were created.
 async fn find_marked(
+    ctx: &Context,
     gl: &GitLabClient,
     runner: &Runner,
     owner_project: Option<i64>,
     owner_group: Option<i64>,
     started: Option<&str>,
+    description: &str,
 ) -> Result<Option<RunnerDetails>, Error> {
     let filter = RunnerFilter {
         runner_type: Some(runner.spec.runner_type.as_str().into()),
@@ -721,12 +732,48 @@ async fn find_marked(
             }
         })
         .collect();
-    candidates.sort_by_key(|r| std::cmp::Reverse(r.id));
+    // Most likely first, so the usual search costs one GET even among many runners of one
+    // project: the description we would send now (it rarely changed in between), then the
+    // creation time closest to the write-ahead record, then the newest.
+    let started_at = started
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| t.as_second());
+    let created = |r: &crate::gitlab::Runner| {
+        r.created_at
+            .as_deref()
+            .and_then(|c| c.parse::<Timestamp>().ok())
+            .map(|t| t.as_second())
+    };
+    candidates.sort_by_key(|r| {
+        (
+            r.description.as_deref().unwrap_or("") != description,
+            match (created(r), started_at) {
+                (Some(c), Some(s)) => (c - s).abs(),
+                _ => i64::MAX,
+            },
+            std::cmp::Reverse(r.id),
+        )
+    });
+    let uid = runner.meta().uid.clone().unwrap_or_default();
     for candidate in candidates {
-        let details = gl
-            .get_runner(candidate.id)
-            .await
-            .map_err(Error::gitlab("reading a candidate runner"))?;
+        let known = ctx
+            .marker_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&candidate.id)
+            .cloned();
+        if matches!(&known, Some(owner) if owner.as_deref() != Some(uid.as_str())) {
+            continue;
+        }
+        // Gone since the list (deleted meanwhile): not ours to find.
+        let Some(details) = fetch(gl, candidate.id).await? else {
+            continue;
+        };
+        let owner = marker_owner(details.maintenance_note.as_deref()).map(|(_, _, u)| u);
+        ctx.marker_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(candidate.id, owner);
         if carries_marker(details.maintenance_note.as_deref(), runner) {
             return Ok(Some(details));
         }
@@ -824,6 +871,14 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         return outcome.map(|_| Action::await_change());
     }
     let mut status = pass.status;
+    if let Err(Error::GitLab { source, .. }) = &outcome
+        && matches!(source.status(), Some(400 | 403 | 404))
+    {
+        // A project or group the ids in status name may be gone (GitLab says 404, or 400
+        // "Missing/invalid project" on create): resolve the paths again on the next pass.
+        status.project_ids.clear();
+        status.group_id = None;
+    }
     status.observed_generation = generation;
     if let Some(d) = &pass.details {
         status.gitlab = Some(GitLabRunnerState {
@@ -993,11 +1048,13 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 },
                 // Only after an interrupted create: finding our marked runner costs a list.
                 None if pass.status.creation_started.is_some() => match find_marked(
+                    ctx,
                     pass.gl(),
                     runner,
                     owner_project,
                     owner_group,
                     pass.status.creation_started.as_deref(),
+                    &desired.attrs.description,
                 )
                 .await?
                 {
@@ -1017,6 +1074,20 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         if let GitLabState::Present(d) = &gitlab {
             // Known from the Secret after a crash before the status write: record it now.
             pass.status.runner_id = Some(d.id);
+            // GitLab moves a runner to its oldest other project when its owner project is
+            // deleted: that is no drift to revert, and the spec cannot be met as written.
+            if let (Some(want), Some(owner)) = (owner_project, d.projects.first())
+                && owner.id != want
+            {
+                pass.status.project_ids.clear();
+                return Err(Error::Invalid(format!(
+                    "GitLab now lists project {} ({}) as the owner of runner {}, not project {want} of spec.project {:?} (deleted?); recreate this Runner with spec.project set to an existing project, or delete the Runner",
+                    owner.id,
+                    owner.path_with_namespace.as_deref().unwrap_or("?"),
+                    d.id,
+                    runner.spec.project.as_deref().unwrap_or_default()
+                )));
+            }
         }
         if secret_state == SecretState::Foreign
             && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
@@ -1096,6 +1167,15 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             if e.status() == Some(400)
                                 && e.message()
                                     .is_some_and(|m| m.contains("already been taken")) => {}
+                        Err(e) if e.is_not_found() => {
+                            // The project is gone (or hidden): resolve the spec's paths again on
+                            // the next pass instead of trusting the ids recorded in status.
+                            pass.status.project_ids.clear();
+                            return Err(Error::Invalid(format!(
+                                "project {project} of this Runner no longer exists in GitLab, or the token's user cannot see it ({}); its paths are resolved again on the next pass",
+                                e.message().unwrap_or("404")
+                            )));
+                        }
                         Err(e) => {
                             return Err(Error::gitlab(format!(
                                 "assigning runner {rid} to project {project}"
@@ -1133,8 +1213,17 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     return Ok(());
                 }
             }
+            // A step may find the way blocked (a runner another Runner claimed).
+            if pass.blocked.is_some() {
+                return Ok(());
+            }
         }
     }
+    // Ready only from what was observed after acting: changes that did not stick are no match.
+    pass.blocked = Some((
+        "NotConverged",
+        "GitLab did not reach the spec after four rounds of changes (another writer may be undoing them); retrying".into(),
+    ));
     Ok(())
 }
 
@@ -1302,7 +1391,16 @@ async fn delete_in_gitlab(
                 resolve_ids(runner, &status, gl)
                     .await
                     .unwrap_or((None, None, BTreeSet::new()));
-            find_marked(gl, runner, p, g, status.creation_started.as_deref()).await?
+            find_marked(
+                ctx,
+                gl,
+                runner,
+                p,
+                g,
+                status.creation_started.as_deref(),
+                runner.spec.description.as_deref().unwrap_or(""),
+            )
+            .await?
         }
     };
     let Some(details) = found else {

@@ -315,6 +315,30 @@ impl GitLabEmulator {
             .push(fault);
     }
 
+    /// Deletes a project as GitLab does for its runners: each loses the association; a runner
+    /// left without projects is deleted; one whose owner it was moves to its oldest remaining
+    /// project.
+    pub fn delete_project(&self, path: &str) -> bool {
+        let mut st = self.lock();
+        let Some(id) = st
+            .projects
+            .values()
+            .find(|p| p.path_with_namespace == path)
+            .map(|p| p.id)
+        else {
+            return false;
+        };
+        st.projects.remove(&id);
+        st.runners.retain(|_, r| {
+            if r.runner_type != "project_type" || !r.projects.contains(&id) {
+                return true;
+            }
+            r.projects.retain(|p| *p != id);
+            !r.projects.is_empty()
+        });
+        true
+    }
+
     /// Every API request so far, in arrival order.
     pub fn request_log(&self) -> Vec<model::LoggedRequest> {
         self.lock().log.clone()
