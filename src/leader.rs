@@ -17,21 +17,20 @@ pub fn identity() -> String {
         })
 }
 
-/// Starts competing for the Lease `runner-operator` in `namespace`; the receiver says whether
-/// this instance leads. Lease duration 15 s, grace 5 s.
+/// Starts competing for the Lease `lease` in `namespace`; the receiver says whether this
+/// instance leads (it closes if the lease task dies). Lease duration 15 s, grace 5 s.
 pub async fn elect(
     client: kube::Client,
     namespace: &str,
+    lease: &str,
     identity: String,
 ) -> Result<tokio::sync::watch::Receiver<bool>, String> {
-    let manager = LeaseManagerBuilder::new(client, "runner-operator")
+    let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(namespace)
         .with_parameters(LeaseParams::new(identity, 15, 5))
         .build()
         .await
-        .map_err(|e| {
-            format!("setting up leader election (Lease {namespace}/runner-operator): {e}")
-        })?;
+        .map_err(|e| format!("setting up leader election (Lease {namespace}/{lease}): {e}"))?;
     let (rx, _task) = manager.watch().await;
     Ok(rx)
 }

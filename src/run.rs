@@ -41,10 +41,18 @@ pub struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen_address: std::net::SocketAddr,
-    /// Elect a leader through the Lease `runner-operator` so several replicas can run; standbys
-    /// stay live but not ready.
+    /// Elect a leader through a Lease so several replicas can run; standbys stay live but not
+    /// ready. Losing the Lease stops the process with a non-zero code.
     #[arg(long, env = "RUNNER_OPERATOR_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
+    /// Name of the leader-election Lease in --namespace (the chart uses the release's name, so
+    /// two releases in one namespace never share one).
+    #[arg(
+        long,
+        env = "RUNNER_OPERATOR_LEASE_NAME",
+        default_value = "runner-operator"
+    )]
+    pub leader_election_lease: String,
     /// Identity in leader election and events (the Downward API's pod name in the chart).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -131,8 +139,13 @@ pub async fn serve_operator(
             .pod_name
             .clone()
             .unwrap_or_else(crate::leader::identity);
-        let mut leading =
-            crate::leader::elect(client.clone(), &args.namespace, identity.clone()).await?;
+        let mut leading = crate::leader::elect(
+            client.clone(),
+            &args.namespace,
+            &args.leader_election_lease,
+            identity.clone(),
+        )
+        .await?;
         tracing::info!(%identity, "waiting to become the leader");
         let mut stop = shutdown.clone();
         loop {
@@ -146,14 +159,18 @@ pub async fn serve_operator(
         }
         tracing::info!(%identity, "leading: reconciling");
         health.ready.store(true, Ordering::Relaxed);
-        // Losing the lease stops the controllers (in-flight reconciles finish) and exits, so a
-        // restarted pod competes again instead of two leaders acting at once.
+        // Losing the lease — or the lease task dying, which closes the channel — stops the
+        // controllers (in-flight reconciles finish) and exits non-zero, so the pod restarts
+        // and competes again instead of two leaders acting at once.
+        let lost_flag = Arc::new(AtomicBool::new(false));
+        let flag = lost_flag.clone();
         let lost = async move {
             while leading.changed().await.is_ok() {
                 if !*leading.borrow() {
                     break;
                 }
             }
+            flag.store(true, Ordering::Relaxed);
         };
         let lost_or_shutdown = futures::future::select(Box::pin(lost), shutdown.clone())
             .map(|_| ())
@@ -161,6 +178,12 @@ pub async fn serve_operator(
             .shared();
         controller::run(ctx, args.options(), lost_or_shutdown).await;
         health.ready.store(false, Ordering::Relaxed);
+        if lost_flag.load(Ordering::Relaxed) {
+            return Err(format!(
+                "lost the leader-election Lease {}/{}; exiting so this instance restarts and competes again",
+                args.namespace, args.leader_election_lease
+            ));
+        }
         return Ok(());
     }
     tracing::info!(resync = ?args.resync_interval, concurrency = args.concurrency, "runner-operator started");

@@ -26,6 +26,7 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
         namespace: "runner-operator".into(),
         listen_address: addr,
         leader_election: true,
+        leader_election_lease: "runner-operator".into(),
         pod_name: Some(name.into()),
     }
 }
@@ -180,4 +181,51 @@ async fn an_idle_operator_stops_on_the_shutdown_signal() {
         "the operator did not stop after the shutdown signal"
     );
     assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+/// A leader that loses its Lease (another holder took it over) stops and returns an error, so
+/// the process exits non-zero and its pod restarts to compete again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_exits_with_an_error() {
+    runner_operator::tls::install_crypto_provider();
+    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
+    let kube = KubeApiServer::start().await.unwrap();
+    let client = kube.client().await.unwrap();
+    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+        .await
+        .unwrap();
+    let addr = free_port();
+    let mut a = args(addr, "pod-a");
+    a.leader_election_lease = "release-a".into();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_operator(
+        client.clone(),
+        a,
+        rx.map(|_| ()).boxed().shared(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(addr, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The Lease is named as asked; someone else takes it over.
+    let leases = Api::<Lease>::namespaced(client.clone(), "runner-operator");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    leases
+        .patch(
+            "release-a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"holderIdentity": "intruder", "renewTime": now, "acquireTime": now, "leaseDurationSeconds": 600}})),
+        )
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(40), task)
+        .await
+        .expect("the leader stopped")
+        .expect("joined");
+    let err = result.expect_err("losing the lease is an error");
+    assert!(
+        err.contains("lost the leader-election Lease runner-operator/release-a"),
+        "{err}"
+    );
 }
