@@ -1172,7 +1172,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             // the next pass instead of trusting the ids recorded in status.
                             pass.status.project_ids.clear();
                             return Err(Error::Invalid(format!(
-                                "project {project} of this Runner no longer exists in GitLab, or the token's user cannot see it ({}); its paths are resolved again on the next pass",
+                                "project {project} of spec.assignedProjects no longer exists in GitLab, or the token's user cannot see it ({}): remove it from spec.assignedProjects, or fix the path",
                                 e.message().unwrap_or("404")
                             )));
                         }
