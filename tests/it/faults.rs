@@ -970,3 +970,54 @@ async fn fault_suite() {
         "{table}"
     );
 }
+
+/// The connection's access token stops working (revoked or expired: GitLab answers 401) while
+/// Runners are created, updated and rotated: each says GitLabUnauthorized with the fix, no
+/// runner is half-made, and the Secret keeps the live token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_access_token_stops_everything_cleanly() {
+    let env = Env::start(Backend::Local, None).await;
+    env.apply("alive", base()).await;
+    let id = env.ready("alive").await.status.unwrap().runner_id.unwrap();
+    let live = env.secret_token("alive-runner-token").await.unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), "ci");
+    secrets
+        .patch(
+            "gitlab-api-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"token": "glpat-expired-long-ago"}})),
+        )
+        .await
+        .unwrap();
+    // Create, update and rotate with the dead token.
+    env.apply("newborn", base()).await;
+    let mut spec = base();
+    spec["description"] = json!("changed");
+    env.apply("alive", spec).await;
+    env.runners()
+        .patch(
+            "alive",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "now"}}})),
+        )
+        .await
+        .unwrap();
+    for name in ["newborn", "alive"] {
+        let msg = env.condition(name, "Ready", "GitLabUnauthorized").await;
+        assert!(msg.contains("renew it in its Secret"), "{name}: {msg}");
+    }
+    assert_eq!(
+        env.gitlab.runners().len(),
+        1,
+        "nothing created with a dead token"
+    );
+    let g = env.gitlab_runner(id).unwrap();
+    assert_eq!(g.description.as_deref(), Some("before"), "nothing updated");
+    assert_eq!(g.token, live, "nothing rotated");
+    assert_eq!(
+        env.secret_token("alive-runner-token").await.as_deref(),
+        Some(live.as_str()),
+        "the Secret keeps the live token"
+    );
+}
