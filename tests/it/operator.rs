@@ -543,13 +543,19 @@ async fn hand_edits_are_reverted_and_deleted_runners_recreated(backend: Backend)
             env.status("drift").await?.runner_id.filter(|n| *n != id)
         })
         .await;
+    // Status records the new id as soon as the runner exists (before its assignments): wait
+    // for what GitLab shows.
+    let g = env
+        .wait("recreated and assigned", || async {
+            env.gitlab_runner(new_id)
+                .filter(|g| g.projects == vec!["platform/api", "platform/web"])
+        })
+        .await;
     env.ready("drift").await;
-    let g = env.gitlab_runner(new_id).unwrap();
     assert_eq!(
         env.secret_token("drift-runner-token").await.as_deref(),
         Some(g.token.as_str())
     );
-    assert_eq!(g.projects, vec!["platform/api", "platform/web"]);
     env.has_event("drift", "Recreated").await;
     assert_eq!(env.gitlab.runners().len(), 1, "no duplicate");
 }
