@@ -106,10 +106,10 @@ async fn lost_create_then_any_spec_edit_finds_the_created_runner() {
 }
 
 /// Requests that arrived inside a wait GitLab asked for: after a 429 answered at T with a wait
-/// until U, nothing with the same access token may arrive in (T + 50 ms, U) — 50 ms for
+/// until U, nothing with the same access token may arrive in (T + 100 ms, U) — 100 ms for
 /// requests already on the wire.
 fn inside_retry_windows(log: &[runner_operator::emulator::model::LoggedRequest]) -> Vec<String> {
-    let grace = Duration::from_millis(50);
+    let grace = Duration::from_millis(100);
     let mut bad = vec![];
     for w in log.iter().filter(|r| r.status == 429) {
         let Some(until) = w.retry_until else { continue };
