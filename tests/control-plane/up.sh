@@ -2,7 +2,8 @@
 # Starts a real Kubernetes control plane on 127.0.0.1 (random free ports): etcd,
 # kube-apiserver (RBAC, TokenRequest with a service-account signing key, generated certificates)
 # and, unless --no-controller-manager, kube-controller-manager (garbage collection, Deployments,
-# ReplicaSets, namespaces, service accounts). No kubelet or scheduler: pods stay Pending.
+# ReplicaSets, namespaces, service accounts, role aggregation). No kubelet or scheduler: pods
+# stay Pending.
 #
 #   tests/control-plane/up.sh [--dir DIR] [--no-controller-manager] [--watch-pid PID]
 #
@@ -112,7 +113,7 @@ curl -sf --cacert ca.crt -H "Authorization: Bearer $token" "https://127.0.0.1:$a
 
 if [ "$kcm" = 1 ]; then
   "$bin/kube-controller-manager" --kubeconfig kubeconfig --leader-elect=false --secure-port 0 \
-    --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller \
     --service-account-private-key-file sa.key --root-ca-file ca.crt \
     --concurrent-gc-syncs 5 >controller-manager.log 2>&1 &
   pids+=($!)

@@ -227,3 +227,60 @@ async fn real_only_leader_election_survives_a_sigkilled_leader() {
     );
     eprintln!("handover after SIGKILL: {handover:?}");
 }
+
+/// With the chart installed, people holding Kubernetes' default roles in a namespace can use
+/// the operator there: `view` reads Runners and connections, `edit` and `admin` manage them,
+/// nobody gets ClusterGitLabConnections that way (role aggregation by kube-controller-manager).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+async fn real_only_default_roles_cover_runners() {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let env = Env::start(Backend::Chart { namespaced: false }, None).await;
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(env.client.clone(), "ci");
+    for (user, role) in [("viewer", "view"), ("editor", "edit"), ("owner", "admin")] {
+        let b: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        bindings.create(&PostParams::default(), &b).await.unwrap();
+    }
+    let reviews: Api<SubjectAccessReview> = Api::all(env.client.clone());
+    let allowed = |user: &'static str, verb: &'static str, resource: &'static str| {
+        let reviews = reviews.clone();
+        async move {
+            let r: SubjectAccessReview = serde_json::from_value(json!({"spec": {"user": user,
+                "resourceAttributes": {"namespace": "ci", "group": "gitlab.runner-operator.dev", "resource": resource, "verb": verb}}}))
+            .unwrap();
+            reviews
+                .create(&PostParams::default(), &r)
+                .await
+                .ok()
+                .and_then(|r| r.status)
+                .is_some_and(|s| s.allowed)
+        }
+    };
+    let cases = [
+        ("viewer", "list", "runners", true),
+        ("viewer", "get", "gitlabconnections", true),
+        ("viewer", "create", "runners", false),
+        ("editor", "create", "runners", true),
+        ("editor", "delete", "gitlabconnections", true),
+        ("owner", "patch", "runners", true),
+        ("editor", "create", "clustergitlabconnections", false),
+    ];
+    // Aggregation is asynchronous: wait until the first case holds.
+    env.wait_for("roles aggregated", Duration::from_secs(30), || async {
+        allowed("editor", "create", "runners").await.then_some(())
+    })
+    .await;
+    for (user, verb, resource, want) in cases {
+        assert_eq!(
+            allowed(user, verb, resource).await,
+            want,
+            "{user} {verb} {resource}"
+        );
+    }
+}
