@@ -80,27 +80,33 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let at = std::time::SystemTime::now();
-    let shared = state.0.clone();
-    let control = uri.path().starts_with("/-/emulator/");
-    let label = {
-        let segs: Vec<String> = uri
-            .path()
-            .trim_start_matches("/api/v4/")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-            .collect();
-        endpoint_label(&method, &segs)
-    };
+    let shared = state.0;
+    let path = uri.path().to_string();
+    if path.starts_with("/-/emulator/") {
+        return super::control::handle(&shared, &method, &path, &body);
+    }
+    let segs: Vec<String> = path
+        .trim_start_matches("/api/v4/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let label = endpoint_label(&method, &segs);
     let token = headers
         .get("private-token")
         .or_else(|| headers.get("authorization"))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start_matches("Bearer ").to_string());
-    let mut resp = answer(state, method, uri, headers, body).await;
-    if control {
-        return resp;
-    }
+    let req = Request {
+        method: &method,
+        uri: &uri,
+        path: &path,
+        segs: &segs,
+        label: &label,
+        headers: &headers,
+        body: &body,
+    };
+    let mut resp = answer(&shared, &req).await;
     let status = resp.status().as_u16();
     let mut retry_until = None;
     if status == 429 {
@@ -149,33 +155,37 @@ pub async fn handle(
     resp
 }
 
-async fn answer(
-    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path().to_string();
-    if path.starts_with("/-/emulator/") {
-        return super::control::handle(&shared, &method, &path, &body);
-    }
+/// What `handle` parsed once: the path, its decoded segments and the endpoint label.
+struct Request<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    path: &'a str,
+    segs: &'a [String],
+    label: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+async fn answer(shared: &Arc<Shared>, req: &Request<'_>) -> Response {
+    let Request {
+        method,
+        uri,
+        path,
+        segs,
+        label,
+        headers,
+        body,
+    } = *req;
     if path.starts_with("/api/v3/") {
         return error(410, "API V3 is no longer supported. Use API V4 instead.");
     }
-    let Some(rest) = path.strip_prefix("/api/v4/") else {
+    if !path.starts_with("/api/v4/") {
         return error(404, "404 Not Found");
-    };
-    let segs: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    let label = endpoint_label(&method, &segs);
+    }
 
     // Faults first: they model the network and proxies in front of GitLab.
-    let fault = shared.take_fault(&label, &path);
-    shared.count(&label);
+    let fault = shared.take_fault(label, path);
+    shared.count(label);
     let lose_answer = matches!(fault, Some(FaultAction::LoseAnswer));
     if let Some(action) = fault {
         match action {
@@ -209,7 +219,7 @@ async fn answer(
         }
     }
 
-    let params = match merge_params(uri.query(), &headers, &body) {
+    let params = match merge_params(uri.query(), headers, body) {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -223,10 +233,10 @@ async fn answer(
     );
     let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     let ctx = Ctx {
-        method: &method,
-        segs: &segs,
+        method,
+        segs,
         params: &params,
-        headers: &headers,
+        headers,
         base_url: &base_url,
     };
     let answer = route(&mut st, &ctx).unwrap_or_else(|e| e);

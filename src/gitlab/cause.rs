@@ -22,7 +22,6 @@ pub enum Cause {
 /// Classifies a transport error by walking its source chain.
 pub fn classify(e: &(dyn std::error::Error + 'static)) -> Cause {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut text = String::new();
     while let Some(err) = cur {
         if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
             return Cause::Certificate(c.clone());
@@ -42,10 +41,9 @@ pub fn classify(e: &(dyn std::error::Error + 'static)) -> Cause {
                 return Cause::Certificate(c.clone());
             }
         }
-        text.push_str(&err.to_string());
-        text.push(' ');
         cur = err.source();
     }
+    let text = chain(e);
     // hyper and io::Error wrap the TLS error so that the source chain may skip it; its words
     // stay in the messages.
     if let Some(rest) = text.split("invalid peer certificate: ").nth(1) {
@@ -66,6 +64,20 @@ pub fn classify(e: &(dyn std::error::Error + 'static)) -> Cause {
     } else {
         Cause::Other
     }
+}
+
+/// An error and its sources, one sentence (reqwest's own Display stops at the first).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }
 
 /// The sentence for a cause; `issuer` is what the presented certificate names as its issuer.

@@ -340,7 +340,7 @@ impl GitLabClient {
                             source: e.without_url(),
                         });
                     } else {
-                        let raw = error_chain(&e);
+                        let raw = super::cause::chain(&e);
                         GitLabError::Transport {
                             endpoint: call.endpoint.to_string(),
                             detail: super::cause::explain(&cause, &call.url, None, &raw),
@@ -779,7 +779,7 @@ async fn decode<T: DeserializeOwned>(
     resp: reqwest::Response,
 ) -> Result<T, GitLabError> {
     let bytes = resp.bytes().await.map_err(|e| GitLabError::Transport {
-        detail: error_chain(&e),
+        detail: super::cause::chain(&e),
         endpoint: endpoint.into(),
         source: e.without_url(),
     })?;
@@ -868,20 +868,6 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
                     .to_string()
             })
     })
-}
-
-/// An error and its sources, one sentence (reqwest's own Display stops at the first).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -187,10 +187,20 @@ pub fn leaf_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The value at a field path (`.spec.tags`, or `spec.tags[0]` as validation errors name it);
+/// null where there is none.
 fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.trim_start_matches('.')
-        .split('.')
-        .fold(v, |cur, seg| &cur[seg])
+    path.trim_start_matches('.').split('.').fold(v, |cur, seg| {
+        let (name, indexes) = seg.split_at(seg.find('[').unwrap_or(seg.len()));
+        let cur = if name.is_empty() { cur } else { &cur[name] };
+        indexes
+            .split(['[', ']'])
+            .filter(|i| !i.is_empty())
+            .fold(cur, |cur, i| match i.parse::<usize>() {
+                Ok(n) => &cur[n],
+                Err(_) => &cur[i.trim_matches('"')],
+            })
+    })
 }
 
 fn remove_path(v: &mut Value, path: &str) {
@@ -465,7 +475,7 @@ impl Store {
         if let Some(old) = old {
             errors.retain(|e| {
                 let field = e.split_once(": ").map_or("", |(f, _)| f);
-                field.is_empty() || value_at(obj, field) != value_at(old, field)
+                field.is_empty() || at(obj, field) != at(old, field)
             });
         }
         if !errors.is_empty() {
@@ -1067,27 +1077,6 @@ fn typed_patch_check(
             Value::Null,
         )),
     }
-}
-
-/// The value at a validation error's field path (`spec.tags[0]`, `spec.tokenSecret.name`).
-fn value_at<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
-    let mut cur = obj;
-    for part in field.split('.') {
-        let (name, indexes) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !name.is_empty() {
-            cur = cur.get(name)?;
-        }
-        for idx in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
-            cur = match idx.parse::<usize>() {
-                Ok(i) => cur.get(i)?,
-                Err(_) => cur.get(idx.trim_matches('"'))?,
-            };
-        }
-    }
-    Some(cur)
 }
 
 /// Object names and labels as kube-apiserver validates them, with its messages.

@@ -295,3 +295,59 @@ impl Drop for ControlPlane {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The operator binary (`runner-operator run`) as its own process, logging to a file; killed
+/// on drop. The fault suite and the leader-election test SIGKILL it.
+pub struct OperatorProcess {
+    child: Child,
+    /// Port of its /livez, /readyz and /metrics.
+    pub port: u16,
+}
+
+impl OperatorProcess {
+    /// Starts it against `kubeconfig` with `args` after `run`, appending its output to `log`.
+    pub fn spawn(kubeconfig: &Path, log: &Path, args: &[&str]) -> OperatorProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--listen-address", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "runner_operator=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("the operator binary runs");
+        OperatorProcess { child, port }
+    }
+
+    /// SIGKILL: no drain, no cleanup, answers in flight lost.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether /readyz answers 200 (with leader election: whether it leads).
+    pub async fn ready(&self) -> bool {
+        reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .await
+            .map(|r| r.status().as_u16() == 200)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -580,6 +580,12 @@ async fn deleted_projects_make_the_runner_not_ready_with_the_fix() {
 
 use runner_operator::kubeapi::{KubeFault, KubeFaultAction};
 
+use crate::cluster::OperatorProcess;
+
+// 50 Runners resynced every few seconds would need more than the default 10 GitLab requests per
+// second: a realistic period leaves the budget to the work under test.
+const OPERATOR_ARGS: &[&str] = &["--resync-interval", "60s", "--concurrency", "8"];
+
 #[derive(Default, Debug, Clone, Copy, PartialEq)]
 struct Tally {
     kills: u32,
@@ -588,48 +594,6 @@ struct Tally {
     dead_tokens: usize,
     stuck: usize,
     leaks: usize,
-}
-
-struct Binary {
-    child: std::process::Child,
-}
-
-impl Binary {
-    fn start(kubeconfig: &std::path::Path, log: &std::path::Path) -> Binary {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runner-operator"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            // 50 Runners resynced every few seconds would need more than the default 10 GitLab
-            // requests per second: a realistic period leaves the budget to the work under test.
-            .args(["--resync-interval", "60s", "--concurrency", "8"])
-            .args(["--listen-address", "127.0.0.1:0"])
-            .env("RUST_LOG", "runner_operator=debug,kube=warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("the operator binary runs");
-        Binary { child }
-    }
-
-    /// SIGKILL: no drain, no cleanup, answers in flight lost.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn gitlab_storm(env: &Env, rng: &mut fastrand::Rng) {
@@ -699,16 +663,14 @@ where
 {
     for _ in 0..rng.u32(2..5) {
         gitlab_storm(env, rng);
-        if std::env::var_os("NO_KUBE_STORM").is_none() {
-            kube_storm(env, rng);
-        }
-        let op = Binary::start(kubeconfig, log);
+        kube_storm(env, rng);
+        let mut op = OperatorProcess::spawn(kubeconfig, log, OPERATOR_ARGS);
         tokio::time::sleep(Duration::from_millis(rng.u64(300..2500))).await;
         op.kill9();
         tally.kills += 1;
     }
     env.gitlab.clear_faults();
-    let _op = Binary::start(kubeconfig, log);
+    let _op = OperatorProcess::spawn(kubeconfig, log, OPERATOR_ARGS);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while tokio::time::Instant::now() < deadline {
         if done().await {
@@ -721,12 +683,7 @@ where
 
 /// Why Runners are not done: each one's Ready condition (for the suite's report).
 async fn not_ready(env: &Env) -> Vec<String> {
-    let list = env
-        .runners()
-        .list(&kube::api::ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let list = env.list_runners().await;
     list.iter()
         .filter_map(|r| {
             let ready = r
@@ -751,12 +708,7 @@ async fn not_ready(env: &Env) -> Vec<String> {
 }
 
 async fn ready_count(env: &Env, names: &[String]) -> usize {
-    let list = env
-        .runners()
-        .list(&kube::api::ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let list = env.list_runners().await;
     list.iter()
         .filter(|r| names.contains(&kube::ResourceExt::name_any(*r)))
         .filter(|r| {
@@ -773,12 +725,7 @@ async fn ready_count(env: &Env, names: &[String]) -> usize {
 /// Orphans, duplicates and dead tokens as GitLab and the cluster stand now.
 async fn audit(env: &Env, names: &[String], tally: &mut Tally) {
     let runners = env.gitlab.runners();
-    let list = env
-        .runners()
-        .list(&kube::api::ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let list = env.list_runners().await;
     let uid_of = |name: &str| {
         list.iter()
             .find(|r| kube::ResourceExt::name_any(*r) == name)
@@ -863,12 +810,7 @@ async fn fault_run(seed: u64, n: usize) -> Tally {
     }
     let want = format!("seed-{seed}");
     let all_rotated = || async {
-        let list = env
-            .runners()
-            .list(&kube::api::ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
+        let list = env.list_runners().await;
         list.iter()
             .filter(|r| {
                 r.status
@@ -894,21 +836,10 @@ async fn fault_run(seed: u64, n: usize) -> Tally {
     for name in &names {
         let _ = env.runners().delete(name, &DeleteParams::default()).await;
     }
-    let all_gone = || async {
-        env.runners()
-            .list(&kube::api::ListParams::default())
-            .await
-            .map(|l| l.items.is_empty())
-            .unwrap_or(false)
-            && env.gitlab.runners().is_empty()
-    };
+    let all_gone =
+        || async { env.list_runners().await.is_empty() && env.gitlab.runners().is_empty() };
     if !kill_cycles(&env, &mut rng, &kubeconfig, &log, &mut tally, all_gone).await {
-        let left = env
-            .runners()
-            .list(&kube::api::ListParams::default())
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
+        let left = env.list_runners().await.len();
         tally.stuck += left;
         tally.orphans += env.gitlab.runners().len();
         eprintln!(

@@ -46,6 +46,25 @@ struct Kubectl {
 }
 
 impl Kubectl {
+    /// `bin` against the Env's API, with its own kubeconfig and cache in a fresh directory
+    /// (returned, for the caller to remove).
+    fn for_env(env: &Env, bin: PathBuf) -> (Kubectl, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "runner-operator-kubectl-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        env.kube.write_kubeconfig(&kubeconfig);
+        let k = Kubectl {
+            bin,
+            kubeconfig,
+            cache: dir.join("cache"),
+        };
+        (k, dir)
+    }
+
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--kubeconfig")
@@ -101,19 +120,7 @@ async fn real_readme_workflow_with_every_kubectl() {
 async fn readme_workflow(backend: Backend) {
     for (label, bin) in kubectls() {
         let env = Env::start(backend, None).await;
-        let dir = std::env::temp_dir().join(format!(
-            "runner-operator-kubectl-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        env.kube.write_kubeconfig(&kubeconfig);
-        let k = Kubectl {
-            bin,
-            kubeconfig,
-            cache: dir.join("cache"),
-        };
+        let (k, dir) = Kubectl::for_env(&env, bin);
         eprintln!("kubectl scenario with {label}");
 
         k.ok(&[
@@ -277,19 +284,7 @@ fn step(args: &[&str]) -> Step {
 /// The same kubectl script on a backend; returns (command, success, normalized output) per step.
 async fn kubectl_script(backend: Backend, bin: &std::path::Path) -> Vec<(String, bool, String)> {
     let env = Env::start(backend, None).await;
-    let dir = std::env::temp_dir().join(format!(
-        "runner-operator-script-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    env.kube.write_kubeconfig(&kubeconfig);
-    let k = Kubectl {
-        bin: bin.to_path_buf(),
-        kubeconfig,
-        cache: dir.join("cache"),
-    };
+    let (k, dir) = Kubectl::for_env(&env, bin.to_path_buf());
     let example = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("deploy/examples/project-runner.yaml"),

@@ -219,6 +219,15 @@ impl Env {
         .await
     }
 
+    /// Every Runner in `ci` (none when the API answers with an error).
+    pub async fn list_runners(&self) -> Vec<Runner> {
+        self.runners()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
     pub async fn condition(&self, name: &str, type_: &str, reason: &str) -> String {
         self.wait(&format!("{name} {type_} {reason}"), || async {
             let r = self.runners().get_opt(name).await.ok().flatten()?;

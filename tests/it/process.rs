@@ -31,6 +31,18 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
     }
 }
 
+/// The GitLab emulator and the local API, bootstrapped (CRDs, namespaces, connections).
+async fn stand_ins() -> (GitLabEmulator, KubeApiServer, kube::Client) {
+    runner_operator::tls::install_crypto_provider();
+    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
+    let kube = KubeApiServer::start().await.unwrap();
+    let client = kube.client().await.unwrap();
+    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
+        .await
+        .unwrap();
+    (gitlab, kube, client)
+}
+
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     match reqwest::get(format!("http://{addr}{path}")).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -47,12 +59,7 @@ async fn two_instances_one_leader_health_and_metrics() {
         ))
         .with_test_writer()
         .try_init();
-    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
-    let kube = KubeApiServer::start().await.unwrap();
-    let client = kube.client().await.unwrap();
-    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
-        .await
-        .unwrap();
+    let (gitlab, _kube, client) = stand_ins().await;
     let (a_addr, b_addr) = (free_port(), free_port());
     let (a_stop, a_rx) = tokio::sync::oneshot::channel::<()>();
     let (b_stop, b_rx) = tokio::sync::oneshot::channel::<()>();
@@ -157,13 +164,7 @@ async fn two_instances_one_leader_health_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_operator_stops_on_the_shutdown_signal() {
-    runner_operator::tls::install_crypto_provider();
-    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
-    let kube = KubeApiServer::start().await.unwrap();
-    let client = kube.client().await.unwrap();
-    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
-        .await
-        .unwrap();
+    let (_gitlab, _kube, client) = stand_ins().await;
     let mut a = args(free_port(), "solo");
     a.leader_election = false;
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -187,13 +188,7 @@ async fn an_idle_operator_stops_on_the_shutdown_signal() {
 /// the process exits non-zero and its pod restarts to compete again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_lease_exits_with_an_error() {
-    runner_operator::tls::install_crypto_provider();
-    let gitlab = GitLabEmulator::start(&default_seed()).await.unwrap();
-    let kube = KubeApiServer::start().await.unwrap();
-    let client = kube.client().await.unwrap();
-    runner_operator::sandbox::bootstrap(&client, &gitlab.url())
-        .await
-        .unwrap();
+    let (_gitlab, _kube, client) = stand_ins().await;
     let addr = free_port();
     let mut a = args(addr, "pod-a");
     a.leader_election_lease = "release-a".into();

@@ -4,7 +4,6 @@
 //! `create_update_assign_and_delete`.) These need kube-controller-manager, so they have no
 //! in-memory twin; they are ignored unless asked for (see `cluster`).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -13,7 +12,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::cluster::{Backend, RELEASE_NAMESPACE};
+use crate::cluster::{Backend, OperatorProcess, RELEASE_NAMESPACE};
 use crate::operator::Env;
 
 const GENERATION: &str = "gitlab.runner-operator.dev/token-generation";
@@ -116,55 +115,6 @@ async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() 
     assert_ne!(first_rs, second_rs, "the rollout made a new ReplicaSet");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Operator {
-    child: Child,
-    port: u16,
-    name: &'static str,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_operator(kubeconfig: &std::path::Path, name: &'static str) -> Operator {
-    let port = free_port();
-    let log = std::fs::File::create(
-        std::env::temp_dir().join(format!("runner-operator-{name}-{}.log", std::process::id())),
-    )
-    .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_runner-operator"))
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--leader-election", "--pod-name", name])
-        .args(["--namespace", RELEASE_NAMESPACE, "--resync-interval", "5s"])
-        .args(["--listen-address", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("the operator binary runs");
-    Operator { child, port, name }
-}
-
-async fn ready(op: &Operator) -> bool {
-    reqwest::get(format!("http://127.0.0.1:{}/readyz", op.port))
-        .await
-        .map(|r| r.status().as_u16() == 200)
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
 async fn real_only_leader_election_survives_a_sigkilled_leader() {
@@ -177,32 +127,41 @@ async fn real_only_leader_election_survives_a_sigkilled_leader() {
         .expect("real")
         .dir
         .join("operator.kubeconfig");
-    let a = spawn_operator(&kubeconfig, "pod-a");
-    let b = spawn_operator(&kubeconfig, "pod-b");
+    let spawn = |name: &'static str| {
+        let log =
+            std::env::temp_dir().join(format!("runner-operator-{name}-{}.log", std::process::id()));
+        let args = [
+            "--leader-election",
+            "--pod-name",
+            name,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--resync-interval",
+            "5s",
+        ];
+        (name, OperatorProcess::spawn(&kubeconfig, &log, &args))
+    };
+    let a = spawn("pod-a");
+    let b = spawn("pod-b");
     let leader_name = env
         .wait_for("a leader", Duration::from_secs(60), || async {
-            match (ready(&a).await, ready(&b).await) {
-                (true, false) => Some(a.name),
-                (false, true) => Some(b.name),
+            match (a.1.ready().await, b.1.ready().await) {
+                (true, false) => Some(a.0),
+                (false, true) => Some(b.0),
                 _ => None,
             }
         })
         .await;
-    let (mut leader, standby) = if leader_name == a.name {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (mut leader, standby) = if leader_name == a.0 { (a, b) } else { (b, a) };
     env.apply("elected", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}))
         .await;
     env.ready("elected").await;
 
     // SIGKILL: no chance to release the Lease; the standby must wait it out, then lead.
-    leader.child.kill().expect("SIGKILL");
-    let _ = leader.child.wait();
+    leader.1.kill9();
     let killed = Instant::now();
     env.wait_for("the standby leads", Duration::from_secs(40), || async {
-        ready(&standby).await.then_some(())
+        standby.1.ready().await.then_some(())
     })
     .await;
     let handover = killed.elapsed();
@@ -223,7 +182,7 @@ async fn real_only_leader_election_survives_a_sigkilled_leader() {
     .expect("lease");
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(standby.name)
+        Some(standby.0)
     );
     eprintln!("handover after SIGKILL: {handover:?}");
 }
