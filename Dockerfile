@@ -1,17 +1,23 @@
-# Multi-stage build of the operator image: a static-enough release binary (no emulators:
-# --no-default-features) on distroless, non-root, with CA certificates for GitLab's TLS.
-# Not built in this project's CI (no container engine there); kept minimal on purpose.
+# The operator image for users with a container engine. Same content as deploy/image/build.sh,
+# which CI builds without one: a static release binary without the emulators
+# (--no-default-features), CA certificates, the non-root user 65532, nothing else.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
+# Only what the production binary is built from: no tests, examples or emulators.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY deploy/examples ./deploy/examples
-COPY examples ./examples
-COPY tests ./tests
-RUN cargo build --release --locked --no-default-features --bin runner-operator
+RUN RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+      --no-default-features --bin runner-operator --target x86_64-unknown-linux-gnu \
+ && mkdir -p /rootfs/etc/ssl/certs /rootfs/usr/local/bin /rootfs/tmp /rootfs/home/nonroot \
+ && chmod 1777 /rootfs/tmp && chmod 0700 /rootfs/home/nonroot \
+ && printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > /rootfs/etc/passwd \
+ && printf 'root:x:0:\nnonroot:x:65532:\n' > /rootfs/etc/group \
+ && cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ \
+ && cp target/x86_64-unknown-linux-gnu/release/runner-operator /rootfs/usr/local/bin/
 
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/runner-operator /usr/local/bin/runner-operator
+FROM scratch
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/runner-operator"]
