@@ -22,7 +22,7 @@ pub struct ResultLabels {
 pub struct RequestLabels {
     /// Endpoint template, e.g. `GET /runners/:id`.
     pub endpoint: String,
-    /// 2xx, 4xx, 5xx, or error (no answer).
+    /// 2xx, 4xx, 429, 5xx, or error (no answer).
     pub status_class: String,
 }
 
@@ -153,7 +153,9 @@ impl Metrics {
     }
 
     pub fn gitlab_request(&self, endpoint: &str, status: Option<u16>, took: Duration) {
+        // 429 on its own: rate limiting is alerted on separately from other client errors.
         let status_class = match status {
+            Some(429) => "429".into(),
             Some(s) => format!("{}xx", s / 100),
             None => "error".into(),
         };
@@ -243,5 +245,25 @@ impl crate::gitlab::client::Observer for Metrics {
 
     fn rate_limited(&self, waited: Duration) {
         self.rate_limit_wait(waited);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_status_class_with_429_apart() {
+        let m = Metrics::default();
+        for status in [Some(200), Some(201), Some(404), Some(429), Some(503), None] {
+            m.gitlab_request("GET /runners/:id", status, Duration::from_millis(1));
+        }
+        let text = m.encode();
+        for (class, n) in [("2xx", 2), ("4xx", 1), ("429", 1), ("5xx", 1), ("error", 1)] {
+            let line = format!(
+                "runner_operator_gitlab_requests_total{{endpoint=\"GET /runners/:id\",status_class=\"{class}\"}} {n}"
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -53,6 +53,10 @@ pub struct RunArgs {
         default_value = "runner-operator"
     )]
     pub leader_election_lease: String,
+    /// Namespaces where the Deployments, StatefulSets and DaemonSets a Runner lists as token
+    /// consumers may be restarted: `*` (all), `none`, or a comma-separated list.
+    #[arg(long, env = "RUNNER_OPERATOR_CONSUMER_RESTARTS", default_value = "*")]
+    pub consumer_restarts: crate::controller::ConsumerRestarts,
     /// Identity in leader election and events (the Downward API's pod name in the chart).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -67,6 +71,7 @@ impl RunArgs {
         Settings {
             resync: self.resync_interval,
             namespace: self.namespace.clone(),
+            consumer_restarts: self.consumer_restarts.clone(),
             ..Settings::default()
         }
     }

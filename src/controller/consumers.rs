@@ -57,8 +57,29 @@ pub async fn roll(
         .as_ref()
         .map(|t| t.consumers.clone())
         .unwrap_or_default();
+    if consumers.is_empty() {
+        return Ok((vec![], vec![]));
+    }
+    if !ctx.settings.consumer_restarts.allows(&ns) {
+        let names: Vec<String> = consumers
+            .iter()
+            .map(|c| format!("{:?}/{}", c.kind, c.name))
+            .collect();
+        return Ok((
+            vec![],
+            vec![Warning {
+                type_: CONSUMERS_READY,
+                status: false,
+                reason: "ConsumerRestartsDisabled",
+                message: format!(
+                    "consumer restarts are not enabled for namespace {ns}, so {} keep the old token until restarted: restart them (kubectl rollout restart), or enable restarts there (chart value consumerRestarts.namespaces, flag --consumer-restarts)",
+                    names.join(", ")
+                ),
+            }],
+        ));
+    }
     let mut restarted = vec![];
-    let (mut missing, mut self_rotating) = (vec![], vec![]);
+    let (mut missing, mut self_rotating, mut forbidden) = (vec![], vec![], vec![]);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {ANN_TOKEN_GENERATION: generation}}}}});
     for c in consumers {
         let label = format!("{:?}/{}", c.kind, c.name);
@@ -83,8 +104,9 @@ pub async fn roll(
             }
         };
         match template {
-            None => missing.push(label),
-            Some(t) => {
+            Rolled::Missing => missing.push(label),
+            Rolled::Forbidden => forbidden.push(label),
+            Rolled::Done(t) => {
                 if !disables_self_rotation(t.as_ref()) {
                     self_rotating.push(label.clone());
                 }
@@ -93,6 +115,17 @@ pub async fn roll(
         }
     }
     let mut warnings = vec![];
+    if !forbidden.is_empty() {
+        warnings.push(Warning {
+            type_: CONSUMERS_READY,
+            status: false,
+            reason: "ConsumerRestartForbidden",
+            message: format!(
+                "RBAC does not let the operator get and patch {} in namespace {ns}, so they keep the old token until restarted: grant it (chart value consumerRestarts.namespaces) or restart them yourself",
+                forbidden.join(", ")
+            ),
+        });
+    }
     if !missing.is_empty() {
         warnings.push(Warning {
             type_: CONSUMERS_READY,
@@ -115,8 +148,16 @@ pub async fn roll(
     Ok((restarted, warnings))
 }
 
-/// Patches one workload's pod template; `None` when it does not exist, else its template as it
-/// was (to check the feature flag).
+/// What restarting one consumer came to.
+enum Rolled {
+    /// Patched; its pod template as it was (to check the feature flag).
+    Done(Option<PodTemplateSpec>),
+    Missing,
+    /// RBAC refused: reported, not retried (retrying cannot help until someone changes RBAC).
+    Forbidden,
+}
+
+/// Patches one workload's pod template.
 async fn roll_one<K>(
     ctx: &Context,
     ns: &str,
@@ -124,23 +165,27 @@ async fn roll_one<K>(
     label: &str,
     patch: &serde_json::Value,
     template: impl Fn(K) -> Option<PodTemplateSpec>,
-) -> Result<Option<Option<PodTemplateSpec>>, Error>
+) -> Result<Rolled, Error>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(current) = api
-        .get_opt(name)
-        .await
-        .map_err(Error::kube(format!("reading {label}")))?
-    else {
-        return Ok(None);
+    let current = match api.get_opt(name).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return Ok(Rolled::Missing),
+        Err(e) if forbidden(&e) => return Ok(Rolled::Forbidden),
+        Err(e) => return Err(Error::kube(format!("reading {label}"))(e)),
     };
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(Error::kube(format!("restarting {label}")))?;
-    Ok(Some(template(current)))
+    {
+        Ok(_) => Ok(Rolled::Done(template(current))),
+        Err(e) if forbidden(&e) => Ok(Rolled::Forbidden),
+        Err(e) => Err(Error::kube(format!("restarting {label}"))(e)),
+    }
 }

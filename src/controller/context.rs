@@ -24,6 +24,48 @@ pub struct Settings {
     /// How long in-flight reconciles may take after the shutdown signal (below the pod's
     /// termination grace period).
     pub shutdown_grace: Duration,
+    /// Where consumers listed by Runners may be restarted.
+    pub consumer_restarts: ConsumerRestarts,
+}
+
+/// Namespaces in which the operator may patch the pod templates of token consumers
+/// (`--consumer-restarts`; the chart grants workload `patch` only there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerRestarts {
+    Everywhere,
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl ConsumerRestarts {
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            ConsumerRestarts::Everywhere => true,
+            ConsumerRestarts::Only(set) => set.contains(namespace),
+        }
+    }
+}
+
+impl std::str::FromStr for ConsumerRestarts {
+    type Err = String;
+
+    /// `*` (everywhere), `none` or empty (nowhere), or comma-separated namespaces.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(ConsumerRestarts::Everywhere);
+        }
+        if s.is_empty() || s == "none" {
+            return Ok(ConsumerRestarts::Only(Default::default()));
+        }
+        let set: std::collections::BTreeSet<String> =
+            s.split(',').map(|n| n.trim().to_string()).collect();
+        if set.iter().any(|n| n.is_empty() || n == "*") {
+            return Err(format!(
+                "{s:?}: give \"*\" alone, \"none\", or namespace names separated by commas"
+            ));
+        }
+        Ok(ConsumerRestarts::Only(set))
+    }
 }
 
 impl Default for Settings {
@@ -34,6 +76,7 @@ impl Default for Settings {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(45),
+            consumer_restarts: ConsumerRestarts::Everywhere,
         }
     }
 }

@@ -20,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-pub use context::{Context, Settings};
+pub use context::{ConsumerRestarts, Context, Settings};
 pub use error::Error;
 
 use crate::crd::{ClusterGitLabConnection, ConnectionKind, GitLabConnection, Runner};

@@ -97,8 +97,9 @@ impl ControlPlane {
     /// when `namespaced`) and returns a client that authenticates as the chart's
     /// ServiceAccount with a token from the TokenRequest API.
     pub async fn install_chart(&self, namespaced: bool) -> Client {
-        if namespaced {
-            // The chart's Roles go into the watched namespaces, which must exist first.
+        {
+            // The chart's Roles go into the watched namespaces and the consumer-restart
+            // namespace, which must exist first.
             let ns: k8s_openapi::api::core::v1::Namespace =
                 serde_json::from_value(serde_json::json!({"metadata": {"name": "ci"}}))
                     .expect("namespace");
@@ -112,6 +113,7 @@ impl ControlPlane {
             .args(["install", RELEASE, "charts/runner-operator"])
             .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
             .args(["--set", "leaderElection.enabled=true"])
+            .args(["--set", "consumerRestarts.namespaces={ci}"])
             .arg("--kubeconfig")
             .arg(&self.kubeconfig);
         if namespaced {

@@ -58,6 +58,8 @@ pub struct Env {
     task: Option<tokio::task::JoinHandle<()>>,
     resync: Duration,
     pub namespaces: Vec<String>,
+    /// Applies from the next run_operator.
+    pub consumer_restarts: controller::ConsumerRestarts,
 }
 
 impl Env {
@@ -113,6 +115,7 @@ impl Env {
             task: None,
             resync,
             namespaces,
+            consumer_restarts: controller::ConsumerRestarts::Everywhere,
         };
         env.run_operator(hook);
         env
@@ -125,6 +128,7 @@ impl Env {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            consumer_restarts: self.consumer_restarts.clone(),
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
         ctx.crash_hook = hook;
@@ -949,6 +953,44 @@ async fn consumers_roll_onto_new_tokens(backend: Backend) {
     .await;
 }
 
+/// With restarts off for the namespace (the chart's default), consumers are not touched and the
+/// Runner says why and what to do; everything else still converges.
+async fn consumers_are_left_alone_where_restarts_are_disabled(backend: Backend) {
+    let mut env = Env::start(backend, None).await;
+    env.stop_operator().await;
+    env.consumer_restarts = controller::ConsumerRestarts::Only(["elsewhere".to_string()].into());
+    env.run_operator(None);
+    let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "ci");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "runner"}, "spec": {"selector": {"matchLabels": {"app": "runner"}}, "template": {"metadata": {"labels": {"app": "runner"}}, "spec": {"containers": [{"name": "runner", "image": "gitlab/gitlab-runner"}]}}}})).unwrap();
+    let created = deploys.create(&PostParams::default(), &d).await.unwrap();
+    env.apply("off", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api",
+        "tokenSecret": {"consumers": [{"kind": "Deployment", "name": "runner"}]}})).await;
+    let st = env.ready("off").await.status.unwrap();
+    assert!(st.restarted_consumers.is_empty(), "{st:?}");
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConsumersReady")
+        .expect("ConsumersReady condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ConsumerRestartsDisabled")
+    );
+    assert!(
+        c.message.contains("Deployment/runner")
+            && c.message.contains("consumerRestarts.namespaces"),
+        "{}",
+        c.message
+    );
+    assert!(env.secret_token("off-runner-token").await.is_some());
+    let now = deploys.get("runner").await.unwrap();
+    // Generation, not resourceVersion: the Deployment controller writes status.
+    assert_eq!(
+        now.metadata.generation, created.metadata.generation,
+        "the Deployment's spec was not patched"
+    );
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1401,6 +1443,7 @@ on_both_backends!(
     tokens_are_recovered_rotated_on_request_and_on_schedule,
     expiring_tokens_rotate_before_expiry_and_expiry_is_reported,
     consumers_roll_onto_new_tokens,
+    consumers_are_left_alone_where_restarts_are_disabled,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,

@@ -27,6 +27,7 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
         listen_address: addr,
         leader_election: true,
         leader_election_lease: "runner-operator".into(),
+        consumer_restarts: runner_operator::controller::ConsumerRestarts::Everywhere,
         pod_name: Some(name.into()),
     }
 }

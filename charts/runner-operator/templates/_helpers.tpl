@@ -11,9 +11,9 @@
 {{- end -}}
 {{- end -}}
 
-{{/* registry/repository:tag@digest; the registry from image.registry, else global.imageRegistry. */}}
+{{/* registry/repository:tag@digest; global.imageRegistry wins over image.registry. */}}
 {{- define "runner-operator.image" -}}
-{{- $registry := .Values.image.registry | default ((.Values.global).imageRegistry) -}}
+{{- $registry := ((.Values.global).imageRegistry) | default .Values.image.registry -}}
 {{- $ref := .Values.image.repository -}}
 {{- if $registry }}{{ $ref = printf "%s/%s" $registry $ref }}{{ end -}}
 {{- $ref = printf "%s:%s" $ref (default .Chart.AppVersion .Values.image.tag) -}}
