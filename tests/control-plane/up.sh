@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a real Kubernetes control plane on 127.0.0.1 (random free ports): etcd,
-# kube-apiserver (RBAC, TokenRequest with a service-account signing key, generated certificates)
+# kube-apiserver (RBAC, TokenRequest with a service-account signing key, generated certificates,
+# the OwnerReferencesPermissionEnforcement admission plugin on as on OpenShift)
 # and, unless --no-controller-manager, kube-controller-manager (garbage collection, Deployments,
 # ReplicaSets, namespaces, service accounts, role aggregation). No kubelet or scheduler: pods
 # stay Pending.
@@ -74,6 +75,7 @@ issuer=https://kubernetes.default.svc.cluster.local
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
   --tls-cert-file apiserver.crt --tls-private-key-file apiserver.key --client-ca-file ca.crt \
   --token-auth-file tokens.csv --authorization-mode RBAC \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
   --service-account-issuer "$issuer" --api-audiences "$issuer" \
   --service-account-key-file sa.pub --service-account-signing-key-file sa.key \
   --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \

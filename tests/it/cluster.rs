@@ -227,7 +227,23 @@ impl ControlPlane {
             .expect("joined")
     }
 
+    /// Free ports are picked before the processes bind them, so with tests starting control
+    /// planes in parallel another process can take one in between: then start again.
     fn start_blocking(controllers: bool) -> ControlPlane {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(controllers) {
+                Ok(cp) => return cp,
+                Err(log) if attempt < 3 && log.contains("address already in use") => continue,
+                Err(log) => panic!(
+                    "the real control plane did not start (tests/control-plane/up.sh; build it with tests/control-plane/build.sh, which needs Go):\n{log}"
+                ),
+            }
+        }
+    }
+
+    fn try_start(controllers: bool) -> Result<ControlPlane, String> {
         let dir = std::env::temp_dir().join(format!(
             "runner-operator-cp-{}-{}",
             std::process::id(),
@@ -263,15 +279,14 @@ impl ControlPlane {
         let Some(kubeconfig) = kubeconfig else {
             let _ = child.wait();
             let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
-            panic!(
-                "the real control plane did not start (tests/control-plane/up.sh; build it with tests/control-plane/build.sh, which needs Go):\n{log}"
-            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(log);
         };
-        ControlPlane {
+        Ok(ControlPlane {
             child,
             dir,
             kubeconfig,
-        }
+        })
     }
 
     pub async fn client(&self) -> Client {
@@ -352,4 +367,90 @@ impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A request in the audit-log form `verb group/resource[/subresource] namespace`, where group is
+/// `core` for the core group and namespace `(cluster)` for cluster-wide requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl Request {
+    pub fn parse(text: &str) -> Request {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(parts.len(), 3, "request {text:?}: verb group/resource ns");
+        let mut path = parts[1].split('/');
+        let group = path.next().expect("group");
+        Request {
+            verb: parts[0].into(),
+            group: if group == "core" { "" } else { group }.into(),
+            resource: path.next().expect("resource").into(),
+            subresource: path.next().map(str::to_string),
+            namespace: (parts[2] != "(cluster)").then(|| parts[2].to_string()),
+        }
+    }
+
+    /// The resource as RBAC rules name it (`runners/status`).
+    pub fn rbac_resource(&self) -> String {
+        match &self.subresource {
+            Some(s) => format!("{}/{s}", self.resource),
+            None => self.resource.clone(),
+        }
+    }
+}
+
+/// A row of the RBAC table in the chart README (between `rbac:begin` and `rbac:end`).
+#[derive(Debug, Clone)]
+pub struct RbacRow {
+    pub rule: String,
+    /// Test path of the scenario that needs the rule; None when no scenario does yet.
+    pub scenario: Option<String>,
+    pub request: Request,
+    /// The request as written (audit-log form).
+    pub request_text: String,
+    /// An authorization check inside the API server (admission), not a request of its own.
+    pub admission: bool,
+}
+
+impl RbacRow {
+    /// Checked with the chart in namespaced mode (`watchNamespaces`)?
+    pub fn namespaced(&self) -> bool {
+        self.scenario
+            .as_deref()
+            .is_some_and(|s| s.starts_with("operator::chart_namespaced::"))
+    }
+}
+
+pub fn rbac_table() -> Vec<RbacRow> {
+    let readme = std::fs::read_to_string(root().join("charts/runner-operator/README.md"))
+        .expect("chart README");
+    let start = readme
+        .find("<!-- rbac:begin -->")
+        .expect("rbac:begin marker");
+    let end = readme.find("<!-- rbac:end -->").expect("rbac:end marker");
+    let ticked = |cell: &str| cell.split('`').nth(1).map(str::to_string);
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "RBAC table row {line:?}");
+            let request_text = ticked(cells[3]).expect("request in backticks");
+            RbacRow {
+                rule: cells[0].to_string(),
+                scenario: cells[2]
+                    .starts_with('`')
+                    .then(|| ticked(cells[2]))
+                    .flatten(),
+                request: Request::parse(&request_text),
+                request_text,
+                admission: cells[3].contains("(admission)"),
+            }
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ mod kubeapi;
 mod kubectl;
 mod operator;
 mod process;
+mod rbac;
 mod real;
 mod sandbox;
 mod support;

@@ -374,6 +374,17 @@ impl Drop for Env {
                     denied.is_empty(),
                     "{scenario}: RBAC refused the chart's ServiceAccount: {denied:?}"
                 );
+                // The chart README's RBAC table names this scenario for these requests.
+                for row in crate::cluster::rbac_table() {
+                    if row.scenario.as_deref() == Some(scenario.as_str()) && !row.admission {
+                        assert!(
+                            used.contains(&row.request_text),
+                            "{scenario}: the RBAC table says it needs `{}` for {}, but it made no such request",
+                            row.request_text,
+                            row.rule
+                        );
+                    }
+                }
             }
         }
     }
