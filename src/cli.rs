@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(crate::run::RunArgs),
+    Run(Box<crate::run::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -38,7 +38,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Crd { output_dir } => print_crds(output_dir),
-        Command::Run(args) => crate::run::run(args),
+        Command::Run(args) => crate::run::run(*args),
         #[cfg(feature = "emulator")]
         Command::Sandbox(args) => crate::sandbox::run(args),
     };

@@ -106,8 +106,10 @@ pub async fn roll(
         match template {
             Rolled::Missing => missing.push(label),
             Rolled::Forbidden => forbidden.push(label),
-            Rolled::Done(t) => {
-                if !disables_self_rotation(t.as_ref()) {
+            Rolled::Done {
+                self_rotating: rotates,
+            } => {
+                if rotates {
                     self_rotating.push(label.clone());
                 }
                 restarted.push(label);
@@ -150,8 +152,10 @@ pub async fn roll(
 
 /// What restarting one consumer came to.
 enum Rolled {
-    /// Patched; its pod template as it was (to check the feature flag).
-    Done(Option<PodTemplateSpec>),
+    /// Patched; whether its pod template lets the runner rotate its own token.
+    Done {
+        self_rotating: bool,
+    },
     Missing,
     /// RBAC refused: reported, not retried (retrying cannot help until someone changes RBAC).
     Forbidden,
@@ -184,7 +188,9 @@ where
         .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
-        Ok(_) => Ok(Rolled::Done(template(current))),
+        Ok(_) => Ok(Rolled::Done {
+            self_rotating: !disables_self_rotation(template(current).as_ref()),
+        }),
         Err(e) if forbidden(&e) => Ok(Rolled::Forbidden),
         Err(e) => Err(Error::kube(format!("restarting {label}"))(e)),
     }
