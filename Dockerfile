@@ -6,7 +6,12 @@ WORKDIR /src
 # Only what the production binary is built from: no tests, examples or emulators.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+COPY build.rs ./
+# `version` shows them: docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD)
+#   --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) .
+ARG GIT_COMMIT=unknown
+ARG SOURCE_DATE_EPOCH
+RUN RUNNER_OPERATOR_GIT_COMMIT="$GIT_COMMIT" RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
       --no-default-features --bin runner-operator --target x86_64-unknown-linux-gnu \
  && mkdir -p /rootfs/etc/ssl/certs /rootfs/usr/local/bin /rootfs/tmp /rootfs/home/nonroot \
  && chmod 1777 /rootfs/tmp && chmod 0700 /rootfs/home/nonroot \

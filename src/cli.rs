@@ -1,4 +1,5 @@
-//! The command line: `run`, `crd`, `version` (and `sandbox` with the `emulator` feature).
+//! The command line: `run`, `crd`, `version`, `completions` (and `sandbox` with the `emulator`
+//! feature).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +24,10 @@ pub enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
-    /// Print the version.
+    /// Print the version, git commit and build date.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run a local Kubernetes API, a GitLab emulator and the operator together (no cluster needed).
     #[cfg(feature = "emulator")]
     Sandbox(crate::sandbox::SandboxArgs),
@@ -34,7 +37,12 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Version => {
-            println!("runner-operator {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", version_text());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "runner-operator", &mut std::io::stdout());
             Ok(())
         }
         Command::Crd { output_dir } => print_crds(output_dir),
@@ -49,6 +57,23 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What this binary is: version, commit, build date, target and features.
+pub fn version_text() -> String {
+    let features = if cfg!(feature = "emulator") {
+        "emulator (sandbox, test doubles)"
+    } else {
+        "none (production build)"
+    };
+    format!(
+        "runner-operator {}\ncommit: {}\nbuilt: {}\ntarget: {}-{}\nfeatures: {features}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::build::COMMIT,
+        crate::build::DATE,
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+    )
 }
 
 fn print_crds(output_dir: Option<PathBuf>) -> Result<(), String> {

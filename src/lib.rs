@@ -4,6 +4,14 @@
 //! nothing of each other.
 
 pub mod cli;
+
+/// What build.rs embedded.
+pub mod build {
+    /// The git commit this binary was built from ("unknown" without git).
+    pub const COMMIT: &str = env!("RUNNER_OPERATOR_GIT_COMMIT");
+    /// Build date (SOURCE_DATE_EPOCH when set), RFC 3339.
+    pub const DATE: &str = env!("RUNNER_OPERATOR_BUILD_DATE");
+}
 pub mod controller;
 pub mod crd;
 #[cfg(feature = "emulator")]

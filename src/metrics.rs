@@ -125,6 +125,14 @@ impl Default for Metrics {
             "Runners by connection and readiness",
             runners.clone(),
         );
+        registry.register(
+            "build",
+            "The operator's version and git commit",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", crate::build::COMMIT),
+            ]),
+        );
         Metrics {
             registry,
             reconciles,
@@ -259,6 +267,14 @@ mod tests {
             m.gitlab_request("GET /runners/:id", status, Duration::from_millis(1));
         }
         let text = m.encode();
+        assert!(
+            text.contains(&format!(
+                "runner_operator_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                crate::build::COMMIT
+            )),
+            "{text}"
+        );
         for (class, n) in [("2xx", 2), ("4xx", 1), ("429", 1), ("5xx", 1), ("error", 1)] {
             let line = format!(
                 "runner_operator_gitlab_requests_total{{endpoint=\"GET /runners/:id\",status_class=\"{class}\"}} {n}"

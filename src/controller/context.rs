@@ -102,6 +102,8 @@ pub struct Context {
     pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Consecutive failures per Runner.
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
+    /// When this process last read each Runner's managers (key: uid).
+    pub managers_checked: Mutex<HashMap<String, tokio::time::Instant>>,
     pub crash_hook: Option<CrashHook>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -125,6 +127,7 @@ impl Context {
             invalid_reported: Mutex::new(Default::default()),
             marker_owners: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            managers_checked: Mutex::new(HashMap::new()),
             crash_hook: None,
             metrics: Arc::default(),
         }

@@ -4,6 +4,7 @@ pub mod connection;
 pub mod consumers;
 pub mod context;
 pub mod error;
+pub mod managers;
 pub mod plan;
 pub mod reconcile;
 pub mod secret;

@@ -24,7 +24,7 @@ use super::error::Error;
 use super::plan::{
     self, Desired, DesiredAttrs, GitLabState, Reason, RotationPolicy, SecretState, Step, TokenState,
 };
-use super::{consumers, secret};
+use super::{consumers, managers, secret};
 use crate::crd::{
     self, DeletionPolicy, GitLabRunnerState, READY, RegistrationStrategy, Runner, RunnerStatus,
     RunnerType, condition, set_condition,
@@ -296,6 +296,51 @@ async fn write_status(ctx: &Context, runner: &Runner, status: &RunnerStatus) -> 
     .await
     .map_err(Error::kube("writing the Runner status"))?;
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The managers to show in status (see `managers`): read from GitLab when due, else kept. A
+/// failed read keeps what status has; it never fails the pass.
+async fn observe_managers(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    d: &crate::gitlab::RunnerDetails,
+) -> Option<crate::crd::ManagersState> {
+    let uid = pass.runner.uid().unwrap_or_default();
+    let previous = pass.status.gitlab.as_ref();
+    let kept = || previous.and_then(|p| p.managers.clone());
+    let checked_ago = lock(&ctx.managers_checked).get(&uid).map(|t| t.elapsed());
+    let record = || {
+        lock(&ctx.managers_checked).insert(uid.clone(), tokio::time::Instant::now());
+    };
+    match managers::decide(
+        previous,
+        d.status.as_deref(),
+        d.contacted_at.is_some(),
+        checked_ago,
+        ctx.settings.resync,
+    ) {
+        managers::Action::Empty => Some(managers::none()),
+        managers::Action::Keep => {
+            if checked_ago.is_none() {
+                record();
+            }
+            kept()
+        }
+        managers::Action::Fetch => match pass.gl().list_runner_managers(d.id).await {
+            Ok(list) => {
+                record();
+                Some(managers::summarize(&list))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the runner's managers; keeping the last summary");
+                kept()
+            }
+        },
+    }
 }
 
 async fn event(
@@ -870,6 +915,10 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     if let Err(Error::SimulatedCrash(_)) = &outcome {
         return outcome.map(|_| Action::await_change());
     }
+    let managers = match &pass.details {
+        Some(d) => observe_managers(&ctx, &pass, d).await,
+        None => None,
+    };
     let mut status = pass.status;
     if let Err(Error::GitLab { source, .. }) = &outcome
         && matches!(source.status(), Some(400 | 403 | 404))
@@ -884,6 +933,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         status.gitlab = Some(GitLabRunnerState {
             status: d.status.clone(),
             contacted_at: d.contacted_at.clone(),
+            managers,
         });
     }
     match (&outcome, &pass.blocked) {

@@ -21,16 +21,23 @@ const URL_MESSAGE: &str = "url must start with https:// (http:// only with allow
     category = "gitlab",
     derive = "PartialEq",
     doc = "A GitLab instance and the access token Runners in this namespace use to manage runners there.",
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".spec.url",
+        description = "The GitLab instance."
+    ),
     printcolumn(
         name = "Version",
         type_ = "string",
-        json_path = ".status.gitlabVersion"
+        json_path = ".status.gitlabVersion",
+        description = "GitLab's version, from the last connection check."
     ),
     printcolumn(
         name = "Ready",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the last connection check passed (the Ready condition)."
     ),
     printcolumn(
         name = "Age",
@@ -62,16 +69,23 @@ pub struct GitLabConnectionSpec {
     category = "gitlab",
     derive = "PartialEq",
     doc = "A GitLab instance and access token shared by Runners across namespaces.",
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".spec.url",
+        description = "The GitLab instance."
+    ),
     printcolumn(
         name = "Version",
         type_ = "string",
-        json_path = ".status.gitlabVersion"
+        json_path = ".status.gitlabVersion",
+        description = "GitLab's version, from the last connection check."
     ),
     printcolumn(
         name = "Ready",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the last connection check passed (the Ready condition)."
     ),
     printcolumn(
         name = "Age",

@@ -22,25 +22,53 @@ use super::connection::SecretKeyRef;
     category = "gitlab",
     derive = "PartialEq",
     doc = "A GitLab CI runner managed through GitLab's Runners API; its authentication token is kept in a Secret.",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.runnerType"),
-    printcolumn(name = "Runner ID", type_ = "integer", json_path = ".status.runnerId"),
+    printcolumn(
+        name = "Type",
+        type_ = "string",
+        json_path = ".spec.runnerType",
+        description = "instance_type, group_type or project_type."
+    ),
+    printcolumn(
+        name = "Runner ID",
+        type_ = "integer",
+        json_path = ".status.runnerId",
+        description = "GitLab's id of the runner."
+    ),
     printcolumn(
         name = "GitLab",
         type_ = "string",
         json_path = ".status.gitlab.status",
-        description = "Status GitLab reports: online, offline, stale, never_contacted, paused"
+        description = "Status GitLab reports: online, offline, stale, never_contacted or paused."
     ),
-    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
+    printcolumn(
+        name = "Managers",
+        type_ = "string",
+        json_path = ".status.gitlab.managers.summary",
+        description = "Runner managers (runner processes using the token) online, of all registered."
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.gitlab.managers.version",
+        description = "Versions the runner managers report."
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        json_path = ".spec.paused",
+        description = "Whether the runner is paused (spec.paused)."
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether GitLab matches the spec and the token is in its Secret (the Ready condition)."
     ),
     printcolumn(
         name = "Token Expiry",
         type_ = "string",
         json_path = ".status.tokenExpiresAt",
-        description = "When the runner's token expires (a date column would show a future time as <invalid>)"
+        description = "When the runner's token expires (a date column would show a future time as <invalid>)."
     ),
     printcolumn(
         name = "Age",
@@ -112,8 +140,8 @@ pub struct RunnerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<bool>,
 
-    /// not_protected (any branch) or ref_protected (protected branches and tags only). Default
-    /// not_protected.
+    /// Which jobs the runner picks up: `not_protected` (any branch, the default) or
+    /// `ref_protected` (protected branches and tags only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_level: Option<AccessLevel>,
 
@@ -433,12 +461,41 @@ pub struct RunnerStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitLabRunnerState {
-    /// online, offline, stale, never_contacted or paused.
+    /// GitLab's status of the runner: online, offline, stale, never_contacted or paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Last contact of the runner process with GitLab.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacted_at: Option<String>,
+    /// The runner managers (runner processes using this runner's token), from
+    /// `GET /runners/:id/managers`; refreshed when GitLab's status of the runner changes and at
+    /// least every ten resyncs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managers: Option<ManagersState>,
+}
+
+/// A summary of a runner's managers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagersState {
+    /// How many managers are registered.
+    pub count: u32,
+    /// How many of them are online (contacted GitLab recently).
+    pub online: u32,
+    /// `online/count`, as `kubectl get` shows it.
+    pub summary: String,
+    /// The versions they report, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    /// The versions joined by commas, as `kubectl get` shows them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Their platforms as platform/architecture, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// The latest contact of any of them with GitLab (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contact_at: Option<String>,
 }
 
 impl Runner {

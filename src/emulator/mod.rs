@@ -382,6 +382,32 @@ impl GitLabEmulator {
         }
     }
 
+    /// Registers (or refreshes) a runner manager — a runner process using the runner's token —
+    /// that last contacted GitLab `ago` before the emulator's now, reporting `version` on
+    /// `platform`/`architecture`. The runner's contactedAt follows its latest manager.
+    pub fn add_manager(
+        &self,
+        runner_id: i64,
+        system_id: &str,
+        version: &str,
+        platform: &str,
+        architecture: &str,
+        ago: std::time::Duration,
+    ) {
+        let mut st = self.lock();
+        let at = st.now() - ago.as_millis() as i64;
+        let id = st.alloc_id();
+        if let Some(r) = st.runners.get_mut(&runner_id) {
+            r.managers.retain(|m| m.system_id != system_id);
+            let mut m = model::Manager::new(id, system_id.into(), at);
+            m.version = version.into();
+            m.platform = platform.into();
+            m.architecture = architecture.into();
+            r.managers.push(m);
+            r.contacted_at = r.managers.iter().map(|m| m.contacted_at).max();
+        }
+    }
+
     /// Adds a job to a runner's history.
     pub fn add_job(&self, runner_id: i64, job: JobRec) {
         if let Some(r) = self.lock().runners.get_mut(&runner_id) {

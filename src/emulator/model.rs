@@ -117,6 +117,25 @@ pub struct Manager {
     pub system_id: String,
     pub created_at: Millis,
     pub contacted_at: Millis,
+    /// What the runner process reports (GitLab records it from the process's job requests).
+    pub version: String,
+    pub platform: String,
+    pub architecture: String,
+}
+
+impl Manager {
+    /// A manager as `POST /runners/verify` creates it, reporting the current runner release.
+    pub fn new(id: i64, system_id: String, now: Millis) -> Manager {
+        Manager {
+            id,
+            system_id,
+            created_at: now,
+            contacted_at: now,
+            version: "18.6.0".into(),
+            platform: "linux".into(),
+            architecture: "amd64".into(),
+        }
+    }
 }
 
 /// A job a runner ran (seeded by tests).
@@ -482,10 +501,13 @@ impl State {
         obj.insert("locked".into(), json!(r.locked));
         obj.insert("maximum_timeout".into(), json!(r.maximum_timeout));
         obj.insert("access_level".into(), json!(r.access_level));
-        obj.insert("version".into(), json!(manager.map(|_| "18.6.0")));
+        obj.insert("version".into(), json!(manager.map(|m| &m.version)));
         obj.insert("revision".into(), json!(manager.map(|_| "abcdef12")));
-        obj.insert("platform".into(), json!(manager.map(|_| "linux")));
-        obj.insert("architecture".into(), json!(manager.map(|_| "amd64")));
+        obj.insert("platform".into(), json!(manager.map(|m| &m.platform)));
+        obj.insert(
+            "architecture".into(),
+            json!(manager.map(|m| &m.architecture)),
+        );
         obj.insert("contacted_at".into(), json!(r.contacted_at.map(iso)));
         let note = if self.can_update_runner(user, r) {
             r.maintenance_note.clone()

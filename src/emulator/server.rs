@@ -1185,12 +1185,7 @@ fn verify(st: &mut State, ctx: &Ctx) -> Reply {
     if let Some(sid) = system_id {
         match r.managers.iter_mut().find(|m| m.system_id == sid) {
             Some(m) => m.contacted_at = now,
-            None => r.managers.push(Manager {
-                id: next_manager_id,
-                system_id: sid,
-                created_at: now,
-                contacted_at: now,
-            }),
+            None => r.managers.push(Manager::new(next_manager_id, sid, now)),
         }
     }
     Ok(json_reply(
@@ -1287,8 +1282,8 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
                 .managers
                 .iter()
                 .map(|m| {
-                    json!({"id": m.id, "system_id": m.system_id, "version": "18.6.0", "revision": "abcdef12", "platform": "linux",
-                           "architecture": "amd64", "created_at": iso(m.created_at), "contacted_at": iso(m.contacted_at),
+                    json!({"id": m.id, "system_id": m.system_id, "version": m.version, "revision": "abcdef12", "platform": m.platform,
+                           "architecture": m.architecture, "created_at": iso(m.created_at), "contacted_at": iso(m.contacted_at),
                            "ip_address": null, "status": if m.contacted_at > now - 2 * 3600 * 1000 { "online" } else { "offline" },
                            "job_execution_status": "idle"})
                 })

@@ -64,6 +64,8 @@ fn crd_shape() {
             "Type",
             "Runner ID",
             "GitLab",
+            "Managers",
+            "Version",
             "Paused",
             "Ready",
             "Token Expiry",
@@ -395,4 +397,53 @@ pub fn bad_runners() -> Vec<(Value, &'static str)> {
             "spec.connectionRef: Required value",
         ),
     ]
+}
+
+/// `kubectl explain` shows every field of ours with a whole sentence (Kubernetes' own types —
+/// conditions, label selectors — keep their upstream wording), and every printer column says
+/// what it shows.
+#[test]
+fn every_field_and_column_is_described_in_a_sentence() {
+    fn walk(node: &Value, path: &str, bad: &mut Vec<String>) {
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if ["conditions", "selector", "metadata", "apiVersion", "kind"]
+                    .contains(&k.as_str())
+                {
+                    continue;
+                }
+                match v.get("description").and_then(Value::as_str).map(str::trim) {
+                    None | Some("") => bad.push(format!("{p}: no description")),
+                    Some(d) => {
+                        let first = d.chars().next().unwrap_or(' ');
+                        if !(first.is_uppercase() || first == '`') || !d.ends_with('.') {
+                            bad.push(format!("{p}: {d:?}"));
+                        }
+                    }
+                }
+                walk(v, &p, bad);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, &format!("{path}[]"), bad);
+        }
+    }
+    let mut bad = vec![];
+    for c in crd::all() {
+        walk(&schema_of(&c.spec.names.kind), &c.spec.names.kind, &mut bad);
+        for col in c.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+        {
+            if col.name != "Age" && !col.description.as_deref().is_some_and(|d| d.ends_with('.')) {
+                bad.push(format!(
+                    "{} column {}: {:?}",
+                    c.spec.names.kind, col.name, col.description
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "not a sentence:\n{}", bad.join("\n"));
 }

@@ -1002,6 +1002,86 @@ async fn consumers_are_left_alone_where_restarts_are_disabled(backend: Backend) 
     );
 }
 
+/// Status summarizes the runner's managers (0, 1, several with versions and platforms), read
+/// when GitLab's status of the runner changes, not on every resync.
+async fn runner_managers_are_summarized_in_status(backend: Backend) {
+    let env = Env::start(backend, None).await;
+    env.apply("fleet", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    let r = env.ready("fleet").await;
+    let st = r.status.unwrap();
+    let rid = st.runner_id.unwrap();
+    let m = st
+        .gitlab
+        .and_then(|g| g.managers)
+        .expect("managers summary");
+    assert_eq!((m.count, m.summary.as_str()), (0, "0/0"), "never contacted");
+    assert_eq!(env.gitlab.request_count("GET /runners/:id/managers"), 0);
+
+    env.gitlab
+        .add_manager(rid, "s_one", "18.6.0", "linux", "amd64", Duration::ZERO);
+    let managers = |want: &'static str| {
+        let env = &env;
+        async move {
+            env.wait(&format!("managers {want}"), || async {
+                let r = env.runners().get("fleet").await.ok()?;
+                let m = r.status?.gitlab?.managers?;
+                (m.summary == want).then_some(m)
+            })
+            .await
+        }
+    };
+    let one = managers("1/1").await;
+    assert_eq!(one.versions, vec!["18.6.0"]);
+    assert_eq!(one.platforms, vec!["linux/amd64"]);
+
+    // Two more processes, one of them offline for hours: GitLab's status of the runner stays
+    // online, so the operator only sees them at the next refresh (ten resyncs) — unless the
+    // status changes. Make it change: every manager goes quiet, then two come back.
+    let reads = env.gitlab.request_count("GET /runners/:id/managers");
+    env.gitlab.add_manager(
+        rid,
+        "s_one",
+        "18.6.0",
+        "linux",
+        "amd64",
+        Duration::from_secs(3 * 3600),
+    );
+    let offline = managers("0/1").await;
+    assert_eq!(offline.count, 1);
+    env.gitlab
+        .add_manager(rid, "s_two", "17.11.0", "linux", "arm64", Duration::ZERO);
+    env.gitlab.add_manager(
+        rid,
+        "s_win",
+        "17.9.2",
+        "windows",
+        "amd64",
+        Duration::from_secs(60),
+    );
+    let several = managers("2/3").await;
+    assert_eq!(several.versions, vec!["17.9.2", "17.11.0", "18.6.0"]);
+    assert_eq!(several.version, "17.9.2,17.11.0,18.6.0");
+    assert_eq!(
+        several.platforms,
+        vec!["linux/amd64", "linux/arm64", "windows/amd64"]
+    );
+    assert!(several.last_contact_at.is_some());
+    assert_eq!(
+        env.gitlab.request_count("GET /runners/:id/managers") - reads,
+        2,
+        "read once per status change"
+    );
+
+    // Steady state: three more resyncs (each one GET of the runner) read no managers.
+    let reads = env.gitlab.request_count("GET /runners/:id/managers");
+    let gets = env.gitlab.request_count("GET /runners/:id");
+    env.wait("three resyncs", || async {
+        (env.gitlab.request_count("GET /runners/:id") >= gets + 3).then_some(())
+    })
+    .await;
+    assert_eq!(env.gitlab.request_count("GET /runners/:id/managers"), reads);
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1455,6 +1535,7 @@ on_both_backends!(
     expiring_tokens_rotate_before_expiry_and_expiry_is_reported,
     consumers_roll_onto_new_tokens,
     consumers_are_left_alone_where_restarts_are_disabled,
+    runner_managers_are_summarized_in_status,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,

@@ -225,3 +225,43 @@ async fn losing_the_lease_exits_with_an_error() {
         "{err}"
     );
 }
+
+/// `version` says what was built (commit and date from build.rs), and `completions` prints a
+/// script that knows the subcommands.
+#[test]
+fn version_and_completions() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+            .args(args)
+            .output()
+            .expect("binary runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let version = run(&["version"]);
+    let field = |name: &str| {
+        version
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {version}"))
+            .to_string()
+    };
+    assert!(version.starts_with(&format!("runner-operator {}\n", env!("CARGO_PKG_VERSION"))));
+    let commit = field("commit");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    let built = field("built");
+    assert!(
+        built.len() == 20 && built.ends_with('Z') && built.as_bytes()[10] == b'T',
+        "{built}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for sub in ["run", "crd", "version", "completions"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+}
