@@ -358,6 +358,12 @@ async fn event(
         action: action.into(),
         secondary: None,
     };
+    // The same words in the log, so `kubectl logs` tells the story without `kubectl get events`.
+    let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
+    match type_ {
+        EventType::Normal => tracing::info!(namespace = %ns, name = %name, reason, "{note}"),
+        EventType::Warning => tracing::warn!(namespace = %ns, name = %name, reason, "{note}"),
+    }
     if let Err(e) = ctx.recorder.publish(&ev, &runner.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish an event");
     }
@@ -482,6 +488,23 @@ impl Pass<'_> {
             self.status.token_hash.clone().unwrap_or_default()
         );
         let (restarted, warnings) = consumers::roll(self.ctx, self.runner, &generation).await?;
+        for w in &warnings {
+            // Once per new token: the condition stays, the event says when it happened.
+            let reason = if w.type_ == consumers::ROTATION_CONFLICT {
+                consumers::ROTATION_CONFLICT
+            } else {
+                w.reason
+            };
+            event(
+                self.ctx,
+                self.runner,
+                EventType::Warning,
+                reason,
+                "RestartConsumers",
+                w.message.clone(),
+            )
+            .await;
+        }
         self.status.restarted_consumers = restarted;
         self.warnings.extend(warnings);
         self.rolled = true;

@@ -277,6 +277,33 @@ impl Env {
             .collect()
     }
 
+    /// Events of a Runner in the order they happened (by event time).
+    pub async fn events_in_order(&self, name: &str) -> Vec<(String, String, String)> {
+        let mut evs: Vec<CoreEvent> = Api::<CoreEvent>::namespaced(self.client.clone(), "ci")
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .collect();
+        evs.sort_by_key(|e| {
+            (
+                e.event_time.as_ref().map(|t| t.0),
+                e.first_timestamp.as_ref().map(|t| t.0),
+            )
+        });
+        evs.into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn has_event(&self, name: &str, reason: &str) -> (String, String, String) {
         self.wait(&format!("event {reason} on {name}"), || async {
             self.events(name).await.into_iter().find(|e| e.1 == reason)
@@ -457,6 +484,10 @@ async fn create_update_assign_and_delete(backend: Backend) {
         "updates keep the token"
     );
 
+    // A token rotation on request.
+    env.runners().patch("builders", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "story"}}}))).await.unwrap();
+    env.has_event("builders", "TokenRotated").await;
+
     // Delete: gone from GitLab, finalizer released, Secret collected.
     env.runners()
         .delete("builders", &DeleteParams::default())
@@ -472,6 +503,51 @@ async fn create_update_assign_and_delete(backend: Backend) {
     })
     .await;
     assert!(env.gitlab_runner(id).is_none());
+    // The story, in order, in events and in the log: one line per GitLab write.
+    env.has_event("builders", "Deleted").await;
+    let story: Vec<String> = env
+        .events_in_order("builders")
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "Normal")
+        .map(|e| e.1)
+        .collect();
+    let at = |reason: &str| {
+        story
+            .iter()
+            .position(|r| r == reason)
+            .unwrap_or_else(|| panic!("no {reason} event in {story:?}"))
+    };
+    assert!(at("Created") < at("Assigned"), "{story:?}");
+    assert!(
+        at("Assigned") < at("Updated").min(at("Unassigned")),
+        "{story:?}"
+    );
+    assert!(
+        at("Updated").max(at("Unassigned")) < at("TokenRotated"),
+        "{story:?}"
+    );
+    assert!(at("TokenRotated") < at("Deleted"), "{story:?}");
+    let logs =
+        String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let web = env.gitlab.project_id("platform/web").unwrap();
+    for line in [
+        format!("registered GitLab runner {id} and wrote its token"),
+        format!("assigned runner {id} to project {web}"),
+        format!("unassigned runner {id} from project {web}"),
+        format!("reset the token of runner {id}"),
+        format!("deleted GitLab runner {id}"),
+    ] {
+        assert!(
+            logs.contains(&line),
+            "no log line {line:?} in {}",
+            logs.lines()
+                .filter(|l| l.contains("ssigned"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     // The garbage collector (kube-controller-manager on a real cluster) removes the owned
     // Secret, asynchronously: it learns of a new CRD's kind at its next discovery sync (every
     // 30 s), so right after the CRDs are installed this can take that long.
@@ -946,6 +1022,16 @@ async fn consumers_roll_onto_new_tokens(backend: Backend) {
             && !m.contains("Deployment/good")),
         "{conds:?}"
     );
+    // Both problems are Warning events too, naming the workloads.
+    let missing = env.has_event("cons", "ConsumerMissing").await;
+    assert_eq!(missing.0, "Warning");
+    assert!(missing.2.contains("StatefulSet/absent"), "{missing:?}");
+    let conflict = env.has_event("cons", "TokenRotationConflict").await;
+    assert_eq!(conflict.0, "Warning");
+    assert!(
+        conflict.2.contains("Deployment/selfrotating"),
+        "{conflict:?}"
+    );
     let annotation = |d: Deployment| {
         d.spec
             .and_then(|s| s.template.metadata)
@@ -994,6 +1080,10 @@ async fn consumers_are_left_alone_where_restarts_are_disabled(backend: Backend) 
         c.message
     );
     assert!(env.secret_token("off-runner-token").await.is_some());
+    assert_eq!(
+        env.has_event("off", "ConsumerRestartsDisabled").await.0,
+        "Warning"
+    );
     let now = deploys.get("runner").await.unwrap();
     // Generation, not resourceVersion: the Deployment controller writes status.
     assert_eq!(
