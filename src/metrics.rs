@@ -61,6 +61,16 @@ pub struct Metrics {
     pub rotations: Family<ReasonLabels, Counter>,
     runners: Family<ConnectionLabels, Gauge>,
     runner_state: Mutex<HashMap<(String, String), (String, bool)>>,
+    connection_token_expiry: Family<ConnectionKey, Gauge>,
+    /// Connection → its access token's expiry (Unix seconds); seconds left are computed at
+    /// scrape time.
+    connection_tokens: Mutex<HashMap<String, i64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionKey {
+    /// kind/namespace/name of the connection.
+    pub connection: String,
 }
 
 impl Default for Metrics {
@@ -80,6 +90,12 @@ impl Default for Metrics {
         let token_expiry = Family::<RunnerLabels, Gauge>::default();
         let rotations = Family::<ReasonLabels, Counter>::default();
         let runners = Family::<ConnectionLabels, Gauge>::default();
+        let connection_token_expiry = Family::<ConnectionKey, Gauge>::default();
+        registry.register(
+            "connection_token_expiry_seconds",
+            "Seconds until each connection's access token expires (negative: expired)",
+            connection_token_expiry.clone(),
+        );
         registry.register(
             "reconciles",
             "Runner reconciles by result",
@@ -145,6 +161,8 @@ impl Default for Metrics {
             rotations,
             runners,
             runner_state: Mutex::new(HashMap::new()),
+            connection_token_expiry,
+            connection_tokens: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -224,8 +242,41 @@ impl Metrics {
             .remove(&(namespace.into(), name.into()));
     }
 
+    /// A connection's access token expiry (Unix seconds), or None when unknown or never.
+    pub fn connection_token(&self, connection: &str, expires_unix: Option<i64>) {
+        let mut map = self
+            .connection_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match expires_unix {
+            Some(t) => {
+                map.insert(connection.into(), t);
+            }
+            None => {
+                map.remove(connection);
+            }
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.connection_token_expiry.clear();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (connection, at) in self
+            .connection_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.connection_token_expiry
+                .get_or_create(&ConnectionKey {
+                    connection: connection.clone(),
+                })
+                .set(at - now);
+        }
         self.runners.clear();
         for (connection, ready) in self
             .runner_state

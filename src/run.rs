@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// consumers may be restarted: `*` (all), `none`, or a comma-separated list.
     #[arg(long, env = "RUNNER_OPERATOR_CONSUMER_RESTARTS", default_value = "*")]
     pub consumer_restarts: crate::controller::ConsumerRestarts,
+    /// Warn this long before a connection's access token expires (condition TokenExpiring,
+    /// Warning events, and the runner_operator_connection_token_expiry_seconds gauge).
+    #[arg(long, env = "RUNNER_OPERATOR_TOKEN_EXPIRY_WARNING", default_value = "720h", value_parser = parse_duration)]
+    pub token_expiry_warning: Duration,
     /// Identity in leader election and events (the Downward API's pod name in the chart).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -72,6 +76,7 @@ impl RunArgs {
             resync: self.resync_interval,
             namespace: self.namespace.clone(),
             consumer_restarts: self.consumer_restarts.clone(),
+            token_expiry_warning: self.token_expiry_warning,
             ..Settings::default()
         }
     }

@@ -12,6 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use secrecy::SecretString;
 use serde_json::json;
 
+use super::access_token;
 use super::context::Context;
 use super::error::Error;
 use crate::crd::{
@@ -264,8 +265,16 @@ async fn namespace_allowed(
         && (selector.match_labels.is_some() || selector.match_expressions.is_some()))
 }
 
-/// The live check: version and user. Returns (version, username).
-async fn live_check(resolved: &Resolved) -> Result<(String, String), Error> {
+/// What the live check learned.
+pub struct Checked {
+    pub version: String,
+    pub user: String,
+    /// None where GitLab cannot say (no `/personal_access_tokens/self`, OAuth tokens).
+    pub token: Option<crate::gitlab::AccessTokenInfo>,
+}
+
+/// The live check: version, user and the token's own scopes and expiry.
+async fn live_check(resolved: &Resolved) -> Result<Checked, Error> {
     let version = resolved
         .client
         .version()
@@ -277,20 +286,34 @@ async fn live_check(resolved: &Resolved) -> Result<(String, String), Error> {
         ),
         _ => Error::gitlab("checking the access token with GET /user")(e),
     })?;
-    Ok((version.version, user.username))
+    // Informational: a failure here never makes the connection unusable.
+    let token = match resolved.client.access_token_self().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, "GET /personal_access_tokens/self failed; token expiry unknown");
+            None
+        }
+    };
+    Ok(Checked {
+        version: version.version,
+        user: user.username,
+        token,
+    })
 }
 
 fn connection_status(
     generation: Option<i64>,
     old: Option<&ConnectionStatus>,
-    result: &Result<(String, String), Error>,
+    result: &Result<Checked, Error>,
     insecure: bool,
+    warn_before: Duration,
 ) -> ConnectionStatus {
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     match result {
-        Ok((version, user)) => {
+        Ok(c) => {
+            let (version, user) = (&c.version, &c.user);
             status.gitlab_version = Some(version.clone());
             status.username = Some(user.clone());
             let msg = if insecure {
@@ -302,8 +325,52 @@ fn connection_status(
             };
             set_condition(
                 &mut status.conditions,
-                condition(READY, true, "Connected", msg, generation, now),
+                condition(READY, true, "Connected", msg, generation, now.clone()),
             );
+            status.token = c.token.as_ref().map(access_token::state);
+            match &c.token {
+                Some(t) => {
+                    let (soon, reason, msg) = access_token::expiry(t, now.0, warn_before);
+                    set_condition(
+                        &mut status.conditions,
+                        condition(
+                            access_token::TOKEN_EXPIRING,
+                            soon,
+                            reason,
+                            msg,
+                            generation,
+                            now.clone(),
+                        ),
+                    );
+                    let missing = access_token::missing(&t.scopes);
+                    let (ok, reason, msg) = if missing.is_empty() {
+                        (
+                            true,
+                            "Sufficient",
+                            format!(
+                                "the scopes {} allow everything the operator does",
+                                t.scopes.join(", ")
+                            ),
+                        )
+                    } else {
+                        (
+                            false,
+                            "MissingScopes",
+                            format!(
+                                "{}; give the token the missing scope, or api",
+                                missing.join("; ")
+                            ),
+                        )
+                    };
+                    set_condition(
+                        &mut status.conditions,
+                        condition(access_token::TOKEN_SCOPES, ok, reason, msg, generation, now),
+                    );
+                }
+                None => status.conditions.retain(|c| {
+                    c.type_ != access_token::TOKEN_EXPIRING && c.type_ != access_token::TOKEN_SCOPES
+                }),
+            }
         }
         Err(e) => set_condition(
             &mut status.conditions,
@@ -325,6 +392,7 @@ where
     let unchanged = old.is_some_and(|o| {
         o.gitlab_version == status.gitlab_version
             && o.username == status.username
+            && o.token == status.token
             && o.observed_generation == status.observed_generation
             && crate::crd::same_ignoring_time(&o.conditions, &status.conditions)
     });
@@ -354,11 +422,41 @@ async fn check_and_report<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    let key = resolved.as_ref().map(|r| r.key.clone()).ok();
     let result = match resolved {
         Ok(r) => live_check(&r).await,
         Err(e) => Err(e),
     };
-    let status = connection_status(conn.meta().generation, old, &result, insecure);
+    let warn_before = ctx.settings.token_expiry_warning;
+    let status = connection_status(conn.meta().generation, old, &result, insecure, warn_before);
+    if let Some(key) = key {
+        let expiry = result
+            .as_ref()
+            .ok()
+            .and_then(|c| c.token.as_ref())
+            .and_then(|t| t.expires_at.as_deref())
+            .and_then(access_token::expires_at);
+        ctx.metrics
+            .connection_token(&key, expiry.map(|t| t.as_second()));
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == access_token::TOKEN_EXPIRING && c.status == "True")
+    {
+        // Every check (each resync) while within the window; repeats become one series.
+        let ev = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "AccessTokenExpiring".into(),
+            note: Some(c.message.clone()),
+            action: "CheckConnection".into(),
+            secondary: None,
+        };
+        tracing::warn!(connection = %conn.name_any(), "{}", c.message);
+        if let Err(e) = ctx.recorder.publish(&ev, &conn.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
     write_status(&api, conn, status, old).await?;
     Ok(Action::requeue(if result.is_ok() {
         ctx.resync()

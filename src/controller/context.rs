@@ -26,6 +26,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Where consumers listed by Runners may be restarted.
     pub consumer_restarts: ConsumerRestarts,
+    /// How long before a connection's access token expires to start warning.
+    pub token_expiry_warning: Duration,
 }
 
 /// Namespaces in which the operator may patch the pod templates of token consumers
@@ -77,6 +79,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(45),
             consumer_restarts: ConsumerRestarts::Everywhere,
+            token_expiry_warning: Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The controllers: Runners (observe, plan, act, report) and connections (live checks).
 
+pub mod access_token;
 pub mod connection;
 pub mod consumers;
 pub mod context;

@@ -220,8 +220,30 @@ pub struct ConnectionStatus {
     /// The user the access token belongs to, from `GET /user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The access token itself, from `GET /personal_access_tokens/self` (unset where GitLab
+    /// does not serve it, before 15.5, or for OAuth tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<AccessTokenState>,
     /// Ready after a successful live check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What GitLab says about a connection's access token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessTokenState {
+    /// The token's name in GitLab.
+    pub name: String,
+    /// Its scopes, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Its expiry date (YYYY-MM-DD; it stops working at 00:00 UTC that day); unset when it
+    /// does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Whether GitLab considers it active (not revoked, not expired).
+    #[serde(default)]
+    pub active: bool,
 }

@@ -82,6 +82,12 @@ pub struct SeedToken {
     pub expired: bool,
     #[serde(default)]
     pub revoked: bool,
+    /// Expiry date (YYYY-MM-DD); absent: the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The token's name in GitLab; defaults to "runner-operator".
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A group (`path` a/b nests under a) or a project (`path` group/.../name).
@@ -148,13 +154,17 @@ impl Shared {
         };
         for t in &seed.tokens {
             let uid = user_id(&st, &t.user)?;
+            let id = st.alloc_id();
             st.tokens.insert(
                 t.token.clone(),
                 AccessToken {
+                    id,
+                    name: t.name.clone().unwrap_or_else(|| "runner-operator".into()),
                     user_id: uid,
                     scopes: t.scopes.clone(),
                     expired: t.expired,
                     revoked: t.revoked,
+                    expires_at: t.expires_at.clone(),
                 },
             );
         }
@@ -405,6 +415,13 @@ impl GitLabEmulator {
             m.architecture = architecture.into();
             r.managers.push(m);
             r.contacted_at = r.managers.iter().map(|m| m.contacted_at).max();
+        }
+    }
+
+    /// Sets an access token's expiry date (YYYY-MM-DD; None: never).
+    pub fn set_token_expiry(&self, token: &str, date: Option<&str>) {
+        if let Some(t) = self.lock().tokens.get_mut(token) {
+            t.expires_at = date.map(str::to_string);
         }
     }
 

@@ -30,10 +30,14 @@ pub struct User {
 /// A personal/group/project access token.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
+    pub id: i64,
+    pub name: String,
     pub user_id: i64,
     pub scopes: Vec<String>,
     pub expired: bool,
     pub revoked: bool,
+    /// Expiry date (YYYY-MM-DD), as GitLab stores it; None: never.
+    pub expires_at: Option<String>,
 }
 
 /// A group (full path `a/b`, parent `a`).
@@ -86,6 +90,9 @@ pub struct Settings {
     /// Send `Retry-After` as an HTTP date instead of seconds (both forms are legal; proxies
     /// in front of GitLab use either).
     pub retry_after_http_date: bool,
+    /// Serve `GET /personal_access_tokens/self` (GitLab 15.5 and later); false: 404 as older
+    /// versions answer.
+    pub personal_access_token_self: bool,
 }
 
 impl Default for Settings {
@@ -99,6 +106,7 @@ impl Default for Settings {
             project_runner_token_expiration_interval: None,
             throttle: None,
             retry_after_http_date: false,
+            personal_access_token_self: true,
         }
     }
 }

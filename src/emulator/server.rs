@@ -374,10 +374,13 @@ enum ScopeKind {
     RunnerById,
     /// `POST /user/runners`: create_runner applies.
     UserRunners,
+    /// `GET /personal_access_tokens/self`: any scope.
+    AnyScope,
     Other,
 }
 
-fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response> {
+/// The access token a request presents (header, bearer or parameter).
+fn presented_token(ctx: &Ctx) -> Option<String> {
     let header_token = ctx
         .headers
         .get("private-token")
@@ -394,7 +397,11 @@ fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response
         .get("private_token")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let Some(token) = header_token.or(bearer).or(param) else {
+    header_token.or(bearer).or(param)
+}
+
+fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response> {
+    let Some(token) = presented_token(ctx) else {
         return Err(message(401, "401 Unauthorized"));
     };
     let Some(t) = st.tokens.get(&token) else {
@@ -420,9 +427,9 @@ fn authenticate(st: &State, ctx: &Ctx, kind: ScopeKind) -> Result<User, Response
     match kind {
         ScopeKind::RunnerById => accepted.push("manage_runner"),
         ScopeKind::UserRunners => accepted.push("create_runner"),
-        ScopeKind::Other => {}
+        ScopeKind::AnyScope | ScopeKind::Other => {}
     }
-    if !t.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
+    if kind != ScopeKind::AnyScope && !t.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
         return Err(json_reply(
             403,
             json!({
@@ -578,6 +585,21 @@ fn route(st: &mut State, ctx: &Ctx) -> Reply {
             Ok(json_reply(
                 200,
                 json!({"version": st.settings.version, "revision": "abcdef12", "kas": {"enabled": false}, "enterprise": true}),
+            ))
+        }
+        (Method::GET, ["personal_access_tokens", "self"]) => {
+            if !st.settings.personal_access_token_self {
+                return Err(error(404, "404 Not Found"));
+            }
+            authed(st, ctx, ScopeKind::AnyScope)?;
+            let t = presented_token(ctx)
+                .and_then(|k| st.tokens.get(&k))
+                .ok_or_else(|| message(401, "401 Unauthorized"))?;
+            Ok(json_reply(
+                200,
+                json!({"id": t.id, "name": t.name, "revoked": t.revoked, "created_at": "2026-01-05T10:00:00.000Z",
+                       "description": null, "scopes": t.scopes, "user_id": t.user_id, "last_used_at": null,
+                       "active": !t.revoked && !t.expired, "expires_at": t.expires_at}),
             ))
         }
         (Method::GET, ["user"]) => {

@@ -767,6 +767,23 @@ impl GitLabClient {
     pub async fn current_user(&self) -> Result<User, GitLabError> {
         self.get("GET /user", "user", &()).await
     }
+
+    /// `GET /personal_access_tokens/self`: the access token's own scopes and expiry (personal,
+    /// group and project access tokens). None where GitLab lacks the endpoint (before 15.5).
+    pub async fn access_token_self(&self) -> Result<Option<AccessTokenInfo>, GitLabError> {
+        match self
+            .get(
+                "GET /personal_access_tokens/self",
+                "personal_access_tokens/self",
+                &(),
+            )
+            .await
+        {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Percent-encodes an id or full path as one URL path segment.

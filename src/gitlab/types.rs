@@ -279,3 +279,19 @@ pub struct CreateUserRunner {
     #[serde(flatten)]
     pub attributes: RunnerAttributes,
 }
+
+/// `GET /personal_access_tokens/self`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AccessTokenInfo {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub revoked: bool,
+    /// YYYY-MM-DD; None: never expires.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}

@@ -203,21 +203,27 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
     })
 }
 
+/// Removes a field an applier no longer sets; maps it leaves empty go too, as the API server
+/// drops a struct whose every field was that manager's.
 fn remove_path(v: &mut Value, path: &str) {
-    let segs: Vec<&str> = path.trim_start_matches('.').split('.').collect();
-    let Some((last, parents)) = segs.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for s in parents {
-        match cur.get_mut(*s) {
-            Some(next) => cur = next,
-            None => return,
+    fn remove(cur: &mut Value, segs: &[&str]) -> bool {
+        let Some(m) = cur.as_object_mut() else {
+            return false;
+        };
+        match segs {
+            [] => false,
+            [last] => m.remove(*last).is_some() && m.is_empty(),
+            [first, rest @ ..] => {
+                let emptied = m.get_mut(*first).is_some_and(|next| remove(next, rest));
+                if emptied {
+                    m.remove(*first);
+                }
+                emptied && m.is_empty()
+            }
         }
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(*last);
-    }
+    let segs: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+    remove(v, &segs);
 }
 
 /// Deep merge for apply: objects merge, everything else replaces.

@@ -517,3 +517,39 @@ async fn bad_configuration_is_refused_clearly() {
             .contains("CA bundle")
     );
 }
+
+/// `GET /personal_access_tokens/self`: scopes and expiry for any scope; None on GitLab versions
+/// without the endpoint; an expired token is refused like everywhere else.
+#[tokio::test]
+async fn access_token_self_reports_scopes_and_expiry() {
+    let emu = emulator().await;
+    emu.set_token_expiry("glpat-alice-create", Some("2027-01-31"));
+    let info = client(&emu, "glpat-alice-create")
+        .access_token_self()
+        .await
+        .unwrap()
+        .expect("served");
+    assert_eq!(info.scopes, vec!["create_runner"], "any scope may ask");
+    assert_eq!(info.expires_at.as_deref(), Some("2027-01-31"));
+    assert!(info.active && !info.revoked);
+    let root = client(&emu, "glpat-root")
+        .access_token_self()
+        .await
+        .unwrap()
+        .expect("served");
+    assert_eq!(root.expires_at, None);
+    assert!(
+        client(&emu, "glpat-expired")
+            .access_token_self()
+            .await
+            .is_err_and(|e| e.status() == Some(401))
+    );
+    emu.update_settings(|s| s.personal_access_token_self = false);
+    assert_eq!(
+        client(&emu, "glpat-root")
+            .access_token_self()
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -699,6 +699,8 @@ async fn kubectl_tables_use_printer_columns() {
             "Type",
             "Runner ID",
             "GitLab",
+            "Managers",
+            "Version",
             "Paused",
             "Ready",
             "Token Expiry",
@@ -711,7 +713,7 @@ async fn kubectl_tables_use_printer_columns() {
             cells[0].clone(),
             cells[1].clone(),
             cells[2].clone(),
-            cells[5].clone()
+            cells[7].clone()
         ),
         (json!("tbl"), json!("project_type"), json!(9), json!("True"))
     );
@@ -785,4 +787,22 @@ async fn run_refuses_to_start_without_the_crds() {
     runner_operator::kube_client::check_crds_installed(&client)
         .await
         .unwrap();
+}
+
+/// A manager that stops applying a struct loses it whole, as on the real API server: no empty
+/// map is left behind (a Rust type would fail to decode it).
+#[tokio::test]
+async fn server_side_apply_removes_a_struct_no_longer_applied() {
+    let (_server, client) = server_with_crds().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "ci");
+    let with = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gone", "annotations": {"a": "1", "b": "2"}}, "data": {"k": "v"}});
+    cms.patch("gone", &PatchParams::apply("m"), &Patch::Apply(with))
+        .await
+        .unwrap();
+    let without = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gone"}, "data": {"k": "v"}});
+    let after = cms
+        .patch("gone", &PatchParams::apply("m"), &Patch::Apply(without))
+        .await
+        .unwrap();
+    assert_eq!(after.metadata.annotations, None, "{:?}", after.metadata);
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use runner_operator::controller::{self, Context, Options, Settings};
-use runner_operator::crd::Runner;
+use runner_operator::crd::{GitLabConnection, Runner};
 use runner_operator::emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
 use serde_json::{Value, json};
 
@@ -129,6 +129,7 @@ impl Env {
             backoff_max: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             consumer_restarts: self.consumer_restarts.clone(),
+            ..Settings::default()
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
         ctx.crash_hook = hook;
@@ -1172,6 +1173,160 @@ async fn runner_managers_are_summarized_in_status(backend: Backend) {
     assert_eq!(env.gitlab.request_count("GET /runners/:id/managers"), reads);
 }
 
+/// The connection's own access token: scopes and expiry in status, conditions that say what is
+/// missing or coming, a Warning event before expiry; GitLab without the endpoint is fine.
+async fn connection_token_scopes_and_expiry_are_reported(backend: Backend) {
+    let env = Env::start(backend, None).await;
+    let conns: Api<GitLabConnection> = Api::namespaced(env.client.clone(), "ci");
+    let in_days = |d: i64| {
+        let t = k8s_openapi::jiff::Timestamp::now()
+            + k8s_openapi::jiff::SignedDuration::from_hours(24 * d);
+        t.to_string()[..10].to_string()
+    };
+    let recheck = |name: &'static str, seconds: i64| {
+        let conns = conns.clone();
+        async move {
+            conns
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"timeoutSeconds": seconds}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let condition = |name: &'static str, type_: &'static str, generation: i64| {
+        let (env, conns) = (&env, conns.clone());
+        async move {
+            env.wait(&format!("{name} {type_}"), || async {
+                let c = conns.get(name).await.ok()?;
+                let st = c.status?;
+                (st.observed_generation >= Some(generation)).then_some(())?;
+                let cond = st.conditions.iter().find(|c| c.type_ == type_).cloned()?;
+                Some((st.token, cond))
+            })
+            .await
+        }
+    };
+    // Expiring in 10 days: within the 30-day window.
+    env.gitlab
+        .set_token_expiry("glpat-emulator-bot", Some(&in_days(10)));
+    recheck("gitlab", 31).await;
+    let (token, c) = condition("gitlab", "TokenExpiring", 2).await;
+    let token = token.expect("token in status");
+    assert_eq!(token.scopes, vec!["api"]);
+    assert_eq!(token.expires_at.as_deref(), Some(in_days(10).as_str()));
+    assert!(token.active);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "ExpiresSoon")
+    );
+    assert!(
+        c.message.contains("(in 9 days)") || c.message.contains("(in 10 days)"),
+        "{}",
+        c.message
+    );
+    let ev = env.has_event("gitlab", "AccessTokenExpiring").await;
+    assert_eq!(ev.0, "Warning");
+    let (_, scopes) = condition("gitlab", "TokenScopes", 2).await;
+    assert_eq!(
+        (scopes.status.as_str(), scopes.reason.as_str()),
+        ("True", "Sufficient")
+    );
+
+    // Far from expiry: no warning.
+    env.gitlab
+        .set_token_expiry("glpat-emulator-bot", Some(&in_days(200)));
+    recheck("gitlab", 32).await;
+    let (_, c) = condition("gitlab", "TokenExpiring", 3).await;
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "NotExpiringSoon")
+    );
+
+    // Narrow scopes: the feature they lack is named.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "ci");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "scoped-token"}, "stringData": {"token": "glpat-emulator-scoped"}})).unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let scoped: GitLabConnection = serde_json::from_value(json!({"metadata": {"name": "scoped"},
+        "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "scoped-token"}}})).unwrap();
+    conns.create(&PostParams::default(), &scoped).await.unwrap();
+    let (_, c) = condition("scoped", "TokenScopes", 1).await;
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "MissingScopes")
+    );
+    assert!(
+        c.message.contains("spec.assignedProjects") && c.message.contains("needs the scope api"),
+        "{}",
+        c.message
+    );
+
+    // A GitLab without the endpoint (before 15.5): no token facts, still Ready.
+    env.gitlab
+        .update_settings(|s| s.personal_access_token_self = false);
+    recheck("gitlab", 33).await;
+    env.wait("token facts gone", || async {
+        let st = conns.get("gitlab").await.ok()?.status?;
+        (st.observed_generation == Some(4)
+            && st.token.is_none()
+            && st
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "TokenExpiring" && c.type_ != "TokenScopes")
+            && st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"))
+        .then_some(())
+    })
+    .await;
+
+    // Expired: GitLab refuses it, and Ready says so.
+    env.gitlab
+        .seed(&runner_operator::emulator::Seed {
+            tokens: vec![runner_operator::emulator::SeedToken {
+                token: "glpat-emulator-old".into(),
+                user: "platform-bot".into(),
+                scopes: vec!["api".into()],
+                expired: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    secrets
+        .patch(
+            "scoped-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": "glpat-emulator-old"}})),
+        )
+        .await
+        .unwrap();
+    let (_, c) = condition("scoped", "Ready", 1).await;
+    let c = if c.status == "False" {
+        c
+    } else {
+        env.wait("scoped not Ready", || async {
+            conns
+                .get("scoped")
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        })
+        .await
+    };
+    assert_eq!(c.reason, "GitLabUnauthorized");
+    assert!(c.message.contains("expired"), "{}", c.message);
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1626,6 +1781,7 @@ on_both_backends!(
     consumers_roll_onto_new_tokens,
     consumers_are_left_alone_where_restarts_are_disabled,
     runner_managers_are_summarized_in_status,
+    connection_token_scopes_and_expiry_are_reported,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,

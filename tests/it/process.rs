@@ -28,6 +28,7 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
         leader_election: true,
         leader_election_lease: "runner-operator".into(),
         consumer_restarts: runner_operator::controller::ConsumerRestarts::Everywhere,
+        token_expiry_warning: Duration::from_secs(30 * 86_400),
         pod_name: Some(name.into()),
     }
 }
@@ -61,6 +62,7 @@ async fn two_instances_one_leader_health_and_metrics() {
         .with_test_writer()
         .try_init();
     let (gitlab, _kube, client) = stand_ins().await;
+    gitlab.set_token_expiry("glpat-emulator-bot", Some("2099-01-01"));
     let (a_addr, b_addr) = (free_port(), free_port());
     let (a_stop, a_rx) = tokio::sync::oneshot::channel::<()>();
     let (b_stop, b_rx) = tokio::sync::oneshot::channel::<()>();
@@ -138,6 +140,8 @@ async fn two_instances_one_leader_health_and_metrics() {
         "runner_operator_gitlab_request_duration_seconds_bucket{le=",
         "runner_operator_token_rotations_total",
         "runner_operator_gitlab_rate_limit_waits_total",
+        "runner_operator_connection_token_expiry_seconds{connection=\"GitLabConnection/ci/gitlab\"}",
+        "runner_operator_build_info{version=",
     ] {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
