@@ -1,4 +1,4 @@
-//! The command line: `run`, `crd`, `version`, `completions` (and `sandbox` with the `emulator`
+//! The command line: `run`, `crd`, `jobs`, `version`, `completions` (and `sandbox` with the `emulator`
 //! feature).
 
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ pub enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// List a Runner's recent jobs from GitLab (read-only), through the Runner's connection.
+    Jobs(crate::jobs::JobsArgs),
     /// Print the version, git commit and build date.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -46,6 +48,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Crd { output_dir } => print_crds(output_dir),
+        Command::Jobs(args) => crate::jobs::run(args),
         Command::Run(args) => crate::run::run(*args),
         #[cfg(feature = "emulator")]
         Command::Sandbox(args) => crate::sandbox::run(args),

@@ -17,6 +17,7 @@ pub mod crd;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod gitlab;
+pub mod jobs;
 pub mod kube_client;
 #[cfg(feature = "emulator")]
 pub mod kubeapi;

@@ -147,13 +147,25 @@ impl Manager {
 }
 
 /// A job a runner ran (seeded by tests).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobRec {
     pub id: i64,
     pub status: String,
     pub project_id: i64,
     #[serde(default)]
     pub system_id: Option<String>,
+    /// Branch or tag; "main" when unset.
+    #[serde(default)]
+    pub git_ref: Option<String>,
+    /// The pipeline's id; the job's id when unset.
+    #[serde(default)]
+    pub pipeline_id: Option<i64>,
+    /// When it started (ms since the epoch); unset: not started.
+    #[serde(default)]
+    pub started_at: Option<Millis>,
+    /// Seconds it ran (finished jobs).
+    #[serde(default)]
+    pub duration: Option<f64>,
 }
 
 /// A runner as GitLab stores it.

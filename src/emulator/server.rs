@@ -1369,7 +1369,19 @@ fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -> Reply {
                 .iter()
                 .map(|j| {
                     let project = st.projects.get(&j.project_id).map(|p| st.project_entity(p));
-                    json!({"id": j.id, "status": j.status, "stage": "test", "name": format!("job-{}", j.id), "ref": "main", "project": project})
+                    let git_ref = j.git_ref.clone().unwrap_or_else(|| "main".into());
+                    let pipeline = j.pipeline_id.unwrap_or(j.id);
+                    let finished = match (j.started_at, j.duration) {
+                        (Some(s), Some(d)) => Some(s + (d * 1000.0) as i64),
+                        _ => None,
+                    };
+                    let host = ctx.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("gitlab.example.com");
+                    let web = st.projects.get(&j.project_id).map(|p| format!("http://{host}/{}/-/jobs/{}", p.path_with_namespace, j.id));
+                    json!({"id": j.id, "status": j.status, "stage": "test", "name": format!("job-{}", j.id), "ref": git_ref, "tag": false,
+                           "created_at": j.started_at.map(iso), "started_at": j.started_at.map(iso), "finished_at": finished.map(iso),
+                           "duration": j.duration, "queued_duration": 0.5, "web_url": web,
+                           "pipeline": {"id": pipeline, "project_id": j.project_id, "ref": git_ref, "sha": "a91957a858320c0e17f3a0eca7cfacbff50ea29a", "status": j.status},
+                           "project": project})
                 })
                 .collect();
             paginate(items, ctx)

@@ -558,6 +558,49 @@ impl GitLabClient {
         .await
     }
 
+    /// The runner's most recent jobs (newest first), at most `limit`, optionally of one status:
+    /// `GET /runners/:id/jobs?order_by=id&sort=desc`, only the pages needed.
+    pub async fn recent_runner_jobs(
+        &self,
+        id: i64,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Job>, GitLabError> {
+        #[derive(Serialize)]
+        struct Query<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<&'a str>,
+            order_by: &'a str,
+            sort: &'a str,
+            per_page: usize,
+            page: usize,
+        }
+        let per_page = limit.clamp(1, PER_PAGE as usize);
+        let mut jobs = Vec::new();
+        for page in 1.. {
+            let batch: Vec<Job> = self
+                .get(
+                    "GET /runners/:id/jobs",
+                    &format!("runners/{id}/jobs"),
+                    &Query {
+                        status,
+                        order_by: "id",
+                        sort: "desc",
+                        per_page,
+                        page,
+                    },
+                )
+                .await?;
+            let last = batch.len() < per_page;
+            jobs.extend(batch);
+            if last || jobs.len() >= limit {
+                break;
+            }
+        }
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
     /// `GET /runners/:id/managers`.
     pub async fn list_runner_managers(&self, id: i64) -> Result<Vec<RunnerManager>, GitLabError> {
         self.get(

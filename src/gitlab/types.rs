@@ -162,7 +162,30 @@ pub struct Job {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    #[serde(default)]
+    pub web_url: Option<String>,
+    #[serde(default)]
+    pub pipeline: Option<PipelineRef>,
+    #[serde(default)]
     pub project: Option<ProjectRef>,
+}
+
+/// The pipeline a job belongs to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PipelineRef {
+    pub id: i64,
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// `GET /projects/:id`.

@@ -105,6 +105,7 @@ async fn lifecycle_through_every_runner_endpoint() {
             status: "running".into(),
             project_id: app.id,
             system_id: None,
+            ..Default::default()
         },
     );
     let jobs = gl

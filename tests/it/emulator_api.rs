@@ -1684,6 +1684,7 @@ async fn extra_jobs_ordering_quirk() {
                 status: "success".into(),
                 project_id: p,
                 system_id: None,
+                ..Default::default()
             },
         );
     }

@@ -1327,6 +1327,108 @@ async fn connection_token_scopes_and_expiry_are_reported(backend: Backend) {
     assert!(c.message.contains("expired"), "{}", c.message);
 }
 
+/// `runner-operator jobs`: the runner's recent jobs through its connection, newest first,
+/// filtered and limited, as a table or JSON — and not one write anywhere.
+async fn jobs_are_listed_through_the_runners_connection(backend: Backend) {
+    use runner_operator::emulator::JobRec;
+    use runner_operator::jobs::{Format, list, render};
+    let env = Env::start(backend, None).await;
+    env.apply("busy", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    let rid = env.ready("busy").await.status.unwrap().runner_id.unwrap();
+    let api = env.gitlab.project_id("platform/api").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (id, status, duration) in [
+        (101, "success", Some(61.0)),
+        (102, "failed", Some(5.0)),
+        (103, "success", Some(3700.0)),
+        (104, "failed", Some(12.0)),
+        (105, "running", None),
+    ] {
+        env.gitlab.add_job(
+            rid,
+            JobRec {
+                id,
+                status: status.into(),
+                project_id: api,
+                git_ref: Some(format!("feature-{id}")),
+                pipeline_id: Some(id * 10),
+                started_at: Some(now - (200 - id) * 60_000),
+                duration,
+                ..Default::default()
+            },
+        );
+    }
+    let before = env.gitlab.request_counts();
+    let newest = list(env.client.clone(), "ci/busy", None, 3).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [105, 104, 103]
+    );
+    assert_eq!(newest[1].project.as_deref(), Some("platform/api"));
+    assert_eq!(newest[1].git_ref.as_deref(), Some("feature-104"));
+    assert_eq!(newest[1].pipeline, Some(1040));
+    let failed = list(env.client.clone(), "ci/busy", Some("failed"), 20)
+        .await
+        .unwrap();
+    assert_eq!(failed.iter().map(|j| j.id).collect::<Vec<_>>(), [104, 102]);
+    let table = render(&failed, Format::Table);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].ends_with("DURATION"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("104")
+            && lines[1].contains("platform/api")
+            && lines[1].ends_with("12s"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&render(&newest[..1], Format::Json)).unwrap();
+    let keys: Vec<&str> = json[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    // The JSON output's schema, pinned (serde_json lists keys sorted).
+    assert_eq!(
+        keys,
+        [
+            "duration",
+            "id",
+            "name",
+            "pipeline",
+            "project",
+            "ref",
+            "startedAt",
+            "status",
+            "webUrl"
+        ]
+    );
+    assert!(
+        json[0]["webUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with("/platform/api/-/jobs/105")
+    );
+    let after = env.gitlab.request_counts();
+    let writes: u64 = after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(writes, 0, "read-only: {after:?}");
+    let e = list(env.client.clone(), "ci/nope", None, 5)
+        .await
+        .unwrap_err();
+    assert!(e.contains("Runner ci/nope does not exist"), "{e}");
+    let e = list(env.client.clone(), "busy", None, 5).await.unwrap_err();
+    assert!(e.contains("NAMESPACE/NAME"), "{e}");
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1782,6 +1884,7 @@ on_both_backends!(
     consumers_are_left_alone_where_restarts_are_disabled,
     runner_managers_are_summarized_in_status,
     connection_token_scopes_and_expiry_are_reported,
+    jobs_are_listed_through_the_runners_connection,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,
