@@ -7,6 +7,7 @@ pub mod context;
 pub mod error;
 pub mod managers;
 pub mod plan;
+pub mod reasons;
 pub mod reconcile;
 pub mod secret;
 

@@ -14,5 +14,6 @@ mod operator;
 mod process;
 mod rbac;
 mod real;
+mod reasons;
 mod sandbox;
 mod support;
