@@ -56,6 +56,12 @@ fn total(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n = arg("--runners", 1000);
     let latency = arg("--latency-ms", 20);
     let concurrency = arg("--concurrency", 32) as u16;
@@ -176,6 +182,58 @@ async fn main() {
         resync.as_secs(),
         gets as f64 / n as f64 / resyncs
     );
+    // Live runners: a runner process per Runner contacts GitLab, so GitLab's status turns
+    // online and the operator reads the managers once, then every tenth resync.
+    let live_resyncs = arg("--live-resyncs", 10);
+    if live_resyncs > 0 {
+        let ids: Vec<i64> = gitlab.runners().iter().map(|r| r.id).collect();
+        let before = gitlab.request_counts();
+        for id in &ids {
+            gitlab.add_manager(
+                *id,
+                &format!("s_{id}"),
+                "18.6.0",
+                "linux",
+                "amd64",
+                Duration::ZERO,
+            );
+        }
+        // The transition (status online: one read of the managers, one status write).
+        tokio::time::sleep(resync * 2).await;
+        let after = gitlab.request_counts();
+        println!(
+            "runner processes appear: per runner GET /runners/:id/managers {:.2}, GET /runners/:id {:.2} over 2 resyncs",
+            total(&after, &before, |x| x == "GET /runners/:id/managers") as f64 / n as f64,
+            total(&after, &before, |x| x == "GET /runners/:id") as f64 / n as f64,
+        );
+        let before = after;
+        let window = resync * live_resyncs as u32;
+        tokio::time::sleep(window).await;
+        let after = gitlab.request_counts();
+        let per =
+            |k: &str| total(&after, &before, |x| x == k) as f64 / n as f64 / live_resyncs as f64;
+        let all_gitlab = total(&after, &before, |k| k != "GET /version" && k != "GET /user");
+        println!(
+            "then live runners over {live_resyncs} resyncs: per runner per resync GET /runners/:id {:.2}, GET /runners/:id/managers {:.2}, all GitLab requests {:.2}; writes: {}",
+            per("GET /runners/:id"),
+            per("GET /runners/:id/managers"),
+            all_gitlab as f64 / n as f64 / live_resyncs as f64,
+            total(&after, &before, |k| !k.starts_with("GET "))
+        );
+        let list = runners.list(&ListParams::default()).await.expect("list");
+        let summarized = list
+            .items
+            .iter()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.gitlab.as_ref())
+                    .and_then(|g| g.managers.as_ref())
+                    .is_some_and(|m| m.summary == "1/1")
+            })
+            .count();
+        println!("Runners showing their manager (1/1): {summarized} of {n}");
+    }
     println!(
         "peak RSS (operator + both emulators in one process): {:.0} MiB",
         peak_rss_mib()
