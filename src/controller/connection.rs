@@ -243,26 +243,17 @@ async fn namespace_allowed(
         .await
         .map_err(Error::kube(format!("reading Namespace {ns}")))?;
     let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
-    let match_labels_ok = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs_ok = selector.match_expressions.as_ref().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let val = labels.get(&e.key);
-            let values = e.values.clone().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => val.is_some_and(|v| values.contains(v)),
-                "NotIn" => val.is_none_or(|v| !values.contains(v)),
-                "Exists" => val.is_some(),
-                "DoesNotExist" => val.is_none(),
-                _ => false,
-            }
-        })
-    });
-    Ok(match_labels_ok
-        && exprs_ok
-        && (selector.match_labels.is_some() || selector.match_expressions.is_some()))
+    Ok(selector_admits(selector, &labels))
+}
+
+/// Kubernetes label-selector semantics (kube's `Selector`): an empty selector selects every
+/// namespace; a selector that does not parse selects none.
+fn selector_admits(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    use kube::core::{Selector, SelectorExt};
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 /// What the live check learned.
@@ -528,4 +519,47 @@ async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Resul
         &token_ns,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selector_admits;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    #[test]
+    fn namespace_selectors_follow_kubernetes() {
+        let labels = [("team".to_string(), "ci".to_string())].into();
+        let sel = |v: serde_json::Value| serde_json::from_value::<LabelSelector>(v).unwrap();
+        for (selector, want) in [
+            (serde_json::json!({}), true),
+            (serde_json::json!({"matchLabels": {"team": "ci"}}), true),
+            (serde_json::json!({"matchLabels": {"team": "web"}}), false),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "team", "operator": "In", "values": ["ci", "web"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["ci"]}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "env", "operator": "Exists"}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "team", "operator": "Like", "values": ["c"]}]}),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                selector_admits(&sel(selector.clone()), &labels),
+                want,
+                "{selector}"
+            );
+        }
+    }
 }

@@ -202,7 +202,8 @@ pub struct AllowedNamespaces {
     /// Namespace names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
-    /// Label selector on namespaces.
+    /// Label selector on namespaces, with Kubernetes' semantics: `{}` selects every namespace;
+    /// unset selects none (only `names` count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }

@@ -1657,7 +1657,8 @@ async fn foreign_secrets_are_never_overwritten(backend: Backend) {
     );
 }
 
-/// Runs last in its own test so the other tests' tokens are in the log buffer too.
+/// This scenario's tokens — created, then rotated after a failed assignment — appear nowhere a
+/// user could read them (the log buffer also holds other tests' lines; only these are checked).
 async fn tokens_never_leak_into_logs_events_or_status(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.gitlab.inject(runner_operator::emulator::Fault {

@@ -170,7 +170,8 @@ async fn two_instances_one_leader_health_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_operator_stops_on_the_shutdown_signal() {
     let (_gitlab, _kube, client) = stand_ins().await;
-    let mut a = args(free_port(), "solo");
+    let addr = free_port();
+    let mut a = args(addr, "solo");
     a.leader_election = false;
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_operator(
@@ -178,15 +179,17 @@ async fn an_idle_operator_stops_on_the_shutdown_signal() {
         a,
         rx.map(|_| ()).boxed().shared(),
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let t = std::time::Instant::now();
+    // Running first (ready), so a start-up failure cannot pass for a clean stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(addr, "/readyz").await.0 != 200 {
+        assert!(!task.is_finished(), "the operator exited before the signal");
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = stop.send(());
     let r = tokio::time::timeout(Duration::from_secs(30), task).await;
-    assert!(
-        r.is_ok(),
-        "the operator did not stop after the shutdown signal"
-    );
-    assert!(t.elapsed() < Duration::from_secs(30));
+    let outcome = r.expect("the operator did not stop within 30 s of the shutdown signal");
+    assert_eq!(outcome.expect("joined"), Ok(()), "a clean stop");
 }
 
 /// A leader that loses its Lease (another holder took it over) stops and returns an error, so
