@@ -117,6 +117,12 @@ impl RateLimiter {
         }
     }
 
+    /// Whether a 429 currently holds every caller back.
+    pub fn is_paused(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.paused_until.is_some_and(|u| u > Instant::now())
+    }
+
     /// How many acquisitions had to wait, and for how long in total (for metrics).
     pub fn wait_stats(&self) -> (u64, Duration) {
         (

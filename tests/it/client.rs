@@ -423,11 +423,21 @@ async fn rate_limited_calls_wait_retry_after_and_hold_back_other_callers() {
             retry_after: Some(1),
         },
     );
+    // The client's gate is the test's, to see when the 429 has closed it.
+    let gate = std::sync::Arc::new(RateLimiter::new(1000.0, 1000));
+    let mut cfg = ClientConfig::new(emu.url(), SecretString::from("glpat-alice".to_string()));
+    cfg.limiter = Some(gate.clone());
+    cfg.retry.base = Duration::from_millis(5);
+    cfg.retry.cap = Duration::from_millis(50);
+    let alice = GitLabClient::new(cfg).expect("client");
     let start = Instant::now();
     let other = alice.clone();
     let req = project_runner(app);
     let (created, version) = tokio::join!(alice.create_user_runner(&req), async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the create's 429 has closed the gate for every caller.
+        while !gate.is_paused() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let t = Instant::now();
         other.version().await.map(|_| t.elapsed())
     });

@@ -305,6 +305,16 @@ impl Env {
             .collect()
     }
 
+    /// Waits until `n` more `GET /runners/:id` reached GitLab (each a pass over some Runner):
+    /// the operator went through its loop, so whatever it would have done, it has done.
+    pub async fn passes(&self, n: u64) {
+        let before = self.gitlab.request_count("GET /runners/:id");
+        self.wait(&format!("{n} more passes"), || async {
+            (self.gitlab.request_count("GET /runners/:id") >= before + n).then_some(())
+        })
+        .await
+    }
+
     pub async fn has_event(&self, name: &str, reason: &str) -> (String, String, String) {
         self.wait(&format!("event {reason} on {name}"), || async {
             self.events(name).await.into_iter().find(|e| e.1 == reason)
@@ -918,7 +928,8 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule(backend: Backen
             .map(|_| ())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two more resyncs of this (only) Runner: a second reset would have happened by now.
+    env.passes(2).await;
     assert_eq!(resets(), before + 1, "one rotation per annotation value");
     assert_eq!(
         env.runners()
@@ -1433,11 +1444,19 @@ async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
     env.ready("steady").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // One resync first, so nothing of the creation is still in flight.
+    env.passes(1).await;
     let before = env.gitlab.request_counts();
     let rv_before = env.kube.local().map(|k| k.resource_version());
     let objects_before = env.fingerprint().await;
-    tokio::time::sleep(Duration::from_secs(7)).await; // ~3 resyncs of 2 s
+    let started = std::time::Instant::now();
+    env.passes(3).await;
+    // Three resyncs of 2 s (jittered ±10 %): not sooner, or passes are being triggered.
+    assert!(
+        started.elapsed() >= Duration::from_millis(3_500),
+        "{:?}",
+        started.elapsed()
+    );
     let after = env.gitlab.request_counts();
     let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     let gets = delta("GET /runners/:id");
@@ -1717,9 +1736,11 @@ async fn expired_tokens_are_replaced_through_the_management_api(backend: Backend
     env.ready("late").await;
     // The operator is down while the token expires: the runner endpoints refuse it.
     env.stop_operator().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
     let dead = env.secret_token("late-runner-token").await.unwrap();
-    assert!(!env.token_works(&dead).await, "expired");
+    env.wait("the token expired in GitLab", || async {
+        (!env.token_works(&dead).await).then_some(())
+    })
+    .await;
     env.run_operator(None);
     let fresh = env
         .wait("replaced", || async {
@@ -1836,7 +1857,8 @@ async fn watch_namespaces_limit_what_is_reconciled(backend: Backend) {
         team_b.get("r").await.ok()?.status?.runner_id.map(|_| ())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Resyncs of the watched Runners went by; the one elsewhere was never touched.
+    env.passes(2).await;
     let elsewhere = Api::<Runner>::namespaced(env.client.clone(), "elsewhere")
         .get("r")
         .await
