@@ -410,7 +410,6 @@ async fn creates_are_not_retried_after_gitlab_may_have_processed_them() {
 #[tokio::test]
 async fn rate_limited_calls_wait_retry_after_and_hold_back_other_callers() {
     let emu = emulator().await;
-    let alice = client(&emu, "glpat-alice");
     let app = emu.project_id("grp/app").unwrap();
     // 429 is safe to repeat even for a POST: GitLab did not process it.
     inject(
