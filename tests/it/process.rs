@@ -71,7 +71,12 @@ async fn two_instances_one_leader_health_and_metrics() {
         args(a_addr, "pod-a"),
         a_rx.map(|_| ()).boxed().shared(),
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // pod-a leads before pod-b starts (the order makes the assertions below deterministic).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(a_addr, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "pod-a never led");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let b = tokio::spawn(serve_operator(
         client.clone(),
         args(b_addr, "pod-b"),
