@@ -302,13 +302,34 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The managers to show in status (see `managers`): read from GitLab when due, else kept. A
-/// failed read keeps what status has; it never fails the pass.
+/// GitLab's view of the runner for status. The managers are read when due (see `managers`),
+/// else kept; contactedAt moves with them, not on every pass: a live runner contacts GitLab
+/// every few seconds, and copying that into status would write status (and trigger another
+/// pass) at every resync. A failed read keeps what status has; it never fails the pass.
+async fn observe_gitlab(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    d: &crate::gitlab::RunnerDetails,
+) -> GitLabRunnerState {
+    let previous = pass.status.gitlab.as_ref();
+    let (managers, refreshed) = observe_managers(ctx, pass, d).await;
+    let contacted_at = match previous {
+        Some(p) if !refreshed && p.status == d.status => p.contacted_at.clone(),
+        _ => d.contacted_at.clone(),
+    };
+    GitLabRunnerState {
+        status: d.status.clone(),
+        contacted_at,
+        managers,
+    }
+}
+
+/// The managers, and whether they were (re)read in this pass.
 async fn observe_managers(
     ctx: &Context,
     pass: &Pass<'_>,
     d: &crate::gitlab::RunnerDetails,
-) -> Option<crate::crd::ManagersState> {
+) -> (Option<crate::crd::ManagersState>, bool) {
     let uid = pass.runner.uid().unwrap_or_default();
     let previous = pass.status.gitlab.as_ref();
     let kept = || previous.and_then(|p| p.managers.clone());
@@ -323,21 +344,21 @@ async fn observe_managers(
         checked_ago,
         ctx.settings.resync,
     ) {
-        managers::Action::Empty => Some(managers::none()),
+        managers::Action::Empty => (Some(managers::none()), true),
         managers::Action::Keep => {
             if checked_ago.is_none() {
                 record();
             }
-            kept()
+            (kept(), false)
         }
         managers::Action::Fetch => match pass.gl().list_runner_managers(d.id).await {
             Ok(list) => {
                 record();
-                Some(managers::summarize(&list))
+                (Some(managers::summarize(&list)), true)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "could not read the runner's managers; keeping the last summary");
-                kept()
+                (kept(), false)
             }
         },
     }
@@ -938,8 +959,8 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     if let Err(Error::SimulatedCrash(_)) = &outcome {
         return outcome.map(|_| Action::await_change());
     }
-    let managers = match &pass.details {
-        Some(d) => observe_managers(&ctx, &pass, d).await,
+    let observed = match &pass.details {
+        Some(d) => Some(observe_gitlab(&ctx, &pass, d).await),
         None => None,
     };
     let mut status = pass.status;
@@ -952,12 +973,8 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         status.group_id = None;
     }
     status.observed_generation = generation;
-    if let Some(d) = &pass.details {
-        status.gitlab = Some(GitLabRunnerState {
-            status: d.status.clone(),
-            contacted_at: d.contacted_at.clone(),
-            managers,
-        });
+    if let Some(g) = observed {
+        status.gitlab = Some(g);
     }
     match (&outcome, &pass.blocked) {
         (Err(e), _) => set(&mut status, READY, false, e.reason(), e.to_string()),

@@ -464,7 +464,9 @@ pub struct GitLabRunnerState {
     /// GitLab's status of the runner: online, offline, stale, never_contacted or paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Last contact of the runner process with GitLab.
+    /// Last contact of a runner process with GitLab, as of the last read of the managers (it
+    /// moves every few seconds in GitLab; status follows at most every ten resyncs, or when
+    /// GitLab's status of the runner changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacted_at: Option<String>,
     /// The runner managers (runner processes using this runner's token), from

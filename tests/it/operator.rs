@@ -1440,6 +1440,66 @@ async fn jobs_are_listed_through_the_runners_connection(backend: Backend) {
     assert!(e.contains("NAMESPACE/NAME"), "{e}");
 }
 
+/// A live runner contacts GitLab every few seconds; the operator does not copy every contact
+/// into status, so a resync costs one GET and no write (no status write, no pass it triggers).
+async fn live_runners_cost_one_get_and_no_writes_per_resync(backend: Backend) {
+    let env = Env::start(backend, None).await;
+    env.apply("live", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
+    let rid = env.ready("live").await.status.unwrap().runner_id.unwrap();
+    env.gitlab
+        .add_manager(rid, "s_live", "18.6.0", "linux", "amd64", Duration::ZERO);
+    env.wait("manager seen", || async {
+        let g = env.runners().get("live").await.ok()?.status?.gitlab?;
+        (g.managers?.summary == "1/1").then_some(())
+    })
+    .await;
+    env.passes(1).await;
+    let rv = env
+        .runners()
+        .get("live")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let before = env.gitlab.request_counts();
+    let started = std::time::Instant::now();
+    // The runner process contacts GitLab every 100 ms while three resyncs go by.
+    let contacting = async {
+        loop {
+            env.gitlab.touch_runner(rid);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = env.passes(3) => {}
+        _ = contacting => {}
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(3_500),
+        "three resyncs of 2 s, none triggered by the operator's own writes: {:?}",
+        started.elapsed()
+    );
+    let after = env.gitlab.request_counts();
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("GET /runners/:id/managers"), 0);
+    let writes: u64 = after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(writes, 0);
+    assert_eq!(
+        env.runners()
+            .get("live")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        rv,
+        "no status write"
+    );
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1908,6 +1968,7 @@ on_both_backends!(
     runner_managers_are_summarized_in_status,
     connection_token_scopes_and_expiry_are_reported,
     jobs_are_listed_through_the_runners_connection,
+    live_runners_cost_one_get_and_no_writes_per_resync,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,
