@@ -87,6 +87,9 @@ impl Default for Settings {
 /// Test hook: called after each GitLab write with its endpoint; `true` aborts the reconcile there.
 pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Connection key, "project" or "group", path.
+pub type PathKey = (String, &'static str, String);
+
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
@@ -105,6 +108,11 @@ pub struct Context {
     pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Consecutive failures per Runner.
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
+    /// Project and group paths resolved to ids, per connection: many Runners name the same
+    /// project (key: connection key, "project" or "group", path; value: id, when read).
+    pub paths: Mutex<HashMap<PathKey, (i64, tokio::time::Instant)>>,
+    /// One lookup per path at a time (the others wait for its answer).
+    path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last read each Runner's managers (key: uid).
     pub managers_checked: Mutex<HashMap<String, tokio::time::Instant>>,
     pub crash_hook: Option<CrashHook>,
@@ -131,12 +139,63 @@ impl Context {
             marker_owners: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             managers_checked: Mutex::new(HashMap::new()),
+            paths: Mutex::new(HashMap::new()),
+            path_locks: Mutex::new(HashMap::new()),
             crash_hook: None,
             metrics: Arc::default(),
         }
     }
 
     /// Jittered resync period (±10 %), so many Runners do not wake together.
+    /// A path's id: from the cache when read within the resync period, else from `fetch` —
+    /// once, however many Runners ask at the same time.
+    pub async fn resolve_path<E, Fut>(
+        &self,
+        conn: &str,
+        kind: &'static str,
+        path: &str,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<i64, E>
+    where
+        Fut: std::future::Future<Output = Result<i64, E>>,
+    {
+        let key = (conn.to_string(), kind, path.to_string());
+        let fresh = |paths: &HashMap<_, (i64, tokio::time::Instant)>| {
+            paths
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < self.settings.resync)
+                .map(|(id, _)| *id)
+        };
+        if let Some(id) = fresh(&self.paths.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(id);
+        }
+        let gate = self
+            .path_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(id) = fresh(&self.paths.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(id);
+        }
+        let id = fetch().await?;
+        self.paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (id, tokio::time::Instant::now()));
+        Ok(id)
+    }
+
+    /// Forgets a connection's resolved paths (GitLab said a project or group is gone).
+    pub fn forget_paths(&self, conn: &str) {
+        self.paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(c, _, _), _| c != conn);
+    }
+
     pub fn resync(&self) -> Duration {
         self.settings.resync.mul_f64(0.9 + 0.2 * fastrand::f64())
     }

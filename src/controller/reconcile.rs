@@ -712,8 +712,17 @@ async fn read_secret_key(ctx: &Context, ns: &str, name: &str, key: &str) -> Resu
         .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} has no non-empty key {key:?}")))
 }
 
-async fn resolve_project(gl: &GitLabClient, p: &str, what: &str) -> Result<i64, Error> {
-    gl.get_project(p).await.map(|p| p.id).map_err(|e| {
+/// The cache of resolved paths a pass may use: the context and the connection's key.
+type PathCache<'a> = Option<(&'a Context, &'a str)>;
+
+async fn resolve_project(
+    cache: PathCache<'_>,
+    gl: &GitLabClient,
+    p: &str,
+    what: &str,
+) -> Result<i64, Error> {
+    let lookup = || async {
+        gl.get_project(p).await.map(|p| p.id).map_err(|e| {
         if e.is_not_found() {
             let fix = if what == "project" {
                 "if it was deleted, GitLab moved the runner to its oldest other project (or deleted it): recreate this Runner with spec.project set to an existing project, or delete the Runner"
@@ -724,11 +733,17 @@ async fn resolve_project(gl: &GitLabClient, p: &str, what: &str) -> Result<i64, 
         } else {
             Error::gitlab(format!("looking up {what} {p:?}"))(e)
         }
-    })
+        })
+    };
+    match cache {
+        Some((ctx, key)) => ctx.resolve_path(key, "project", p, lookup).await,
+        None => lookup().await,
+    }
 }
 
 /// Owner project, owner group, extra projects — from status when the spec did not change.
 async fn resolve_ids(
+    cache: PathCache<'_>,
     runner: &Runner,
     status: &RunnerStatus,
     gl: &GitLabClient,
@@ -745,11 +760,16 @@ async fn resolve_ids(
                     status.project_ids.iter().skip(1).copied().collect(),
                 ));
             }
-            let owner =
-                resolve_project(gl, spec.project.as_deref().unwrap_or_default(), "project").await?;
+            let owner = resolve_project(
+                cache,
+                gl,
+                spec.project.as_deref().unwrap_or_default(),
+                "project",
+            )
+            .await?;
             let mut assigned = BTreeSet::new();
             for p in &spec.assigned_projects {
-                let id = resolve_project(gl, p, "assigned project").await?;
+                let id = resolve_project(cache, gl, p, "assigned project").await?;
                 if id != owner {
                     assigned.insert(id);
                 }
@@ -761,13 +781,19 @@ async fn resolve_ids(
                 return Ok((None, status.group_id, BTreeSet::new()));
             }
             let g = spec.group.as_deref().unwrap_or_default();
-            let id = gl.get_group(g).await.map(|g| g.id).map_err(|e| {
+            let lookup = || async {
+                gl.get_group(g).await.map(|g| g.id).map_err(|e| {
                 if e.is_not_found() {
                     Error::Invalid(format!("group {g:?} does not exist or the token's user cannot see it (GitLab: 404 Group Not Found)"))
                 } else {
                     Error::gitlab(format!("looking up group {g:?}"))(e)
                 }
-            })?;
+                })
+            };
+            let id = match cache {
+                Some((ctx, key)) => ctx.resolve_path(key, "group", g, lookup).await?,
+                None => lookup().await?,
+            };
             Ok((None, Some(id), BTreeSet::new()))
         }
         RunnerType::InstanceType => Ok((None, None, BTreeSet::new())),
@@ -963,6 +989,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         Some(d) => Some(observe_gitlab(&ctx, &pass, d).await),
         None => None,
     };
+    let conn_key = pass.conn.key.clone();
     let mut status = pass.status;
     if let Err(Error::GitLab { source, .. }) = &outcome
         && matches!(source.status(), Some(400 | 403 | 404))
@@ -971,6 +998,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
         // "Missing/invalid project" on create): resolve the paths again on the next pass.
         status.project_ids.clear();
         status.group_id = None;
+        ctx.forget_paths(&conn_key);
     }
     status.observed_generation = generation;
     if let Some(g) = observed {
@@ -1074,7 +1102,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
     let runner = pass.runner;
     let ctx = pass.ctx;
     let (owner_project, owner_group, assigned) =
-        resolve_ids(runner, &pass.status, pass.gl()).await?;
+        resolve_ids(Some((ctx, &pass.conn.key)), runner, &pass.status, pass.gl()).await?;
     pass.status.project_ids = owner_project
         .into_iter()
         .chain(assigned.iter().copied())
@@ -1170,6 +1198,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 && owner.id != want
             {
                 pass.status.project_ids.clear();
+                ctx.forget_paths(&pass.conn.key);
                 return Err(Error::Invalid(format!(
                     "GitLab now lists project {} ({}) as the owner of runner {}, not project {want} of spec.project {:?} (deleted?); recreate this Runner with spec.project set to an existing project, or delete the Runner",
                     owner.id,
@@ -1261,6 +1290,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             // The project is gone (or hidden): resolve the spec's paths again on
                             // the next pass instead of trusting the ids recorded in status.
                             pass.status.project_ids.clear();
+                            ctx.forget_paths(&pass.conn.key);
                             return Err(Error::Invalid(format!(
                                 "project {project} of spec.assignedProjects no longer exists in GitLab, or the token's user cannot see it ({}): remove it from spec.assignedProjects, or fix the path",
                                 e.message().unwrap_or("404")
@@ -1477,10 +1507,11 @@ async fn delete_in_gitlab(
         None if status.creation_started.is_none() => None,
         None => {
             // Created, then crashed before recording the id: find it by our marker.
-            let (p, g, _) =
-                resolve_ids(runner, &status, gl)
-                    .await
-                    .unwrap_or((None, None, BTreeSet::new()));
+            let (p, g, _) = resolve_ids(None, runner, &status, gl).await.unwrap_or((
+                None,
+                None,
+                BTreeSet::new(),
+            ));
             find_marked(
                 ctx,
                 gl,

@@ -1500,6 +1500,28 @@ async fn live_runners_cost_one_get_and_no_writes_per_resync(backend: Backend) {
     );
 }
 
+/// Many Runners naming the same projects cost one lookup per path and connection, not one per
+/// Runner.
+async fn project_paths_are_resolved_once_per_connection(backend: Backend) {
+    let env = Env::start(backend, None).await;
+    for i in 0..4 {
+        env.apply(
+            &format!("same-{i}"),
+            json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type",
+            "project": "platform/api", "assignedProjects": ["platform/web"]}),
+        )
+        .await;
+    }
+    for i in 0..4 {
+        env.ready(&format!("same-{i}")).await;
+    }
+    assert_eq!(
+        env.gitlab.request_count("GET /projects/:id"),
+        2,
+        "platform/api and platform/web, once each"
+    );
+}
+
 async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.apply("steady", project_spec()).await;
@@ -1969,6 +1991,7 @@ on_both_backends!(
     connection_token_scopes_and_expiry_are_reported,
     jobs_are_listed_through_the_runners_connection,
     live_runners_cost_one_get_and_no_writes_per_resync,
+    project_paths_are_resolved_once_per_connection,
     steady_state_costs_one_get_and_no_writes,
     rate_limits_and_server_errors_back_off_without_losing_anything,
     crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token,

@@ -30,6 +30,7 @@ const NOT_REASONS: &[&str] = &[
     "NotIn",
     "Exists",
     "DoesNotExist",
+    "Like",
     "Delete",
     "Reconcile",
     "Update",
