@@ -107,6 +107,83 @@ impl DesiredAttrs {
     }
 }
 
+/// The fields an update changes, each as `field: before → after` (long texts shortened), so
+/// an event says exactly what moved — "my description disappeared" has an answer.
+pub fn describe_changes(seen: Option<&RunnerDetails>, a: &RunnerAttributes) -> String {
+    fn text(s: &str) -> String {
+        let one_line = s.replace('\n', " ");
+        if one_line.chars().count() > 40 {
+            format!("{:?}", one_line.chars().take(39).collect::<String>() + "…")
+        } else {
+            format!("{one_line:?}")
+        }
+    }
+    fn tags(t: &[String]) -> String {
+        let mut t = t.to_vec();
+        t.sort();
+        format!("[{}]", t.join(", "))
+    }
+    let mut out = vec![];
+    let before = |f: &dyn Fn(&RunnerDetails) -> String| seen.map_or("?".to_string(), f);
+    if let Some(v) = &a.description {
+        out.push(format!(
+            "description: {} → {}",
+            before(&|d| text(d.description.as_deref().unwrap_or(""))),
+            text(v)
+        ));
+    }
+    if let Some(v) = a.paused {
+        out.push(format!(
+            "paused: {} → {v}",
+            before(&|d| d.is_paused().to_string())
+        ));
+    }
+    if let Some(v) = &a.tag_list {
+        out.push(format!(
+            "tags: {} → {}",
+            before(&|d| tags(&d.tag_list)),
+            tags(v)
+        ));
+    }
+    if let Some(v) = a.run_untagged {
+        out.push(format!(
+            "runUntagged: {} → {v}",
+            before(&|d| d.run_untagged.unwrap_or(true).to_string())
+        ));
+    }
+    if let Some(v) = a.locked {
+        out.push(format!(
+            "locked: {} → {v}",
+            before(&|d| d.locked.unwrap_or(false).to_string())
+        ));
+    }
+    if let Some(v) = &a.access_level {
+        out.push(format!(
+            "accessLevel: {} → {v}",
+            before(&|d| d
+                .access_level
+                .clone()
+                .unwrap_or_else(|| "not_protected".into()))
+        ));
+    }
+    if let Some(v) = &a.maximum_timeout {
+        let show = |t: Option<i64>| t.map_or("none".to_string(), |t| t.to_string());
+        out.push(format!(
+            "maximumTimeout: {} → {}",
+            before(&|d| show(d.maximum_timeout)),
+            show(*v)
+        ));
+    }
+    if let Some(v) = &a.maintenance_note {
+        out.push(format!(
+            "maintenanceNote: {} → {}",
+            before(&|d| text(d.maintenance_note.as_deref().unwrap_or(""))),
+            text(v)
+        ));
+    }
+    out.join("; ")
+}
+
 /// When tokens rotate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RotationPolicy {
@@ -335,6 +412,35 @@ fn signed(d: Duration) -> k8s_openapi::jiff::SignedDuration {
 mod tests {
     use super::*;
     use crate::gitlab::ProjectRef;
+
+    #[test]
+    fn changes_are_described_before_and_after() {
+        let mut hand_made = seen(&[1]);
+        hand_made.description = Some("Hand-written by the platform team".into());
+        hand_made.tag_list = vec!["linux".into()];
+        hand_made.maximum_timeout = Some(3600);
+        let mut want = attrs();
+        want.description = String::new();
+        want.tags = ["docker".to_string(), "linux".to_string()].into();
+        let diff = want.diff(&hand_made);
+        let text = describe_changes(Some(&hand_made), &diff);
+        assert!(
+            text.contains(r#"description: "Hand-written by the platform team" → """#),
+            "{text}"
+        );
+        assert!(text.contains("tags: [linux] → [docker, linux]"), "{text}");
+        assert!(text.contains("maximumTimeout: 3600 → none"), "{text}");
+        assert!(!text.contains("paused"), "only what changes: {text}");
+        let long = RunnerAttributes {
+            maintenance_note: Some("x".repeat(100)),
+            ..Default::default()
+        };
+        let text = describe_changes(None, &long);
+        assert!(
+            text.starts_with("maintenanceNote: ? → \"xxx") && text.ends_with("…\""),
+            "{text}"
+        );
+    }
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + secs).expect("valid")

@@ -1254,6 +1254,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 Step::Update(attrs) => {
                     let rid = id.unwrap_or_default();
                     let fields = changed_fields(&attrs);
+                    let changes = plan::describe_changes(pass.details.as_ref(), &attrs);
                     let d = pass
                         .gl()
                         .update_runner(rid, &attrs)
@@ -1266,14 +1267,14 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             EventType::Warning,
                             "DriftReverted",
                             format!(
-                                "runner {rid} was changed outside the operator; restored {fields}"
+                                "runner {rid} was changed outside the operator; restored {changes}"
                             ),
                         )
                     } else {
                         (
                             EventType::Normal,
                             "Updated",
-                            format!("updated {fields} of runner {rid}"),
+                            format!("updated runner {rid}: {changes}"),
                         )
                     };
                     event(ctx, runner, t, reason, "Update", note).await;

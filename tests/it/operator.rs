@@ -489,6 +489,13 @@ async fn create_update_assign_and_delete(backend: Backend) {
     .await;
     env.ready("builders").await;
     env.has_event("builders", "Unassigned").await;
+    // The update says what moved, before and after.
+    let updated = env.has_event("builders", "Updated").await.2;
+    assert!(
+        updated.contains("tags: [docker, linux] → [linux]")
+            && updated.contains("paused: false → true"),
+        "{updated}"
+    );
     assert_eq!(
         env.gitlab_runner(id).unwrap().token,
         g.token,
