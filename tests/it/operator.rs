@@ -428,6 +428,18 @@ impl Drop for Env {
     }
 }
 
+/// GitLab writes (any request but a GET) between two `request_counts()`.
+fn gitlab_writes(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .sum()
+}
+
 fn project_spec() -> Value {
     json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "assignedProjects": ["platform/web"],
            "description": "Linux builders", "tags": ["linux", "docker"], "runUntagged": false, "maximumTimeout": 3600, "maintenanceNote": "team platform"})
@@ -1433,11 +1445,7 @@ async fn jobs_are_listed_through_the_runners_connection(backend: Backend) {
             .ends_with("/platform/api/-/jobs/105")
     );
     let after = env.gitlab.request_counts();
-    let writes: u64 = after
-        .iter()
-        .filter(|(k, _)| !k.starts_with("GET "))
-        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
-        .sum();
+    let writes = gitlab_writes(&before, &after);
     assert_eq!(writes, 0, "read-only: {after:?}");
     let e = list(env.client.clone(), "ci/nope", None, 5)
         .await
@@ -1489,11 +1497,7 @@ async fn live_runners_cost_one_get_and_no_writes_per_resync(backend: Backend) {
     let after = env.gitlab.request_counts();
     let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     assert_eq!(delta("GET /runners/:id/managers"), 0);
-    let writes: u64 = after
-        .iter()
-        .filter(|(k, _)| !k.starts_with("GET "))
-        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
-        .sum();
+    let writes = gitlab_writes(&before, &after);
     assert_eq!(writes, 0);
     assert_eq!(
         env.runners()
@@ -1550,11 +1554,7 @@ async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     let gets = delta("GET /runners/:id");
     assert!((2..=5).contains(&gets), "one GET per resync, got {gets}");
-    let writes: u64 = after
-        .iter()
-        .filter(|(k, _)| !k.starts_with("GET "))
-        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
-        .sum();
+    let writes = gitlab_writes(&before, &after);
     assert_eq!(writes, 0, "no GitLab writes at steady state: {after:?}");
     assert_eq!(
         delta("GET /projects/:id"),
