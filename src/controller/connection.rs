@@ -436,17 +436,14 @@ where
         .find(|c| c.type_ == access_token::TOKEN_EXPIRING && c.status == "True")
     {
         // Every check (each resync) while within the window; repeats become one series.
-        let ev = kube::runtime::events::Event {
-            type_: kube::runtime::events::EventType::Warning,
-            reason: "AccessTokenExpiring".into(),
-            note: Some(c.message.clone()),
-            action: "CheckConnection".into(),
-            secondary: None,
-        };
-        tracing::warn!(connection = %conn.name_any(), "{}", c.message);
-        if let Err(e) = ctx.recorder.publish(&ev, &conn.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        ctx.publish(
+            &conn.object_ref(&()),
+            kube::runtime::events::EventType::Warning,
+            "AccessTokenExpiring",
+            "CheckConnection",
+            c.message.clone(),
+        )
+        .await;
     }
     write_status(&api, conn, status, old).await?;
     Ok(Action::requeue(if result.is_ok() {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::Runner;
@@ -110,7 +110,7 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
     /// Project and group paths resolved to ids, per connection: many Runners name the same
     /// project (key: connection key, "project" or "group", path; value: id, when read).
-    pub paths: Mutex<HashMap<PathKey, (i64, tokio::time::Instant)>>,
+    paths: Mutex<HashMap<PathKey, (i64, tokio::time::Instant)>>,
     /// One lookup per path at a time (the others wait for its answer).
     path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last read each Runner's managers (key: uid).
@@ -186,6 +186,38 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, (id, tokio::time::Instant::now()));
         Ok(id)
+    }
+
+    /// Publishes an event on `object` and logs the same words (info for Normal, warn for
+    /// Warning), so `kubectl logs` tells the story without `kubectl get events`. A failed
+    /// publish is logged, never an error: events are a report, not the work.
+    pub async fn publish(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let (kind, ns, name) = (
+            object.kind.as_deref().unwrap_or_default(),
+            object.namespace.as_deref().unwrap_or_default(),
+            object.name.as_deref().unwrap_or_default(),
+        );
+        match type_ {
+            EventType::Normal => tracing::info!(kind, namespace = ns, name, reason, "{note}"),
+            EventType::Warning => tracing::warn!(kind, namespace = ns, name, reason, "{note}"),
+        }
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            tracing::warn!(error = %e, reason, "could not publish an event");
+        }
     }
 
     /// Forgets a connection's resolved paths (GitLab said a project or group is gone).

@@ -76,34 +76,39 @@ impl DesiredAttrs {
         }
     }
 
+    /// The same fields as GitLab holds them, GitLab's defaults filled in where it omits one.
+    pub fn seen(d: &RunnerDetails) -> DesiredAttrs {
+        DesiredAttrs {
+            description: d.description.clone().unwrap_or_default(),
+            tags: d.tag_list.iter().cloned().collect(),
+            run_untagged: d.run_untagged.unwrap_or(true),
+            paused: d.is_paused(),
+            locked: d.locked.unwrap_or(false),
+            access_level: d
+                .access_level
+                .clone()
+                .unwrap_or_else(|| "not_protected".into()),
+            maximum_timeout: d.maximum_timeout,
+            maintenance_note: d.maintenance_note.clone().unwrap_or_default(),
+        }
+    }
+
     /// Only what differs from GitLab's view (tags as a set, unset timeout = null).
     pub fn diff(&self, seen: &RunnerDetails) -> RunnerAttributes {
-        let mut a = RunnerAttributes::default();
-        if seen.description.as_deref().unwrap_or("") != self.description {
-            a.description = Some(self.description.clone());
+        let seen = DesiredAttrs::seen(seen);
+        RunnerAttributes {
+            description: (seen.description != self.description).then(|| self.description.clone()),
+            paused: (seen.paused != self.paused).then_some(self.paused),
+            tag_list: (seen.tags != self.tags).then(|| self.tags.iter().cloned().collect()),
+            run_untagged: (seen.run_untagged != self.run_untagged).then_some(self.run_untagged),
+            locked: (seen.locked != self.locked).then_some(self.locked),
+            access_level: (seen.access_level != self.access_level)
+                .then(|| self.access_level.clone()),
+            maximum_timeout: (seen.maximum_timeout != self.maximum_timeout)
+                .then_some(self.maximum_timeout),
+            maintenance_note: (seen.maintenance_note != self.maintenance_note)
+                .then(|| self.maintenance_note.clone()),
         }
-        if seen.is_paused() != self.paused {
-            a.paused = Some(self.paused);
-        }
-        if seen.tag_list.iter().cloned().collect::<BTreeSet<_>>() != self.tags {
-            a.tag_list = Some(self.tags.iter().cloned().collect());
-        }
-        if seen.run_untagged.unwrap_or(true) != self.run_untagged {
-            a.run_untagged = Some(self.run_untagged);
-        }
-        if seen.locked.unwrap_or(false) != self.locked {
-            a.locked = Some(self.locked);
-        }
-        if seen.access_level.as_deref().unwrap_or("not_protected") != self.access_level {
-            a.access_level = Some(self.access_level.clone());
-        }
-        if seen.maximum_timeout != self.maximum_timeout {
-            a.maximum_timeout = Some(self.maximum_timeout);
-        }
-        if seen.maintenance_note.as_deref().unwrap_or("") != self.maintenance_note {
-            a.maintenance_note = Some(self.maintenance_note.clone());
-        }
-        a
     }
 }
 
@@ -118,66 +123,64 @@ pub fn describe_changes(seen: Option<&RunnerDetails>, a: &RunnerAttributes) -> S
             format!("{one_line:?}")
         }
     }
-    fn tags(t: &[String]) -> String {
-        let mut t = t.to_vec();
+    fn tags<'a>(t: impl Iterator<Item = &'a String>) -> String {
+        let mut t: Vec<&str> = t.map(String::as_str).collect();
         t.sort();
         format!("[{}]", t.join(", "))
     }
+    let seen = seen.map(DesiredAttrs::seen);
+    let before = |f: &dyn Fn(&DesiredAttrs) -> String| seen.as_ref().map_or("?".to_string(), f);
+    let timeout = |t: Option<i64>| t.map_or("none".to_string(), |t| t.to_string());
     let mut out = vec![];
-    let before = |f: &dyn Fn(&RunnerDetails) -> String| seen.map_or("?".to_string(), f);
     if let Some(v) = &a.description {
         out.push(format!(
             "description: {} → {}",
-            before(&|d| text(d.description.as_deref().unwrap_or(""))),
+            before(&|d| text(&d.description)),
             text(v)
         ));
     }
     if let Some(v) = a.paused {
         out.push(format!(
             "paused: {} → {v}",
-            before(&|d| d.is_paused().to_string())
+            before(&|d| d.paused.to_string())
         ));
     }
     if let Some(v) = &a.tag_list {
         out.push(format!(
             "tags: {} → {}",
-            before(&|d| tags(&d.tag_list)),
-            tags(v)
+            before(&|d| tags(d.tags.iter())),
+            tags(v.iter())
         ));
     }
     if let Some(v) = a.run_untagged {
         out.push(format!(
             "runUntagged: {} → {v}",
-            before(&|d| d.run_untagged.unwrap_or(true).to_string())
+            before(&|d| d.run_untagged.to_string())
         ));
     }
     if let Some(v) = a.locked {
         out.push(format!(
             "locked: {} → {v}",
-            before(&|d| d.locked.unwrap_or(false).to_string())
+            before(&|d| d.locked.to_string())
         ));
     }
     if let Some(v) = &a.access_level {
         out.push(format!(
             "accessLevel: {} → {v}",
-            before(&|d| d
-                .access_level
-                .clone()
-                .unwrap_or_else(|| "not_protected".into()))
+            before(&|d| d.access_level.clone())
         ));
     }
-    if let Some(v) = &a.maximum_timeout {
-        let show = |t: Option<i64>| t.map_or("none".to_string(), |t| t.to_string());
+    if let Some(v) = a.maximum_timeout {
         out.push(format!(
             "maximumTimeout: {} → {}",
-            before(&|d| show(d.maximum_timeout)),
-            show(*v)
+            before(&|d| timeout(d.maximum_timeout)),
+            timeout(v)
         ));
     }
     if let Some(v) = &a.maintenance_note {
         out.push(format!(
             "maintenanceNote: {} → {}",
-            before(&|d| text(d.maintenance_note.as_deref().unwrap_or(""))),
+            before(&|d| text(&d.maintenance_note)),
             text(v)
         ));
     }

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -29,9 +29,7 @@ use crate::crd::{
     self, DeletionPolicy, GitLabRunnerState, READY, RegistrationStrategy, Runner, RunnerStatus,
     RunnerType, condition, set_condition,
 };
-use crate::gitlab::{
-    CreateUserRunner, GitLabClient, RunnerAttributes, RunnerDetails, RunnerFilter,
-};
+use crate::gitlab::{CreateUserRunner, GitLabClient, RunnerDetails, RunnerFilter};
 
 pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
 pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
@@ -136,19 +134,14 @@ async fn report_invalid(
             "reporting the undecodable Runner {ns}/{name}"
         )))?;
     let reference = kube::Resource::object_ref(obj, &());
-    let _ = ctx
-        .recorder
-        .publish(
-            &Event {
-                type_: EventType::Warning,
-                reason: "InvalidObject".into(),
-                note: Some(message.chars().take(1024).collect()),
-                action: "Reconcile".into(),
-                secondary: None,
-            },
-            &reference,
-        )
-        .await;
+    ctx.publish(
+        &reference,
+        EventType::Warning,
+        "InvalidObject",
+        "Reconcile",
+        message,
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -372,22 +365,8 @@ async fn event(
     action: &str,
     note: String,
 ) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1024).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    // The same words in the log, so `kubectl logs` tells the story without `kubectl get events`.
-    let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
-    match type_ {
-        EventType::Normal => tracing::info!(namespace = %ns, name = %name, reason, "{note}"),
-        EventType::Warning => tracing::warn!(namespace = %ns, name = %name, reason, "{note}"),
-    }
-    if let Err(e) = ctx.recorder.publish(&ev, &runner.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish an event");
-    }
+    ctx.publish(&runner.object_ref(&()), type_, reason, action, note)
+        .await;
 }
 
 async fn warn_event(ctx: &Context, runner: &Runner, e: &Error) {
@@ -1253,7 +1232,6 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 Step::Adopt(target) => adopt(pass, target, &desired, &gitlab).await?,
                 Step::Update(attrs) => {
                     let rid = id.unwrap_or_default();
-                    let fields = changed_fields(&attrs);
                     let changes = plan::describe_changes(pass.details.as_ref(), &attrs);
                     let d = pass
                         .gl()
@@ -1262,7 +1240,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                         .map_err(Error::gitlab(format!("updating runner {rid}")))?;
                     crash_point(ctx, "PUT /runners/:id")?;
                     pass.details = Some(d);
-                    let (t, reason, note) = if drift_possible && !fields.contains("locked") {
+                    let (t, reason, note) = if drift_possible && attrs.locked.is_none() {
                         (
                             EventType::Warning,
                             "DriftReverted",
@@ -1348,13 +1326,6 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn changed_fields(a: &RunnerAttributes) -> String {
-    let v = serde_json::to_value(a).unwrap_or_default();
-    v.as_object()
-        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
 async fn adopt(
     pass: &mut Pass<'_>,
     target: i64,
@@ -1412,6 +1383,7 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
     };
     ctx.metrics
         .forget(&runner.namespace().unwrap_or_default(), &runner.name_any());
+    lock(&ctx.managers_checked).remove(&runner.uid().unwrap_or_default());
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
         let id = runner.status.as_ref().and_then(|s| s.runner_id);
         event(

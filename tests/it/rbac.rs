@@ -70,56 +70,59 @@ fn is_operator(subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>) -> b
     })
 }
 
+/// The rules of the role a binding names: (the Role's namespace, None for a ClusterRole; rules).
+async fn rules_of(
+    client: &Client,
+    role_ref: &k8s_openapi::api::rbac::v1::RoleRef,
+    ns: Option<&str>,
+) -> (Option<String>, Vec<PolicyRule>) {
+    match ns.filter(|_| role_ref.kind == "Role") {
+        Some(ns) => {
+            let r = Api::<Role>::namespaced(client.clone(), ns)
+                .get(&role_ref.name)
+                .await
+                .expect("bound Role");
+            (Some(ns.to_string()), r.rules.unwrap_or_default())
+        }
+        None => {
+            let r = Api::<ClusterRole>::all(client.clone())
+                .get(&role_ref.name)
+                .await
+                .expect("bound ClusterRole");
+            (None, r.rules.unwrap_or_default())
+        }
+    }
+}
+
 async fn bound_roles(client: &Client) -> Vec<Bound> {
-    let mut out = vec![];
     let crbs = Api::<ClusterRoleBinding>::all(client.clone())
         .list(&ListParams::default())
         .await
         .expect("clusterrolebindings");
-    for b in crbs
-        .items
-        .iter()
-        .filter(|b| is_operator(b.subjects.as_ref()))
-    {
-        let role = Api::<ClusterRole>::all(client.clone())
-            .get(&b.role_ref.name)
-            .await
-            .expect("bound ClusterRole");
-        out.push(Bound {
-            role_namespace: None,
-            name: b.role_ref.name.clone(),
-            scope: None,
-            rules: role.rules.unwrap_or_default(),
-        });
-    }
     let rbs = Api::<RoleBinding>::all(client.clone())
         .list(&ListParams::default())
         .await
         .expect("rolebindings");
-    for b in rbs
+    // (role ref, binding namespace: None = everywhere)
+    let bindings = crbs
         .items
-        .iter()
+        .into_iter()
         .filter(|b| is_operator(b.subjects.as_ref()))
-    {
-        let ns = b.metadata.namespace.clone().expect("namespaced binding");
-        let (role_namespace, rules) = if b.role_ref.kind == "ClusterRole" {
-            let r = Api::<ClusterRole>::all(client.clone())
-                .get(&b.role_ref.name)
-                .await
-                .expect("ClusterRole");
-            (None, r.rules)
-        } else {
-            let r = Api::<Role>::namespaced(client.clone(), &ns)
-                .get(&b.role_ref.name)
-                .await
-                .expect("Role");
-            (Some(ns.clone()), r.rules)
-        };
+        .map(|b| (b.role_ref, None))
+        .chain(
+            rbs.items
+                .into_iter()
+                .filter(|b| is_operator(b.subjects.as_ref()))
+                .map(|b| (b.role_ref, b.metadata.namespace)),
+        );
+    let mut out = vec![];
+    for (role_ref, scope) in bindings {
+        let (role_namespace, rules) = rules_of(client, &role_ref, scope.as_deref()).await;
         out.push(Bound {
             role_namespace,
-            name: b.role_ref.name.clone(),
-            scope: Some(ns),
-            rules: rules.unwrap_or_default(),
+            name: role_ref.name,
+            scope,
+            rules,
         });
     }
     out
