@@ -254,3 +254,22 @@ impl Context {
             .remove(obj);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConsumerRestarts;
+
+    #[test]
+    fn consumer_restart_flag_values() {
+        let parse = |s: &str| s.parse::<ConsumerRestarts>();
+        assert_eq!(parse("*"), Ok(ConsumerRestarts::Everywhere));
+        for nowhere in ["", "none", " none "] {
+            let r = parse(nowhere).unwrap();
+            assert!(!r.allows("ci"), "{nowhere:?}");
+        }
+        let some = parse("ci, team-b").unwrap();
+        assert!(some.allows("ci") && some.allows("team-b") && !some.allows("other"));
+        assert!(parse("ci,*").is_err());
+        assert!(parse("ci,,b").is_err());
+    }
+}
