@@ -87,6 +87,9 @@ impl Default for Settings {
 /// Test hook: called after each GitLab write with its endpoint; `true` aborts the reconcile there.
 pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// A controller's cache of Runners.
+pub(crate) type RunnerStore = kube::runtime::reflector::Store<kube::core::DeserializeGuard<Runner>>;
+
 /// Connection key, "project" or "group", path.
 pub type PathKey = (String, &'static str, String);
 
@@ -115,6 +118,9 @@ pub struct Context {
     path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last read each Runner's managers (key: uid).
     pub managers_checked: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// The Runner caches of the running controllers (one per watched scope): who claims which
+    /// GitLab runner, without a request.
+    pub(crate) runner_stores: Mutex<Vec<RunnerStore>>,
     pub crash_hook: Option<CrashHook>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -141,9 +147,24 @@ impl Context {
             managers_checked: Mutex::new(HashMap::new()),
             paths: Mutex::new(HashMap::new()),
             path_locks: Mutex::new(HashMap::new()),
+            runner_stores: Mutex::new(vec![]),
             crash_hook: None,
             metrics: Arc::default(),
         }
+    }
+
+    /// Another Runner (not `uid`) that recorded GitLab runner `id` in its status, as the caches
+    /// know it: `(namespace, name)`.
+    pub fn claimant(&self, id: i64, uid: &str) -> Option<(String, String)> {
+        use kube::{Resource, ResourceExt};
+        let stores = self.runner_stores.lock().unwrap_or_else(|p| p.into_inner());
+        stores.iter().flat_map(|s| s.state()).find_map(|g| {
+            let r = g.0.as_ref().ok()?;
+            (r.uid().as_deref() != Some(uid)
+                && r.meta().deletion_timestamp.is_none()
+                && r.status.as_ref().and_then(|s| s.runner_id) == Some(id))
+            .then(|| (r.namespace().unwrap_or_default(), r.name_any()))
+        })
     }
 
     /// Jittered resync period (±10 %), so many Runners do not wake together.

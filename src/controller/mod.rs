@@ -149,6 +149,10 @@ async fn run_scope(
         .with_config(ControllerConfig::default().concurrency(options.concurrency));
     let store = controller.store();
     let store2 = store.clone();
+    ctx.runner_stores
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(store.clone());
     let conns: Api<GitLabConnection> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),

@@ -112,79 +112,99 @@ impl DesiredAttrs {
     }
 }
 
+/// One field an update changes, in the spec's casing; `before` is None when GitLab's value is
+/// not known. Values are JSON as the spec writes them (an unset timeout is null).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub before: Option<serde_json::Value>,
+    pub after: serde_json::Value,
+}
+
+impl FieldChange {
+    /// `field: before → after`, long texts shortened.
+    pub fn text(&self) -> String {
+        let before = self.before.as_ref().map_or("?".to_string(), show);
+        format!("{}: {before} → {}", self.field, show(&self.after))
+    }
+}
+
+fn show(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "none".into(),
+        Value::String(s) => {
+            let one_line = s.replace('\n', " ");
+            if one_line.chars().count() > 40 {
+                format!("{:?}", one_line.chars().take(39).collect::<String>() + "…")
+            } else {
+                format!("{one_line:?}")
+            }
+        }
+        Value::Array(items) => {
+            let mut t: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect();
+            t.sort();
+            format!("[{}]", t.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The fields an update changes, before and after, in a fixed order.
+pub fn field_changes(seen: Option<&RunnerDetails>, a: &RunnerAttributes) -> Vec<FieldChange> {
+    use serde_json::{Value, json};
+    let seen = seen.map(DesiredAttrs::seen);
+    let mut out = vec![];
+    let mut push = |field, before: &dyn Fn(&DesiredAttrs) -> Value, after: Value| {
+        out.push(FieldChange {
+            field,
+            before: seen.as_ref().map(before),
+            after,
+        })
+    };
+    let sorted = |t: &mut Vec<String>| {
+        t.sort();
+        json!(t)
+    };
+    if let Some(v) = &a.description {
+        push("description", &|d| json!(d.description), json!(v));
+    }
+    if let Some(v) = a.paused {
+        push("paused", &|d| json!(d.paused), json!(v));
+    }
+    if let Some(v) = &a.tag_list {
+        let after = sorted(&mut v.clone());
+        push("tags", &|d| json!(d.tags), after);
+    }
+    if let Some(v) = a.run_untagged {
+        push("runUntagged", &|d| json!(d.run_untagged), json!(v));
+    }
+    if let Some(v) = a.locked {
+        push("locked", &|d| json!(d.locked), json!(v));
+    }
+    if let Some(v) = &a.access_level {
+        push("accessLevel", &|d| json!(d.access_level), json!(v));
+    }
+    if let Some(v) = a.maximum_timeout {
+        push("maximumTimeout", &|d| json!(d.maximum_timeout), json!(v));
+    }
+    if let Some(v) = &a.maintenance_note {
+        push("maintenanceNote", &|d| json!(d.maintenance_note), json!(v));
+    }
+    out
+}
+
 /// The fields an update changes, each as `field: before → after` (long texts shortened), so
 /// an event says exactly what moved — "my description disappeared" has an answer.
 pub fn describe_changes(seen: Option<&RunnerDetails>, a: &RunnerAttributes) -> String {
-    fn text(s: &str) -> String {
-        let one_line = s.replace('\n', " ");
-        if one_line.chars().count() > 40 {
-            format!("{:?}", one_line.chars().take(39).collect::<String>() + "…")
-        } else {
-            format!("{one_line:?}")
-        }
-    }
-    fn tags<'a>(t: impl Iterator<Item = &'a String>) -> String {
-        let mut t: Vec<&str> = t.map(String::as_str).collect();
-        t.sort();
-        format!("[{}]", t.join(", "))
-    }
-    let seen = seen.map(DesiredAttrs::seen);
-    let before = |f: &dyn Fn(&DesiredAttrs) -> String| seen.as_ref().map_or("?".to_string(), f);
-    let timeout = |t: Option<i64>| t.map_or("none".to_string(), |t| t.to_string());
-    let mut out = vec![];
-    if let Some(v) = &a.description {
-        out.push(format!(
-            "description: {} → {}",
-            before(&|d| text(&d.description)),
-            text(v)
-        ));
-    }
-    if let Some(v) = a.paused {
-        out.push(format!(
-            "paused: {} → {v}",
-            before(&|d| d.paused.to_string())
-        ));
-    }
-    if let Some(v) = &a.tag_list {
-        out.push(format!(
-            "tags: {} → {}",
-            before(&|d| tags(d.tags.iter())),
-            tags(v.iter())
-        ));
-    }
-    if let Some(v) = a.run_untagged {
-        out.push(format!(
-            "runUntagged: {} → {v}",
-            before(&|d| d.run_untagged.to_string())
-        ));
-    }
-    if let Some(v) = a.locked {
-        out.push(format!(
-            "locked: {} → {v}",
-            before(&|d| d.locked.to_string())
-        ));
-    }
-    if let Some(v) = &a.access_level {
-        out.push(format!(
-            "accessLevel: {} → {v}",
-            before(&|d| d.access_level.clone())
-        ));
-    }
-    if let Some(v) = a.maximum_timeout {
-        out.push(format!(
-            "maximumTimeout: {} → {}",
-            before(&|d| timeout(d.maximum_timeout)),
-            timeout(v)
-        ));
-    }
-    if let Some(v) = &a.maintenance_note {
-        out.push(format!(
-            "maintenanceNote: {} → {}",
-            before(&|d| text(&d.maintenance_note)),
-            text(v)
-        ));
-    }
-    out.join("; ")
+    field_changes(seen, a)
+        .iter()
+        .map(FieldChange::text)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// When tokens rotate.
@@ -289,7 +309,23 @@ pub fn plan(
             return steps;
         }
         GitLabState::NotOurs(r) if desired.adopt == Some(r.id) => {
+            if token.secret == SecretState::Foreign {
+                return token_step(desired, token, now).into_iter().collect();
+            }
+            // Take it, bring its fields to the spec (nothing, when they match), then reset
+            // the token: GitLab never reveals the current one.
             steps.push(Step::Adopt(r.id));
+            let taken = TokenState {
+                secret: SecretState::Valid,
+                pending: Some(Reason::Adopted),
+                ..token.clone()
+            };
+            steps.extend(plan(
+                desired,
+                &GitLabState::Present(r.clone()),
+                &taken,
+                now,
+            ));
             return steps;
         }
         GitLabState::NotOurs(r) => {
@@ -565,15 +601,47 @@ mod tests {
         ));
         let mut d = desired();
         d.adopt = Some(7);
+        let not_ours = GitLabState::NotOurs(Box::new(seen(&[1])));
+        // Fields that match cost nothing: the token reset is the only write.
         assert_eq!(
-            plan(
-                &d,
-                &GitLabState::NotOurs(Box::new(seen(&[1]))),
-                &token(),
-                t(0)
-            ),
-            vec![Step::Adopt(7)]
+            plan(&d, &not_ours, &token(), t(0)),
+            vec![Step::Adopt(7), Step::RotateToken(Reason::Adopted)]
         );
+        // Even without a Secret yet, the reset is the adoption's.
+        let missing = TokenState {
+            secret: SecretState::Missing,
+            issued_at: None,
+            ..token()
+        };
+        assert_eq!(
+            plan(&d, &not_ours, &missing, t(0)),
+            vec![Step::Adopt(7), Step::RotateToken(Reason::Adopted)]
+        );
+        // What differs is changed before the reset.
+        d.attrs.description = "from the spec".into();
+        assert_eq!(
+            plan(&d, &not_ours, &token(), t(0)),
+            vec![
+                Step::Adopt(7),
+                Step::Update(RunnerAttributes {
+                    description: Some("from the spec".into()),
+                    ..Default::default()
+                }),
+                Step::RotateToken(Reason::Adopted)
+            ]
+        );
+        // A Secret of that name we do not own: nothing is taken.
+        let foreign = TokenState {
+            secret: SecretState::Foreign,
+            ..token()
+        };
+        assert!(matches!(
+            &plan(&d, &not_ours, &foreign, t(0))[..],
+            [Step::Blocked {
+                reason: "SecretNotOwned",
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -336,6 +336,13 @@ pub const ALL: &[Reason] = &[
         "Nothing to do.",
     ),
     r(
+        "AdoptionChangesField",
+        Event,
+        "",
+        "Adopting an existing GitLab runner changes one of its fields to the spec's value (one event per field, before → after).",
+        "Nothing to do if intended; otherwise set the field in the spec to the value GitLab had (`runner-operator import` writes such a spec).",
+    ),
+    r(
         "Deleted",
         Event,
         "",
@@ -353,7 +360,7 @@ pub const ALL: &[Reason] = &[
         "NotDeleted",
         Event,
         "",
-        "The GitLab runner did not carry this Runner's marker, so it was left in place.",
+        "The GitLab runner neither carried this Runner's marker nor was the one it adopted, so it was left in place.",
         "Delete it in GitLab yourself if it should go.",
     ),
     r(

@@ -169,6 +169,24 @@ fn carries_marker(note: Option<&str>, runner: &Runner) -> bool {
     note.is_some_and(|n| n.contains(&format!(", uid {uid}]")))
 }
 
+/// Whether a GitLab runner is this Runner's: it carries our marker, or `spec.adopt` names it
+/// and this Runner has taken it (its id is in status). An adopted runner is not marked, so
+/// adopting a runner whose fields already match the spec writes nothing but the token reset.
+pub(crate) fn is_ours(d: &RunnerDetails, runner: &Runner, recorded: Option<i64>) -> bool {
+    carries_marker(d.maintenance_note.as_deref(), runner)
+        || (runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id)
+            && recorded == Some(d.id))
+}
+
+/// The user's note as GitLab should hold it: with our marker, except on adopted runners.
+fn desired_note(runner: &Runner) -> String {
+    if runner.spec.adopt.is_some() {
+        runner.spec.maintenance_note.clone().unwrap_or_default()
+    } else {
+        note_with_marker(runner)
+    }
+}
+
 /// `(namespace, name, uid)` of the Runner a marker names.
 fn marker_owner(note: Option<&str>) -> Option<(String, String, String)> {
     let rest = note?.split("[runner-operator: managed by Runner ").nth(1)?;
@@ -233,7 +251,7 @@ fn gitlab_tags(tags: &[String]) -> BTreeSet<String> {
         .collect()
 }
 
-fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
+pub(crate) fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
     let s = &runner.spec;
     Ok(Desired {
         attrs: DesiredAttrs {
@@ -248,7 +266,7 @@ fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
                 .unwrap_or("not_protected")
                 .into(),
             maximum_timeout: s.maximum_timeout,
-            maintenance_note: note_with_marker(runner),
+            maintenance_note: desired_note(runner),
         },
         assigned,
         is_project_runner: s.runner_type == RunnerType::ProjectType,
@@ -1088,11 +1106,12 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         .collect();
     pass.status.group_id = owner_group;
     let desired = desired(runner, assigned)?;
-    if runner
-        .spec
-        .maintenance_note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
+    if runner.spec.adopt.is_none()
+        && runner
+            .spec
+            .maintenance_note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
     {
         pass.warnings.push(consumers::Warning {
             type_: NOTE_TRUNCATED,
@@ -1123,19 +1142,16 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 .filter(|_| secret_state != SecretState::Foreign)
                 .and_then(secret::runner_id)
         });
+        let recorded = pass.status.runner_id;
         let gitlab = match known_id {
             Some(id) => match fetch(pass.gl(), id).await? {
-                Some(d) if carries_marker(d.maintenance_note.as_deref(), runner) => {
-                    GitLabState::Present(Box::new(d))
-                }
+                Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
                 Some(d) => GitLabState::NotOurs(Box::new(d)),
                 None => GitLabState::Gone,
             },
             None => match desired.adopt {
                 Some(id) => match fetch(pass.gl(), id).await? {
-                    Some(d) if carries_marker(d.maintenance_note.as_deref(), runner) => {
-                        GitLabState::Present(Box::new(d))
-                    }
+                    Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
                     Some(d) => GitLabState::NotOurs(Box::new(d)),
                     None => {
                         return Err(Error::Invalid(format!(
@@ -1306,7 +1322,13 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     crash_point(ctx, "DELETE /projects/:id/runners/:runner_id")?;
                     event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
                 }
-                Step::RotateToken(reason) => pass.rotate(id.unwrap_or_default(), reason).await?,
+                Step::RotateToken(reason) => {
+                    let rid = id.unwrap_or_default();
+                    pass.rotate(rid, reason).await?;
+                    if reason == Reason::Adopted {
+                        event(ctx, runner, EventType::Warning, "Adopted", "Adopt", format!("took over GitLab runner {rid}; its previous token was reset and no longer works")).await;
+                    }
+                }
                 Step::Blocked { reason, message } => {
                     pass.blocked = Some((reason, message));
                     return Ok(());
@@ -1334,46 +1356,61 @@ async fn adopt(
 ) -> Result<(), Error> {
     let ctx = pass.ctx;
     let runner = pass.runner;
-    if let GitLabState::NotOurs(d) = gitlab {
-        // No tug of war: a runner another live Runner manages is not taken.
-        if let Some((ns, name, uid)) = marker_owner(d.maintenance_note.as_deref()) {
-            let other = Api::<Runner>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(Error::kube("reading the Runner that claims the runner"))?;
-            if other.is_some_and(|o| o.meta().uid.as_deref() == Some(uid.as_str())) {
-                pass.blocked = Some((
-                    "RunnerClaimed",
-                    format!(
-                        "GitLab runner {target} is managed by Runner {ns}/{name}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
-                    ),
-                ));
-                return Ok(());
-            }
+    let uid = runner.uid().unwrap_or_default();
+    // No tug of war: a runner another live Runner manages is not taken — one that marked it
+    // (it created or adopted it), or one that recorded it in its status.
+    let mut claimed_by = ctx.claimant(target, &uid);
+    if let GitLabState::NotOurs(d) = gitlab
+        && claimed_by.is_none()
+        && let Some((ns, name, owner_uid)) = marker_owner(d.maintenance_note.as_deref())
+    {
+        let other = Api::<Runner>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube("reading the Runner that claims the runner"))?;
+        if other.is_some_and(|o| o.meta().uid.as_deref() == Some(owner_uid.as_str())) {
+            claimed_by = Some((ns, name));
         }
     }
+    if let Some((ns, name)) = claimed_by {
+        pass.blocked = Some((
+            "RunnerClaimed",
+            format!(
+                "GitLab runner {target} is managed by Runner {ns}/{name}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
+            ),
+        ));
+        return Ok(());
+    }
+    // Recorded before any write: a crash from here on finds the runner ours (spec.adopt and
+    // status agree) with its reset still pending.
     pass.status.runner_id = Some(target);
     pass.status.pending_rotation = Some(Reason::Adopted.as_str().into());
     pass.save().await?;
-    // Claim first (our marker), then reset: a crash in between leaves a marked runner whose
-    // token the next pass recovers.
-    pass.gl()
-        .update_runner(target, &desired.attrs.all())
-        .await
-        .map_err(Error::gitlab(format!("adopting runner {target}")))?;
-    crash_point(ctx, "PUT /runners/:id")?;
-    pass.rotate(target, Reason::Adopted).await?;
-    event(
-        ctx,
-        runner,
-        EventType::Warning,
-        "Adopted",
-        "Adopt",
-        format!(
-            "took over GitLab runner {target}; its previous token was reset and no longer works"
-        ),
-    )
-    .await;
+    // "My description disappeared": each field the adoption changes, before and after.
+    if let GitLabState::NotOurs(d) = gitlab {
+        for change in plan::field_changes(Some(d), &desired.attrs.diff(d)) {
+            // One action per field: events of the same reason and action merge into a series.
+            let mut field = change.field.chars();
+            let action: String = field
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(field)
+                .collect();
+            event(
+                ctx,
+                runner,
+                EventType::Normal,
+                "AdoptionChangesField",
+                &format!("Adopt{action}"),
+                format!(
+                    "adopting GitLab runner {target} changes {}",
+                    change.text()
+                ),
+            )
+            .await;
+        }
+    }
     Ok(())
 }
 
@@ -1501,14 +1538,14 @@ async fn delete_in_gitlab(
         return Ok(Action::await_change());
     };
     let id = details.id;
-    if !carries_marker(details.maintenance_note.as_deref(), runner) {
+    if !is_ours(&details, runner, status.runner_id) {
         event(
             ctx,
             runner,
             EventType::Warning,
             "NotDeleted",
             "Delete",
-            format!("GitLab runner {id} does not carry this Runner's marker; it is left in place"),
+            format!("GitLab runner {id} does not carry this Runner's marker and is not the one it adopted; it is left in place"),
         )
         .await;
         return Ok(Action::await_change());

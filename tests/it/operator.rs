@@ -714,6 +714,15 @@ async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
     assert_ne!(own_id, id);
     assert!(env.token_works(&old_token).await);
     spec["adopt"] = json!({"runnerId": id});
+    let writes = |e: &Env| {
+        [
+            "PUT /runners/:id",
+            "POST /projects/:id/runners",
+            "POST /runners/:id/reset_authentication_token",
+        ]
+        .map(|w| e.gitlab.request_count(w))
+    };
+    let before = writes(&env);
     env.apply("adopter", spec.clone()).await;
     let st = env.ready("adopter").await.status.unwrap();
     assert_eq!(
@@ -726,19 +735,67 @@ async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
     );
     let token = env.secret_token("adopter-runner-token").await.unwrap();
     assert!(env.token_works(&token).await);
-    assert!(
-        env.gitlab_runner(id)
-            .unwrap()
-            .maintenance_note
-            .unwrap()
-            .contains("Runner ci/adopter")
+    // The spec matches the runner: the reset is the only write, and the note stays unmarked.
+    let after = writes(&env);
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+        [0, 0, 1],
+        "no update, no assignment, one reset"
     );
+    assert_eq!(env.gitlab_runner(id).unwrap().maintenance_note, None);
     env.has_event("adopter", "Adopted").await;
+    assert!(
+        !env.events("adopter")
+            .await
+            .iter()
+            .any(|e| e.1 == "AdoptionChangesField"),
+        "nothing changed"
+    );
     // A second claimant is refused; the first keeps its runner.
     env.apply("thief", spec).await;
     let msg = env.condition("thief", "Ready", "RunnerClaimed").await;
     assert!(msg.contains("managed by Runner ci/adopter"), "{msg}");
     assert!(env.token_works(&token).await);
+    // An adoption that changes fields says which, before and after, one event per field.
+    let resp: Value = reqwest::Client::new()
+        .post(format!("{}/api/v4/user/runners", env.gitlab.url()))
+        .header("PRIVATE-TOKEN", "glpat-emulator-root")
+        .json(&json!({"runner_type": "project_type", "project_id": api, "description": "Hand-written by the platform team", "tag_list": "linux"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hand = resp["id"].as_i64().unwrap();
+    env.apply(
+        "adopter2",
+        json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tags": ["linux", "docker"], "adopt": {"runnerId": hand}}),
+    )
+    .await;
+    env.ready("adopter2").await;
+    let changes: Vec<String> = env
+        .events("adopter2")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "AdoptionChangesField")
+        .map(|e| e.2)
+        .collect();
+    assert!(
+        changes.iter().any(|m| m.contains(&format!(
+            "adopting GitLab runner {hand} changes description: \"Hand-written by the platform team\" → \"\""
+        ))),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|m| m.contains("tags: [linux] → [docker, linux]")),
+        "{changes:?} {:?}", env.gitlab_runner(hand)
+    );
+    assert_eq!(changes.len(), 2, "one event per changed field: {changes:?} {:?}", env.gitlab_runner(hand));
+    let g = env.gitlab_runner(hand).unwrap();
+    assert_eq!((g.description.as_deref(), g.tags.len()), (Some(""), 2));
 }
 
 async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab(backend: Backend) {
