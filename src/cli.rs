@@ -1,4 +1,4 @@
-//! The command line: `run`, `crd`, `jobs`, `version`, `completions` (and `sandbox` with the `emulator`
+//! The command line: `run`, `plan`, `import`, `crd`, `jobs`, `version`, `completions` (and `sandbox` with the `emulator`
 //! feature).
 
 use std::path::PathBuf;
@@ -24,6 +24,11 @@ pub enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Show what the operator would do for each Runner (read-only). Exit code: 0 no changes,
+    /// 2 changes pending, 1 a blocked Runner or an error.
+    Plan(Box<crate::preview::PlanArgs>),
+    /// Write Runner manifests for runners that already exist in GitLab (read-only).
+    Import(Box<crate::import::ImportArgs>),
     /// List a Runner's recent jobs from GitLab (read-only), through the Runner's connection.
     Jobs(crate::jobs::JobsArgs),
     /// Print the version, git commit and build date.
@@ -49,6 +54,16 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Crd { output_dir } => print_crds(output_dir),
         Command::Jobs(args) => crate::jobs::run(args),
+        Command::Plan(args) => {
+            return match crate::preview::run(*args) {
+                Ok(code) => ExitCode::from(code),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Import(args) => crate::import::run(*args),
         Command::Run(args) => crate::run::run(*args),
         #[cfg(feature = "emulator")]
         Command::Sandbox(args) => crate::sandbox::run(args),

@@ -17,12 +17,14 @@ pub mod crd;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod gitlab;
+pub mod import;
 pub mod jobs;
 pub mod kube_client;
 #[cfg(feature = "emulator")]
 pub mod kubeapi;
 pub mod leader;
 pub mod metrics;
+pub mod preview;
 pub mod run;
 #[cfg(feature = "emulator")]
 pub mod sandbox;

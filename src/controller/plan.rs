@@ -296,6 +296,12 @@ pub fn plan(
     now: Timestamp,
 ) -> Vec<Step> {
     let mut steps = vec![];
+    if token.secret == SecretState::Foreign
+        && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
+    {
+        // A token would have nowhere to go: nothing is created or adopted.
+        return token_step(desired, token, now).into_iter().collect();
+    }
     let runner = match gitlab {
         GitLabState::Unknown => {
             steps.push(match desired.adopt {
@@ -387,7 +393,7 @@ fn token_step(desired: &Desired, token: &TokenState, now: Timestamp) -> Option<S
         SecretState::Foreign => {
             return Some(Step::Blocked {
                 reason: "SecretNotOwned",
-                message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten. Delete it or set spec.tokenSecret.name".into(),
+                message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten, so no token is written to it (and no runner created or adopted for it). Delete it or set spec.tokenSecret.name".into(),
             });
         }
         SecretState::Missing | SecretState::Tampered => {

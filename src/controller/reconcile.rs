@@ -188,12 +188,25 @@ fn desired_note(runner: &Runner) -> String {
 }
 
 /// `(namespace, name, uid)` of the Runner a marker names.
-fn marker_owner(note: Option<&str>) -> Option<(String, String, String)> {
+pub(crate) fn marker_owner(note: Option<&str>) -> Option<(String, String, String)> {
     let rest = note?.split("[runner-operator: managed by Runner ").nth(1)?;
     let (path, rest) = rest.split_once(", uid ")?;
     let uid = rest.split(']').next()?;
     let (ns, name) = path.split_once('/')?;
     Some((ns.into(), name.into(), uid.into()))
+}
+
+/// The note without any marker of ours (and the blank line before it).
+pub(crate) fn strip_marker(note: &str) -> String {
+    match note.find("[runner-operator: managed by Runner ") {
+        None => note.to_string(),
+        Some(start) => {
+            let end = note[start..].find(']').map_or(note.len(), |e| start + e + 1);
+            let mut out = note[..start].trim_end().to_string();
+            out.push_str(note[end..].trim_end());
+            out
+        }
+    }
 }
 
 fn note_with_marker(runner: &Runner) -> String {
@@ -221,7 +234,7 @@ fn parse_duration(field: &str, v: Option<&String>) -> Result<Option<Duration>, E
     .transpose()
 }
 
-fn rotation_policy(runner: &Runner) -> Result<RotationPolicy, Error> {
+pub(crate) fn rotation_policy(runner: &Runner) -> Result<RotationPolicy, Error> {
     let rotation = runner.spec.token_rotation.clone().unwrap_or_default();
     let interval = parse_duration("interval", rotation.interval.as_ref())?;
     // Admission refuses shorter ones written in h/m/s; this catches the `d` form (`0d`) and
@@ -276,7 +289,18 @@ pub(crate) fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desire
     })
 }
 
-fn ts(s: Option<&str>) -> Option<Timestamp> {
+/// The token's bookkeeping as status records it, with the Secret as observed.
+pub(crate) fn token_state(status: &RunnerStatus, secret: SecretState) -> TokenState {
+    TokenState {
+        secret,
+        issued_at: ts(status.token_issued_at.as_deref()),
+        expires_at: ts(status.token_expires_at.as_deref()),
+        pending: status.pending_rotation.as_deref().and_then(Reason::parse),
+        handled_request: status.handled_rotate_request.clone(),
+    }
+}
+
+pub(crate) fn ts(s: Option<&str>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
 }
 
@@ -739,7 +763,7 @@ async fn resolve_project(
 }
 
 /// Owner project, owner group, extra projects — from status when the spec did not change.
-async fn resolve_ids(
+pub(crate) async fn resolve_ids(
     cache: PathCache<'_>,
     runner: &Runner,
     status: &RunnerStatus,
@@ -893,7 +917,7 @@ async fn find_marked(
     Ok(None)
 }
 
-async fn fetch(gl: &GitLabClient, id: i64) -> Result<Option<RunnerDetails>, Error> {
+pub(crate) async fn fetch(gl: &GitLabClient, id: i64) -> Result<Option<RunnerDetails>, Error> {
     match gl.get_runner(id).await {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -1203,29 +1227,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 )));
             }
         }
-        if secret_state == SecretState::Foreign
-            && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
-        {
-            pass.blocked = Some((
-                "SecretNotOwned",
-                format!(
-                    "Secret {} exists and is not owned by this Runner; it is never overwritten, so no runner is created. Delete it or set spec.tokenSecret.name",
-                    runner.token_secret_name()
-                ),
-            ));
-            return Ok(());
-        }
-        let token = TokenState {
-            secret: secret_state,
-            issued_at: ts(pass.status.token_issued_at.as_deref()),
-            expires_at: ts(pass.status.token_expires_at.as_deref()),
-            pending: pass
-                .status
-                .pending_rotation
-                .as_deref()
-                .and_then(Reason::parse),
-            handled_request: pass.status.handled_rotate_request.clone(),
-        };
+        let token = token_state(&pass.status, secret_state);
         let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
         if steps.is_empty() {
             pass.blocked = None;
@@ -1633,6 +1635,17 @@ mod tests {
         other.metadata.uid = Some("u-2".into());
         assert!(!carries_marker(Some(&note), &other));
         assert!(!carries_marker(None, &r));
+    }
+
+    #[test]
+    fn markers_are_stripped_for_import() {
+        let r = runner(Some("Owned by the platform team"));
+        assert_eq!(
+            strip_marker(&note_with_marker(&r)),
+            "Owned by the platform team"
+        );
+        assert_eq!(strip_marker(&note_with_marker(&runner(None))), "");
+        assert_eq!(strip_marker("plain"), "plain");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod faults;
 mod kubeapi;
 mod kubectl;
 mod operator;
+mod preview;
 mod process;
 mod rbac;
 mod real;

@@ -1,0 +1,595 @@
+//! `runner-operator plan`: what reconciliation would do next for each Runner, without doing it.
+//!
+//! It runs the controller's own decision (`controller::plan`) on the controller's own desired
+//! state, from GitLab and Kubernetes reads only: no write reaches either.
+
+pub mod input;
+mod render;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Resource, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::controller::plan::{self, GitLabState, SecretState, Step};
+use crate::controller::{Context, Error, Settings, connection, reconcile, secret};
+use crate::crd::{DeletionPolicy, Runner, RunnerType};
+use crate::gitlab::{ClientConfig, GitLabClient, RunnerDetails};
+
+pub use render::{render_text, to_output};
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// Runner manifests: a file, a folder (its .yaml, .yml and .json files) or `-` for stdin.
+    /// Repeatable. Without it, the Runners in the cluster are planned.
+    #[arg(short = 'f', long = "filename", value_name = "PATH|-")]
+    pub files: Vec<PathBuf>,
+    /// Namespace of the cluster's Runners to plan, and of manifests that name none.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Plan the Runners of every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Plan against this GitLab without any cluster (manifests from -f only): nothing is read
+    /// from Kubernetes, so every Runner is planned as new (or as an adoption).
+    #[arg(long, requires = "files", value_name = "URL")]
+    pub gitlab_url: Option<String>,
+    /// Environment variable holding the access token for --gitlab-url (never a flag value, so
+    /// the token stays out of shell history).
+    #[arg(long, default_value = "GITLAB_TOKEN", value_name = "VAR")]
+    pub token_env: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Path of the kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "RUNNER_OPERATOR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Yaml,
+}
+
+/// What a Runner's plan comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// GitLab matches the spec; nothing would be done.
+    NoChanges,
+    /// The actions listed would be taken.
+    Changes,
+    /// Something blocks progress (the Ready condition's reason); nothing would be done about it.
+    Blocked,
+    /// The plan could not be made (GitLab or Kubernetes unreachable, refused…).
+    Error,
+}
+
+/// One field, before (GitLab's value; absent when not known) and after (the spec's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Field {
+    pub field: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    pub after: Value,
+}
+
+/// One action reconciliation would take, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Action {
+    /// Register a new runner (`recreated`: the recorded one is gone from GitLab).
+    #[serde(rename_all = "camelCase")]
+    Create {
+        runner_type: String,
+        /// Owner project or group, as the spec names it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        recreated: bool,
+        fields: Vec<Field>,
+    },
+    /// Take over an existing runner (`spec.adopt`); its token is reset.
+    #[serde(rename_all = "camelCase")]
+    Adopt { runner_id: i64 },
+    /// Change these fields of the runner.
+    #[serde(rename_all = "camelCase")]
+    Update { runner_id: i64, fields: Vec<Field> },
+    /// Assign the runner to a project of `spec.assignedProjects`.
+    #[serde(rename_all = "camelCase")]
+    Assign {
+        runner_id: i64,
+        project_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+    },
+    /// Unassign the runner from a project not in `spec.assignedProjects`.
+    #[serde(rename_all = "camelCase")]
+    Unassign {
+        runner_id: i64,
+        project_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+    },
+    /// Reset the token and write the new one to the Secret (reason as in
+    /// `status.lastRotationReason`).
+    #[serde(rename_all = "camelCase")]
+    RotateToken {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner_id: Option<i64>,
+        reason: String,
+    },
+    /// The Runner is being deleted: delete the runner in GitLab.
+    #[serde(rename_all = "camelCase")]
+    Delete { runner_id: i64 },
+    /// The Runner is being deleted with `deletionPolicy: Orphan` (or its runner is not its to
+    /// delete): the runner stays in GitLab, the Runner goes.
+    #[serde(rename_all = "camelCase")]
+    Release {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner_id: Option<i64>,
+    },
+}
+
+/// When the token is next due for rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rotation {
+    /// Interval or Expiry.
+    pub reason: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// The plan of one Runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunnerPlan {
+    pub namespace: String,
+    pub name: String,
+    pub outcome: Outcome,
+    /// The GitLab runner the Runner manages (or would adopt), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<i64>,
+    pub actions: Vec<Action>,
+    /// What a person should know before applying (fields an adoption changes…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Blocked or error: the reason, as the Ready condition would say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation: Option<Rotation>,
+}
+
+/// Counts over all Runners.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Summary {
+    pub runners: usize,
+    pub no_changes: usize,
+    pub changes: usize,
+    pub blocked: usize,
+    pub errors: usize,
+}
+
+/// The document `plan -o json|yaml` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanDocument {
+    /// Version of this document's format (`runner-operator.plan/v1`).
+    pub format: String,
+    pub summary: Summary,
+    pub runners: Vec<RunnerPlan>,
+}
+
+pub const FORMAT: &str = "runner-operator.plan/v1";
+
+/// `plan`'s exit code: 0 no changes, 2 changes pending, 1 an error or a blocked Runner.
+pub fn exit_code(doc: &PlanDocument) -> u8 {
+    let s = &doc.summary;
+    if s.errors > 0 || s.blocked > 0 {
+        1
+    } else if s.changes > 0 {
+        2
+    } else {
+        0
+    }
+}
+
+/// Where GitLab access comes from.
+pub enum Source {
+    /// The cluster: Runners' status, connections, Secrets.
+    Cluster(kube::Client),
+    /// One GitLab, no cluster.
+    GitLab(GitLabClient),
+}
+
+/// Plans every Runner given (each with the live object of the same name, when a cluster is
+/// read). Never fails as a whole: a Runner that cannot be planned is an `error` entry.
+pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
+    let ctx = match source {
+        Source::Cluster(c) => Some(Context::new(c.clone(), Settings::default())),
+        Source::GitLab(_) => None,
+    };
+    let claims = match source {
+        Source::Cluster(c) => claims(c).await,
+        Source::GitLab(_) => BTreeMap::new(),
+    };
+    let mut out = vec![];
+    for runner in runners {
+        let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
+        let gl = match (source, &ctx) {
+            (Source::GitLab(gl), _) => Ok(gl.clone()),
+            (Source::Cluster(_), Some(ctx)) => connection::for_runner(
+                ctx,
+                &ns,
+                runner.spec.connection_ref.kind,
+                &runner.spec.connection_ref.name,
+            )
+            .await
+            .map(|c| c.client),
+            (Source::Cluster(_), None) => unreachable_source(),
+        };
+        let plan = match gl {
+            Ok(gl) => one(ctx.as_ref(), &gl, &runner, &claims).await,
+            Err(e) => Err(e),
+        };
+        out.push(plan.unwrap_or_else(|e| RunnerPlan {
+            outcome: match e {
+                Error::Invalid(_) | Error::Connection(_) | Error::NotAllowed(_) => {
+                    Outcome::Blocked
+                }
+                _ => Outcome::Error,
+            },
+            reason: Some(e.reason().into()),
+            message: Some(e.to_string()),
+            ..empty(&ns, &name)
+        }));
+    }
+    let mut summary = Summary {
+        runners: out.len(),
+        ..Default::default()
+    };
+    for p in &out {
+        match p.outcome {
+            Outcome::NoChanges => summary.no_changes += 1,
+            Outcome::Changes => summary.changes += 1,
+            Outcome::Blocked => summary.blocked += 1,
+            Outcome::Error => summary.errors += 1,
+        }
+    }
+    PlanDocument {
+        format: FORMAT.into(),
+        summary,
+        runners: out,
+    }
+}
+
+fn unreachable_source() -> Result<GitLabClient, Error> {
+    Err(Error::Connection("no cluster and no --gitlab-url".into()))
+}
+
+fn empty(ns: &str, name: &str) -> RunnerPlan {
+    RunnerPlan {
+        namespace: ns.into(),
+        name: name.into(),
+        outcome: Outcome::NoChanges,
+        runner_id: None,
+        actions: vec![],
+        warnings: vec![],
+        reason: None,
+        message: None,
+        next_rotation: None,
+    }
+}
+
+/// GitLab runner id → (uid, namespace/name) of each Runner in the cluster that recorded it.
+async fn claims(client: &kube::Client) -> BTreeMap<i64, Vec<(String, String)>> {
+    let mut out: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    // Not allowed to list every namespace: claims are then checked through markers only.
+    if let Ok(list) = Api::<Runner>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        for r in list.items {
+            if let Some(id) = r.status.as_ref().and_then(|s| s.runner_id) {
+                out.entry(id).or_default().push((
+                    r.uid().unwrap_or_default(),
+                    format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn one(
+    ctx: Option<&Context>,
+    gl: &GitLabClient,
+    runner: &Runner,
+    claims: &BTreeMap<i64, Vec<(String, String)>>,
+) -> Result<RunnerPlan, Error> {
+    let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
+    let mut p = empty(&ns, &name);
+    let status = runner.status.clone().unwrap_or_default();
+    p.runner_id = status.runner_id.or(runner.spec.adopt.as_ref().map(|a| a.runner_id));
+    if runner.meta().deletion_timestamp.is_some() {
+        return deletion(gl, runner, p).await;
+    }
+    let (_, _, assigned) = reconcile::resolve_ids(None, runner, &status, gl).await?;
+    let desired = reconcile::desired(runner, assigned)?;
+    let secret_obj = match ctx {
+        Some(ctx) => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&runner.token_secret_name())
+            .await
+            .map_err(Error::kube("reading the token Secret"))?,
+        None => None,
+    };
+    let secret_state = secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
+    let known = status.runner_id.or_else(|| {
+        secret_obj
+            .as_ref()
+            .filter(|_| secret_state != SecretState::Foreign)
+            .and_then(secret::runner_id)
+    });
+    let observed = match known.or(desired.adopt) {
+        Some(id) => reconcile::fetch(gl, id).await?,
+        None => None,
+    };
+    let gitlab = match (&observed, known) {
+        (Some(d), _) if reconcile::is_ours(d, runner, status.runner_id) => {
+            GitLabState::Present(Box::new(d.clone()))
+        }
+        (Some(d), _) => GitLabState::NotOurs(Box::new(d.clone())),
+        (None, Some(_)) => GitLabState::Gone,
+        (None, None) => match desired.adopt {
+            Some(id) => {
+                return Err(Error::Invalid(format!(
+                    "spec.adopt.runnerId {id}: no such runner in GitLab"
+                )));
+            }
+            None => GitLabState::Unknown,
+        },
+    };
+    let token = reconcile::token_state(&status, secret_state);
+    let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
+    let details = observed.as_ref();
+    let rid = details.map(|d| d.id);
+    let paths = project_paths(gl, details, &steps).await;
+    for step in steps {
+        match step {
+            Step::Create { recreated } => {
+                p.runner_id = None;
+                let mut attrs = desired.attrs.clone();
+                // The marker is ours to add; show the note as the user wrote it.
+                attrs.maintenance_note = runner.spec.maintenance_note.clone().unwrap_or_default();
+                p.actions.push(Action::Create {
+                    runner_type: runner.spec.runner_type.as_str().into(),
+                    owner: match runner.spec.runner_type {
+                        RunnerType::ProjectType => runner.spec.project.clone(),
+                        RunnerType::GroupType => runner.spec.group.clone(),
+                        RunnerType::InstanceType => None,
+                    },
+                    recreated,
+                    fields: fields(plan::field_changes(None, &attrs.all()))
+                        .into_iter()
+                        .map(|f| Field { before: None, ..f })
+                        .collect(),
+                });
+            }
+            Step::Adopt(id) => {
+                if let Some(who) = claimed_elsewhere(id, runner, details, claims) {
+                    p.outcome = Outcome::Blocked;
+                    p.reason = Some("RunnerClaimed".into());
+                    p.message = Some(format!(
+                        "GitLab runner {id} is managed by Runner {who}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
+                    ));
+                    p.actions.clear();
+                    return Ok(p);
+                }
+                p.actions.push(Action::Adopt { runner_id: id });
+                if let Some(d) = details {
+                    for c in plan::field_changes(Some(d), &desired.attrs.diff(d)) {
+                        p.warnings
+                            .push(format!("adopting runner {id} changes {}", c.text()));
+                    }
+                }
+                p.warnings.push(format!(
+                    "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
+                ));
+            }
+            Step::Update(attrs) => p.actions.push(Action::Update {
+                runner_id: rid.unwrap_or_default(),
+                fields: fields(plan::field_changes(details, &attrs)),
+            }),
+            Step::Assign(project) => p.actions.push(Action::Assign {
+                runner_id: rid.unwrap_or_default(),
+                project_id: project,
+                project: paths.get(&project).cloned(),
+            }),
+            Step::Unassign(project) => p.actions.push(Action::Unassign {
+                runner_id: rid.unwrap_or_default(),
+                project_id: project,
+                project: paths.get(&project).cloned(),
+            }),
+            Step::RotateToken(reason) => p.actions.push(Action::RotateToken {
+                runner_id: rid.filter(|_| !matches!(gitlab, GitLabState::Gone)),
+                reason: reason.as_str().into(),
+            }),
+            Step::Blocked { reason, message } => {
+                p.outcome = Outcome::Blocked;
+                p.reason = Some(reason.into());
+                p.message = Some(message);
+                p.actions.clear();
+                return Ok(p);
+            }
+        }
+    }
+    if !p.actions.is_empty() {
+        p.outcome = Outcome::Changes;
+    }
+    let policy = reconcile::rotation_policy(runner)?;
+    let (issued, expires) = (
+        reconcile::ts(status.token_issued_at.as_deref()),
+        reconcile::ts(status.token_expires_at.as_deref()),
+    );
+    p.next_rotation = plan::next_rotation(&policy, issued, expires).map(|(r, at)| Rotation {
+        reason: r.as_str().into(),
+        at: at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    });
+    Ok(p)
+}
+
+fn fields(changes: Vec<plan::FieldChange>) -> Vec<Field> {
+    changes
+        .into_iter()
+        .map(|c| Field {
+            field: c.field.into(),
+            before: c.before,
+            after: c.after,
+        })
+        .collect()
+}
+
+/// Another Runner that claims runner `id`: by its marker, or by the id in its status.
+fn claimed_elsewhere(
+    id: i64,
+    runner: &Runner,
+    details: Option<&RunnerDetails>,
+    claims: &BTreeMap<i64, Vec<(String, String)>>,
+) -> Option<String> {
+    let uid = runner.uid().unwrap_or_default();
+    if let Some((_, who)) = claims
+        .get(&id)
+        .and_then(|c| c.iter().find(|(u, _)| *u != uid))
+    {
+        return Some(who.clone());
+    }
+    let (ns, name, owner_uid) =
+        reconcile::marker_owner(details.and_then(|d| d.maintenance_note.as_deref()))?;
+    let live = claims
+        .values()
+        .flatten()
+        .any(|(u, _)| *u == owner_uid);
+    (live && owner_uid != uid).then(|| format!("{ns}/{name}"))
+}
+
+/// Paths of the projects the steps (un)assign, for people: GitLab's own list for those
+/// assigned now, one read each for the others.
+async fn project_paths(
+    gl: &GitLabClient,
+    details: Option<&RunnerDetails>,
+    steps: &[Step],
+) -> BTreeMap<i64, String> {
+    let mut out: BTreeMap<i64, String> = details
+        .into_iter()
+        .flat_map(|d| &d.projects)
+        .filter_map(|p| Some((p.id, p.path_with_namespace.clone()?)))
+        .collect();
+    for step in steps {
+        if let Step::Assign(id) = step
+            && !out.contains_key(id)
+            && let Ok(project) = gl.get_project(&id.to_string()).await
+        {
+            out.insert(*id, project.path_with_namespace);
+        }
+    }
+    out
+}
+
+/// A Runner being deleted: what its finalizer would do.
+async fn deletion(gl: &GitLabClient, runner: &Runner, mut p: RunnerPlan) -> Result<RunnerPlan, Error> {
+    let status = runner.status.clone().unwrap_or_default();
+    p.outcome = Outcome::Changes;
+    if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
+        p.actions.push(Action::Release {
+            runner_id: status.runner_id,
+        });
+        return Ok(p);
+    }
+    let found = match status.runner_id {
+        Some(id) => reconcile::fetch(gl, id).await?,
+        None => None,
+    };
+    match found {
+        Some(d) if reconcile::is_ours(&d, runner, status.runner_id) => {
+            p.actions.push(Action::Delete { runner_id: d.id });
+        }
+        Some(d) => {
+            p.warnings.push(format!(
+                "GitLab runner {} does not carry this Runner's marker and is not the one it adopted; it is left in place",
+                d.id
+            ));
+            p.actions.push(Action::Release {
+                runner_id: Some(d.id),
+            });
+        }
+        None => p.actions.push(Action::Release { runner_id: None }),
+    }
+    Ok(p)
+}
+
+/// Runs `plan` from the command line; the exit code as `exit_code` says.
+pub fn run(args: PlanArgs) -> Result<u8, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        crate::tls::install_crypto_provider();
+        let mut from_files = vec![];
+        for f in &args.files {
+            from_files.extend(input::read(f)?);
+        }
+        let (source, runners) = match &args.gitlab_url {
+            Some(url) => {
+                let token = std::env::var(&args.token_env)
+                    .ok()
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "--gitlab-url needs the access token in the environment variable {} (set it, or name another with --token-env)",
+                            args.token_env
+                        )
+                    })?;
+                let gl = GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
+                    .map_err(|e| format!("--gitlab-url: {e}"))?;
+                let runners = input::with_namespace(from_files, args.namespace.as_deref());
+                (Source::GitLab(gl), runners)
+            }
+            None => {
+                let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
+                let runners = if args.files.is_empty() {
+                    input::from_cluster(&client, args.namespace.as_deref(), args.all_namespaces)
+                        .await?
+                } else {
+                    let default_ns = args
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| client.default_namespace().to_string());
+                    input::with_live(&client, input::with_namespace(from_files, Some(&default_ns)))
+                        .await?
+                };
+                (Source::Cluster(client), runners)
+            }
+        };
+        let doc = plan_all(&source, runners).await;
+        let text = match args.output {
+            Format::Text => render_text(&doc),
+            Format::Json => to_output(&doc, false)?,
+            Format::Yaml => to_output(&doc, true)?,
+        };
+        print!("{text}");
+        Ok(exit_code(&doc))
+    })
+}
