@@ -141,7 +141,9 @@ pub async fn import(
         listed.extend(
             gl.list_all_runners(&filter("instance_type"))
                 .await
-                .map_err(|e| format!("listing instance runners (an administrator's token is needed): {e}"))?,
+                .map_err(|e| {
+                    format!("listing instance runners (an administrator's token is needed): {e}")
+                })?,
         );
     }
     let matches = |d: Option<&str>| {
@@ -171,10 +173,7 @@ pub async fn import(
             .map(|(ns, name, _)| format!("{ns}/{name}"))
             .or_else(|| claims.get(&id).cloned());
         if let Some(by) = managed_by {
-            out.managed.push(Managed {
-                runner_id: id,
-                by,
-            });
+            out.managed.push(Managed { runner_id: id, by });
             if !target.include_managed {
                 continue;
             }
@@ -318,7 +317,12 @@ pub fn to_yaml(imported: &Imported) -> Result<String, String> {
 }
 
 fn document(r: &Runner) -> Result<String, String> {
-    let id = r.spec.adopt.as_ref().map(|a| a.runner_id).unwrap_or_default();
+    let id = r
+        .spec
+        .adopt
+        .as_ref()
+        .map(|a| a.runner_id)
+        .unwrap_or_default();
     let yaml = serde_saphyr::to_string(r).map_err(|e| format!("rendering YAML: {e}"))?;
     Ok(format!(
         "# GitLab runner {id}, imported by runner-operator: applying this resets its token once.\n{yaml}"
@@ -327,7 +331,10 @@ fn document(r: &Runner) -> Result<String, String> {
 
 /// Runs `import` from the command line.
 pub fn run(args: ImportArgs) -> Result<(), String> {
-    if args.project.is_empty() && args.group.is_empty() && !args.instance && args.runner_id.is_empty()
+    if args.project.is_empty()
+        && args.group.is_empty()
+        && !args.instance
+        && args.runner_id.is_empty()
     {
         return Err("choose runners with --project, --group, --instance or --runner-id".into());
     }
@@ -426,7 +433,10 @@ pub async fn claims(client: &kube::Client) -> Claims {
     {
         for r in list.items {
             if let Some(id) = r.status.as_ref().and_then(|s| s.runner_id) {
-                out.insert(id, format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()));
+                out.insert(
+                    id,
+                    format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                );
             }
         }
     }
@@ -448,8 +458,14 @@ mod tests {
     fn names_are_dns_labels_and_unique() {
         let mut taken = BTreeSet::new();
         let name = |id, d: &str, taken: &mut BTreeSet<String>| unique_name(&details(id, d), taken);
-        assert_eq!(name(1, "Linux Builders (x86_64) — prod!", &mut taken), "linux-builders-x86-64-prod");
-        assert_eq!(name(2, "linux builders x86/64 prod", &mut taken), "linux-builders-x86-64-prod-2");
+        assert_eq!(
+            name(1, "Linux Builders (x86_64) — prod!", &mut taken),
+            "linux-builders-x86-64-prod"
+        );
+        assert_eq!(
+            name(2, "linux builders x86/64 prod", &mut taken),
+            "linux-builders-x86-64-prod-2"
+        );
         assert_eq!(name(3, "", &mut taken), "runner-3");
         assert_eq!(name(4, "日本語 ランナー", &mut taken), "runner-4");
         assert_eq!(name(5, "42 docker", &mut taken), "runner-5");

@@ -326,12 +326,7 @@ pub fn plan(
                 pending: Some(Reason::Adopted),
                 ..token.clone()
             };
-            steps.extend(plan(
-                desired,
-                &GitLabState::Present(r.clone()),
-                &taken,
-                now,
-            ));
+            steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
             return steps;
         }
         GitLabState::NotOurs(r) => {

@@ -174,8 +174,7 @@ fn carries_marker(note: Option<&str>, runner: &Runner) -> bool {
 /// adopting a runner whose fields already match the spec writes nothing but the token reset.
 pub(crate) fn is_ours(d: &RunnerDetails, runner: &Runner, recorded: Option<i64>) -> bool {
     carries_marker(d.maintenance_note.as_deref(), runner)
-        || (runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id)
-            && recorded == Some(d.id))
+        || (runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id) && recorded == Some(d.id))
 }
 
 /// The user's note as GitLab should hold it: with our marker, except on adopted runners.
@@ -201,7 +200,9 @@ pub(crate) fn strip_marker(note: &str) -> String {
     match note.find("[runner-operator: managed by Runner ") {
         None => note.to_string(),
         Some(start) => {
-            let end = note[start..].find(']').map_or(note.len(), |e| start + e + 1);
+            let end = note[start..]
+                .find(']')
+                .map_or(note.len(), |e| start + e + 1);
             let mut out = note[..start].trim_end().to_string();
             out.push_str(note[end..].trim_end());
             out
@@ -1405,10 +1406,7 @@ async fn adopt(
                 EventType::Normal,
                 "AdoptionChangesField",
                 &format!("Adopt{action}"),
-                format!(
-                    "adopting GitLab runner {target} changes {}",
-                    change.text()
-                ),
+                format!("adopting GitLab runner {target} changes {}", change.text()),
             )
             .await;
         }

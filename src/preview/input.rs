@@ -73,8 +73,16 @@ pub fn parse(origin: &str, text: &str) -> Result<Vec<Runner>, String> {
                 doc["metadata"]["name"].as_str().unwrap_or("?")
             )
         })?;
-        if runner.metadata.name.as_deref().unwrap_or_default().is_empty() {
-            return Err(format!("{origin}: document {n}: a Runner without metadata.name"));
+        if runner
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Err(format!(
+                "{origin}: document {n}: a Runner without metadata.name"
+            ));
         }
         out.push(runner);
     }
@@ -170,6 +178,9 @@ items:
         assert_eq!(names, ["dev/a", "ci/b"]);
         let bad = "apiVersion: gitlab.runner-operator.dev/v1alpha1\nkind: Runner\nmetadata: {name: x}\nspec: {runnerType: nope}\n";
         let e = parse("f.yaml", bad).unwrap_err();
-        assert!(e.starts_with("f.yaml: document 1 (Runner x) does not decode"), "{e}");
+        assert!(
+            e.starts_with("f.yaml: document 1 (Runner x) does not decode"),
+            "{e}"
+        );
     }
 }

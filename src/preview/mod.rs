@@ -246,9 +246,7 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
             outcome: match e {
-                Error::Invalid(_) | Error::Connection(_) | Error::NotAllowed(_) => {
-                    Outcome::Blocked
-                }
+                Error::Invalid(_) | Error::Connection(_) | Error::NotAllowed(_) => Outcome::Blocked,
                 _ => Outcome::Error,
             },
             reason: Some(e.reason().into()),
@@ -322,7 +320,9 @@ async fn one(
     let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
     let mut p = empty(&ns, &name);
     let status = runner.status.clone().unwrap_or_default();
-    p.runner_id = status.runner_id.or(runner.spec.adopt.as_ref().map(|a| a.runner_id));
+    p.runner_id = status
+        .runner_id
+        .or(runner.spec.adopt.as_ref().map(|a| a.runner_id));
     if runner.meta().deletion_timestamp.is_some() {
         return deletion(gl, runner, p).await;
     }
@@ -477,10 +477,7 @@ fn claimed_elsewhere(
     }
     let (ns, name, owner_uid) =
         reconcile::marker_owner(details.and_then(|d| d.maintenance_note.as_deref()))?;
-    let live = claims
-        .values()
-        .flatten()
-        .any(|(u, _)| *u == owner_uid);
+    let live = claims.values().flatten().any(|(u, _)| *u == owner_uid);
     (live && owner_uid != uid).then(|| format!("{ns}/{name}"))
 }
 
@@ -508,7 +505,11 @@ async fn project_paths(
 }
 
 /// A Runner being deleted: what its finalizer would do.
-async fn deletion(gl: &GitLabClient, runner: &Runner, mut p: RunnerPlan) -> Result<RunnerPlan, Error> {
+async fn deletion(
+    gl: &GitLabClient,
+    runner: &Runner,
+    mut p: RunnerPlan,
+) -> Result<RunnerPlan, Error> {
     let status = runner.status.clone().unwrap_or_default();
     p.outcome = Outcome::Changes;
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {

@@ -97,14 +97,16 @@ fn runner_text(p: &RunnerPlan, out: &mut String) {
                 "  - unassign from project {}\n",
                 project(*project_id, path)
             )),
-            Action::RotateToken { reason, .. } => {
-                out.push_str(&format!("  ~ reset the token ({reason}) and write the new one to the Secret\n"))
-            }
+            Action::RotateToken { reason, .. } => out.push_str(&format!(
+                "  ~ reset the token ({reason}) and write the new one to the Secret\n"
+            )),
             Action::Delete { runner_id } => {
                 out.push_str(&format!("  - delete GitLab runner {runner_id}\n"))
             }
             Action::Release { runner_id } => out.push_str(&match runner_id {
-                Some(id) => format!("  - release the Runner; GitLab runner {id} stays registered\n"),
+                Some(id) => {
+                    format!("  - release the Runner; GitLab runner {id} stays registered\n")
+                }
                 None => "  - release the Runner (no GitLab runner to delete)\n".into(),
             }),
         }

@@ -738,7 +738,11 @@ async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
     // The spec matches the runner: the reset is the only write, and the note stays unmarked.
     let after = writes(&env);
     assert_eq!(
-        [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
         [0, 0, 1],
         "no update, no assignment, one reset"
     );
@@ -791,9 +795,15 @@ async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
         changes
             .iter()
             .any(|m| m.contains("tags: [linux] → [docker, linux]")),
-        "{changes:?} {:?}", env.gitlab_runner(hand)
+        "{changes:?} {:?}",
+        env.gitlab_runner(hand)
     );
-    assert_eq!(changes.len(), 2, "one event per changed field: {changes:?} {:?}", env.gitlab_runner(hand));
+    assert_eq!(
+        changes.len(),
+        2,
+        "one event per changed field: {changes:?} {:?}",
+        env.gitlab_runner(hand)
+    );
     let g = env.gitlab_runner(hand).unwrap();
     assert_eq!((g.description.as_deref(), g.tags.len()), (Some(""), 2));
 }

@@ -83,8 +83,14 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     let mut env = Env::start(backend, None).await;
     let web = env.gitlab.project_id("platform/web").expect("platform/web");
     for (name, extra) in [
-        ("steady", json!({"description": "steady", "tags": ["linux"]})),
-        ("drifted", json!({"description": "as in the spec", "assignedProjects": ["platform/web"]})),
+        (
+            "steady",
+            json!({"description": "steady", "tags": ["linux"]}),
+        ),
+        (
+            "drifted",
+            json!({"description": "as in the spec", "assignedProjects": ["platform/web"]}),
+        ),
         ("rotating", json!({"tokenRotation": {"interval": "720h"}})),
         ("unmarked", json!({})),
         ("leaving", json!({})),
@@ -93,14 +99,35 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     }
     let mut ids = BTreeMap::new();
     for name in ["steady", "drifted", "rotating", "unmarked", "leaving"] {
-        ids.insert(name, env.ready(name).await.status.unwrap().runner_id.unwrap());
+        ids.insert(
+            name,
+            env.ready(name).await.status.unwrap().runner_id.unwrap(),
+        );
     }
     // From here the operator is stopped: only plan runs, and nothing may change.
     env.stop_operator().await;
     let drifted = ids["drifted"];
-    root(&env, "PUT", &format!("/runners/{drifted}"), json!({"description": "edited by hand", "paused": true})).await;
-    root(&env, "DELETE", &format!("/projects/{web}/runners/{drifted}"), json!({})).await;
-    root(&env, "PUT", &format!("/runners/{}", ids["unmarked"]), json!({"maintenance_note": "taken by hand"})).await;
+    root(
+        &env,
+        "PUT",
+        &format!("/runners/{drifted}"),
+        json!({"description": "edited by hand", "paused": true}),
+    )
+    .await;
+    root(
+        &env,
+        "DELETE",
+        &format!("/projects/{web}/runners/{drifted}"),
+        json!({}),
+    )
+    .await;
+    root(
+        &env,
+        "PUT",
+        &format!("/runners/{}", ids["unmarked"]),
+        json!({"maintenance_note": "taken by hand"}),
+    )
+    .await;
     env.runners()
         .patch(
             "rotating",
@@ -114,8 +141,15 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         .await
         .unwrap();
     let hand = hand_made(&env, json!({"runner_type": "project_type", "project_id": env.gitlab.project_id("platform/api"), "description": "Hand-written by the platform team"})).await;
-    let hand2 = hand_made(&env, json!({"runner_type": "project_type", "project_id": env.gitlab.project_id("platform/api")})).await;
-    let foreign: Secret = serde_json::from_value(json!({"metadata": {"name": "taken"}, "stringData": {"runner-token": "someone else's"}})).unwrap();
+    let hand2 = hand_made(
+        &env,
+        json!({"runner_type": "project_type", "project_id": env.gitlab.project_id("platform/api")}),
+    )
+    .await;
+    let foreign: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "taken"}, "stringData": {"runner-token": "someone else's"}}),
+    )
+    .unwrap();
     Api::<Secret>::namespaced(env.client.clone(), "ci")
         .create(&PostParams::default(), &foreign)
         .await
@@ -124,11 +158,17 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         ("adopter", json!({"adopt": {"runnerId": hand}})),
         ("thief", json!({"adopt": {"runnerId": ids["steady"]}})),
         ("clash", json!({"tokenSecret": {"name": "taken"}})),
-        ("clash-adopt", json!({"tokenSecret": {"name": "taken"}, "adopt": {"runnerId": hand2}})),
+        (
+            "clash-adopt",
+            json!({"tokenSecret": {"name": "taken"}, "adopt": {"runnerId": hand2}}),
+        ),
         ("noproject", json!({"project": "platform/nope"})),
         ("noconn", json!({"connectionRef": {"name": "missing"}})),
         ("ghost", json!({"adopt": {"runnerId": 999_999}})),
-        ("newcomer", json!({"description": "new", "tags": ["b", "a"], "assignedProjects": ["platform/web"]})),
+        (
+            "newcomer",
+            json!({"description": "new", "tags": ["b", "a"], "assignedProjects": ["platform/web"]}),
+        ),
     ] {
         env.apply(name, spec(extra)).await;
     }
@@ -145,7 +185,14 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     let p = find(&doc, "drifted");
     assert_eq!(p.outcome, Outcome::Changes);
     match &p.actions[..] {
-        [Action::Update { runner_id, fields }, Action::Assign { project_id, project, .. }] => {
+        [
+            Action::Update { runner_id, fields },
+            Action::Assign {
+                project_id,
+                project,
+                ..
+            },
+        ] => {
             assert_eq!(*runner_id, drifted);
             let f: Vec<(String, Value, Value)> = fields
                 .iter()
@@ -154,11 +201,18 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
             assert_eq!(
                 f,
                 [
-                    ("description".into(), json!("edited by hand"), json!("as in the spec")),
+                    (
+                        "description".into(),
+                        json!("edited by hand"),
+                        json!("as in the spec")
+                    ),
                     ("paused".into(), json!(true), json!(false)),
                 ]
             );
-            assert_eq!((*project_id, project.as_deref()), (web, Some("platform/web")));
+            assert_eq!(
+                (*project_id, project.as_deref()),
+                (web, Some("platform/web"))
+            );
         }
         other => panic!("{other:#?}"),
     }
@@ -166,18 +220,29 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     let p = find(&doc, "rotating");
     assert_eq!(
         p.actions,
-        [Action::RotateToken { runner_id: Some(ids["rotating"]), reason: "Requested".into() }]
+        [Action::RotateToken {
+            runner_id: Some(ids["rotating"]),
+            reason: "Requested".into()
+        }]
     );
-    assert_eq!(p.next_rotation.as_ref().map(|r| r.reason.as_str()), Some("Interval"));
+    assert_eq!(
+        p.next_rotation.as_ref().map(|r| r.reason.as_str()),
+        Some("Interval")
+    );
     // Deletion.
     assert_eq!(
         find(&doc, "leaving").actions,
-        [Action::Delete { runner_id: ids["leaving"] }]
+        [Action::Delete {
+            runner_id: ids["leaving"]
+        }]
     );
     // Adoption: what it changes is a warning, before and after; then the update and the reset.
     let p = find(&doc, "adopter");
     assert_eq!(p.runner_id, Some(hand));
-    assert!(matches!(&p.actions[..], [Action::Adopt { runner_id }, Action::Update { .. }, Action::RotateToken { reason, .. }] if *runner_id == hand && reason == "Adopted"), "{p:#?}");
+    assert!(
+        matches!(&p.actions[..], [Action::Adopt { runner_id }, Action::Update { .. }, Action::RotateToken { reason, .. }] if *runner_id == hand && reason == "Adopted"),
+        "{p:#?}"
+    );
     assert!(
         p.warnings.iter().any(|w| w.contains(r#"changes description: "Hand-written by the platform team" → """#)),
         "{:?}",
@@ -185,9 +250,22 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     );
     // A new Runner: created with its attributes.
     match &find(&doc, "newcomer").actions[..] {
-        [Action::Create { runner_type, owner, recreated: false, fields }] => {
-            assert_eq!((runner_type.as_str(), owner.as_deref()), ("project_type", Some("platform/api")));
-            let tags = fields.iter().find(|f| f.field == "tags").map(|f| f.after.clone());
+        [
+            Action::Create {
+                runner_type,
+                owner,
+                recreated: false,
+                fields,
+            },
+        ] => {
+            assert_eq!(
+                (runner_type.as_str(), owner.as_deref()),
+                ("project_type", Some("platform/api"))
+            );
+            let tags = fields
+                .iter()
+                .find(|f| f.field == "tags")
+                .map(|f| f.after.clone());
             assert_eq!(tags, Some(json!(["a", "b"])));
         }
         other => panic!("{other:#?}"),
@@ -207,14 +285,20 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     assert!(m.contains("\"platform/nope\" does not exist"), "{m}");
     let (r, m) = blocked(&doc, "noconn");
     assert_eq!(r, "ConnectionNotReady");
-    assert!(m.contains("GitLabConnection ci/missing does not exist"), "{m}");
+    assert!(
+        m.contains("GitLabConnection ci/missing does not exist"),
+        "{m}"
+    );
     let (r, m) = blocked(&doc, "ghost");
     assert_eq!(r, "InvalidSpec");
     assert!(m.contains("999999: no such runner"), "{m}");
     assert_eq!(preview::exit_code(&doc), 1, "blocked Runners fail the plan");
     // The text names the same.
     let text = preview::render_text(&doc);
-    assert!(text.contains("~ description: \"edited by hand\" → \"as in the spec\""), "{text}");
+    assert!(
+        text.contains("~ description: \"edited by hand\" → \"as in the spec\""),
+        "{text}"
+    );
     assert!(text.contains("+ assign to project platform/web"), "{text}");
     assert!(text.contains("blocked: RunnerClaimed"), "{text}");
 
@@ -231,20 +315,35 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         path
     };
     let same = file("same", serde_json::to_value(&steady.spec).unwrap());
-    let changed = file("changed", spec(json!({"description": "steady", "tags": ["linux", "gpu"]})));
+    let changed = file(
+        "changed",
+        spec(json!({"description": "steady", "tags": ["linux", "gpu"]})),
+    );
     let (code, out) = cli(&kubeconfig, &["-f", same.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("Runner ci/steady") && out.contains("no changes"), "{out}");
-    let (code, out) = cli(&kubeconfig, &["-f", changed.to_str().unwrap(), "-o", "json"]);
+    assert!(
+        out.contains("Runner ci/steady") && out.contains("no changes"),
+        "{out}"
+    );
+    let (code, out) = cli(
+        &kubeconfig,
+        &["-f", changed.to_str().unwrap(), "-o", "json"],
+    );
     assert_eq!(code, 2, "{out}");
     let parsed: PlanDocument = serde_json::from_str(&out).expect("JSON as pinned");
-    assert!(matches!(&parsed.runners[0].actions[..], [Action::Update { fields, .. }] if fields[0].field == "tags"));
+    assert!(
+        matches!(&parsed.runners[0].actions[..], [Action::Update { fields, .. }] if fields[0].field == "tags")
+    );
     let (code, out) = cli(&kubeconfig, &["-n", "ci", "-o", "yaml"]);
     assert_eq!(code, 1, "{out}");
     let parsed: PlanDocument = serde_saphyr::from_str(&out).expect("YAML as pinned");
     assert_eq!(parsed, doc);
     assert_eq!(gitlab_writes(&env), writes, "the binary wrote to GitLab");
-    assert_eq!(env.fingerprint().await, before, "the binary wrote to Kubernetes");
+    assert_eq!(
+        env.fingerprint().await,
+        before,
+        "the binary wrote to Kubernetes"
+    );
 }
 
 fn tempdir(what: &str) -> std::path::PathBuf {
@@ -280,20 +379,45 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
     // Made by hand: a project runner also serving platform/web, locked, with odd characters; a
     // group runner; an instance runner; and one the operator already manages.
     let project_runner = hand_made(&env, json!({"runner_type": "project_type", "project_id": api, "description": "GPU box #1: \"fast\" (ünïcode) — don't pause!", "tag_list": "gpu,cuda", "run_untagged": false, "maximum_timeout": 7200, "maintenance_note": "Ask @ops\nbefore pausing", "access_level": "ref_protected"})).await;
-    root(&env, "POST", &format!("/projects/{web}/runners"), json!({"runner_id": project_runner})).await;
-    root(&env, "PUT", &format!("/runners/{project_runner}"), json!({"locked": true})).await;
+    root(
+        &env,
+        "POST",
+        &format!("/projects/{web}/runners"),
+        json!({"runner_id": project_runner}),
+    )
+    .await;
+    root(
+        &env,
+        "PUT",
+        &format!("/runners/{project_runner}"),
+        json!({"locked": true}),
+    )
+    .await;
     let group_runner = hand_made(&env, json!({"runner_type": "group_type", "group_id": platform, "description": "GPU box #1: \"fast\" (ünïcode) — don't pause!", "paused": true})).await;
-    let instance_runner = hand_made(&env, json!({"runner_type": "instance_type", "description": "Shared autoscaler"})).await;
-    env.apply("managed", spec(json!({"description": "managed"}))).await;
-    let managed = env.ready("managed").await.status.unwrap().runner_id.unwrap();
+    let instance_runner = hand_made(
+        &env,
+        json!({"runner_type": "instance_type", "description": "Shared autoscaler"}),
+    )
+    .await;
+    env.apply("managed", spec(json!({"description": "managed"})))
+        .await;
+    let managed = env
+        .ready("managed")
+        .await
+        .status
+        .unwrap()
+        .runner_id
+        .unwrap();
 
-    let gl = runner_operator::gitlab::GitLabClient::new(runner_operator::gitlab::ClientConfig::new(
-        env.gitlab.url(),
-        ROOT.to_string().into(),
-    ))
+    let gl = runner_operator::gitlab::GitLabClient::new(
+        runner_operator::gitlab::ClientConfig::new(env.gitlab.url(), ROOT.to_string().into()),
+    )
     .unwrap();
     let target = Target {
-        connection: ConnectionRef { kind: ConnectionKind::ClusterGitLabConnection, name: "gitlab-root".into() },
+        connection: ConnectionRef {
+            kind: ConnectionKind::ClusterGitLabConnection,
+            name: "gitlab-root".into(),
+        },
         namespace: "ci".into(),
         include_managed: false,
     };
@@ -305,24 +429,44 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
         instance: true,
         ..Default::default()
     };
-    let imported = import::import(&gl, &sel, &target, &claims).await.expect("import");
+    let imported = import::import(&gl, &sel, &target, &claims)
+        .await
+        .expect("import");
     assert_eq!(gitlab_writes(&env), writes, "import wrote to GitLab");
     // The managed runner is listed, not written.
     assert_eq!(imported.managed.len(), 1, "{:?}", imported.managed);
-    assert_eq!((imported.managed[0].runner_id, imported.managed[0].by.as_str()), (managed, "ci/managed"));
+    assert_eq!(
+        (
+            imported.managed[0].runner_id,
+            imported.managed[0].by.as_str()
+        ),
+        (managed, "ci/managed")
+    );
     let by_id: BTreeMap<i64, &Runner> = imported
         .manifests
         .iter()
         .map(|(_, r)| (r.spec.adopt.as_ref().unwrap().runner_id, r))
         .collect();
-    assert_eq!(by_id.keys().copied().collect::<Vec<_>>(), [project_runner, group_runner, instance_runner]);
+    assert_eq!(
+        by_id.keys().copied().collect::<Vec<_>>(),
+        [project_runner, group_runner, instance_runner]
+    );
     let p = &by_id[&project_runner].spec;
     assert_eq!(p.project.as_deref(), Some("platform/api"));
     assert_eq!(p.assigned_projects, ["platform/web"]);
     assert_eq!(p.tags, ["cuda", "gpu"]);
-    assert_eq!((p.run_untagged, p.locked, p.maximum_timeout), (Some(false), Some(true), Some(7200)));
-    assert_eq!(p.maintenance_note.as_deref(), Some("Ask @ops\nbefore pausing"));
-    assert_eq!(p.description.as_deref(), Some("GPU box #1: \"fast\" (ünïcode) — don't pause!"));
+    assert_eq!(
+        (p.run_untagged, p.locked, p.maximum_timeout),
+        (Some(false), Some(true), Some(7200))
+    );
+    assert_eq!(
+        p.maintenance_note.as_deref(),
+        Some("Ask @ops\nbefore pausing")
+    );
+    assert_eq!(
+        p.description.as_deref(),
+        Some("GPU box #1: \"fast\" (ünïcode) — don't pause!")
+    );
     assert_eq!(by_id[&group_runner].spec.group.as_deref(), Some("platform"));
     assert_eq!(by_id[&group_runner].spec.paused, Some(true));
     // Same description, distinct names.
@@ -351,12 +495,53 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
         }
     };
     let all = || sel.clone();
-    assert_eq!(only(Selection { tags: vec!["gpu".into()], ..all() }).await, [project_runner]);
-    assert_eq!(only(Selection { paused: Some(true), ..all() }).await, [group_runner]);
-    assert_eq!(only(Selection { description: Some(regex::Regex::new("^Shared").unwrap()), ..all() }).await, [instance_runner]);
-    assert_eq!(only(Selection { ids: vec![instance_runner], ..Default::default() }).await, [instance_runner]);
+    assert_eq!(
+        only(Selection {
+            tags: vec!["gpu".into()],
+            ..all()
+        })
+        .await,
+        [project_runner]
+    );
+    assert_eq!(
+        only(Selection {
+            paused: Some(true),
+            ..all()
+        })
+        .await,
+        [group_runner]
+    );
+    assert_eq!(
+        only(Selection {
+            description: Some(regex::Regex::new("^Shared").unwrap()),
+            ..all()
+        })
+        .await,
+        [instance_runner]
+    );
+    assert_eq!(
+        only(Selection {
+            ids: vec![instance_runner],
+            ..Default::default()
+        })
+        .await,
+        [instance_runner]
+    );
     // With --include-managed, the managed one too, its marker stripped from the note.
-    let with_managed = import::import(&gl, &Selection { ids: vec![managed], ..Default::default() }, &Target { include_managed: true, ..target.clone() }, &claims).await.unwrap();
+    let with_managed = import::import(
+        &gl,
+        &Selection {
+            ids: vec![managed],
+            ..Default::default()
+        },
+        &Target {
+            include_managed: true,
+            ..target.clone()
+        },
+        &claims,
+    )
+    .await
+    .unwrap();
     assert_eq!(with_managed.manifests[0].1.spec.maintenance_note, None);
 
     // Round trip: the YAML as printed, applied as is.
@@ -364,15 +549,37 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
     let docs = input::parse("import", &yaml).expect("import output parses");
     assert_eq!(docs.len(), 3);
     let root_conn: Value = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": "gitlab-root"}, "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-root-token", "namespace": "runner-operator"}}});
-    let token: Secret = serde_json::from_value(json!({"metadata": {"name": "gitlab-root-token"}, "stringData": {"token": ROOT}})).unwrap();
-    Api::<Secret>::namespaced(env.client.clone(), "runner-operator").create(&PostParams::default(), &token).await.unwrap();
-    let conn: runner_operator::crd::ClusterGitLabConnection = serde_json::from_value(root_conn).unwrap();
-    Api::all(env.client.clone()).create(&PostParams::default(), &conn).await.unwrap();
-    let counted = ["PUT /runners/:id", "POST /projects/:id/runners", "DELETE /projects/:id/runners/:runner_id", "POST /runners/:id/reset_authentication_token"];
-    let before: Vec<u64> = counted.iter().map(|c| env.gitlab.request_count(c)).collect();
+    let token: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "gitlab-root-token"}, "stringData": {"token": ROOT}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "runner-operator")
+        .create(&PostParams::default(), &token)
+        .await
+        .unwrap();
+    let conn: runner_operator::crd::ClusterGitLabConnection =
+        serde_json::from_value(root_conn).unwrap();
+    Api::all(env.client.clone())
+        .create(&PostParams::default(), &conn)
+        .await
+        .unwrap();
+    let counted = [
+        "PUT /runners/:id",
+        "POST /projects/:id/runners",
+        "DELETE /projects/:id/runners/:runner_id",
+        "POST /runners/:id/reset_authentication_token",
+    ];
+    let before: Vec<u64> = counted
+        .iter()
+        .map(|c| env.gitlab.request_count(c))
+        .collect();
     for r in &docs {
         env.runners()
-            .patch(&r.name_any(), &PatchParams::apply("kubectl").force(), &Patch::Apply(r))
+            .patch(
+                &r.name_any(),
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(r),
+            )
             .await
             .unwrap();
     }
@@ -380,21 +587,36 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
         let st = env.ready(&r.name_any()).await.status.unwrap();
         assert_eq!(st.last_rotation_reason.as_deref(), Some("Adopted"));
     }
-    let after: Vec<u64> = counted.iter().map(|c| env.gitlab.request_count(c)).collect();
+    let after: Vec<u64> = counted
+        .iter()
+        .map(|c| env.gitlab.request_count(c))
+        .collect();
     assert_eq!(
-        after.iter().zip(&before).map(|(a, b)| a - b).collect::<Vec<_>>(),
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>(),
         [0, 0, 0, 3],
         "exactly one reset per runner, no update and no (un)assignment ({counted:?})"
     );
     for id in [project_runner, group_runner, instance_runner] {
-        assert_eq!(env.gitlab_runner(id).unwrap().projects.len(), if id == project_runner { 2 } else { 0 });
+        assert_eq!(
+            env.gitlab_runner(id).unwrap().projects.len(),
+            if id == project_runner { 2 } else { 0 }
+        );
     }
     let doc = plan_cluster(&env).await;
     for r in &docs {
         let p = find(&doc, &r.name_any());
         assert_eq!(p.outcome, Outcome::NoChanges, "{p:#?}");
     }
-    assert_eq!(preview::exit_code(&doc), 0, "{}", preview::render_text(&doc));
+    assert_eq!(
+        preview::exit_code(&doc),
+        0,
+        "{}",
+        preview::render_text(&doc)
+    );
 }
 
 /// The JSON Schema of `plan -o json`, pinned: a change to the document's shape must change
@@ -408,17 +630,26 @@ fn plan_output_schema_is_pinned() {
         std::fs::write(path, &text).unwrap();
     }
     let pinned = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(pinned == text, "docs/plan-output.schema.json is stale: run UPDATE_DOCS=1 cargo test --test it plan_output_schema");
+    assert!(
+        pinned == text,
+        "docs/plan-output.schema.json is stale: run UPDATE_DOCS=1 cargo test --test it plan_output_schema"
+    );
 }
 
 mod local {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plan_names_every_change_and_blocking_reason_and_writes_nothing() {
-        super::plan_names_every_change_and_blocking_reason_and_writes_nothing(crate::cluster::Backend::Local).await
+        super::plan_names_every_change_and_blocking_reason_and_writes_nothing(
+            crate::cluster::Backend::Local,
+        )
+        .await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean() {
-        super::import_then_apply_adopts_with_one_reset_and_plan_is_clean(crate::cluster::Backend::Local).await
+        super::import_then_apply_adopts_with_one_reset_and_plan_is_clean(
+            crate::cluster::Backend::Local,
+        )
+        .await
     }
 }
 
@@ -426,11 +657,17 @@ mod real {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
     async fn plan_names_every_change_and_blocking_reason_and_writes_nothing() {
-        super::plan_names_every_change_and_blocking_reason_and_writes_nothing(crate::cluster::Backend::Real).await
+        super::plan_names_every_change_and_blocking_reason_and_writes_nothing(
+            crate::cluster::Backend::Real,
+        )
+        .await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
     async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean() {
-        super::import_then_apply_adopts_with_one_reset_and_plan_is_clean(crate::cluster::Backend::Real).await
+        super::import_then_apply_adopts_with_one_reset_and_plan_is_clean(
+            crate::cluster::Backend::Real,
+        )
+        .await
     }
 }
