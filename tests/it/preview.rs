@@ -94,11 +94,15 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         ("rotating", json!({"tokenRotation": {"interval": "720h"}})),
         ("unmarked", json!({})),
         ("leaving", json!({})),
+        ("extra", json!({})),
+        ("vanished", json!({})),
     ] {
         env.apply(name, spec(extra)).await;
     }
     let mut ids = BTreeMap::new();
-    for name in ["steady", "drifted", "rotating", "unmarked", "leaving"] {
+    for name in [
+        "steady", "drifted", "rotating", "unmarked", "leaving", "extra", "vanished",
+    ] {
         ids.insert(
             name,
             env.ready(name).await.status.unwrap().runner_id.unwrap(),
@@ -128,6 +132,43 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         json!({"maintenance_note": "taken by hand"}),
     )
     .await;
+    root(
+        &env,
+        "POST",
+        &format!("/projects/{web}/runners"),
+        json!({"runner_id": ids["extra"]}),
+    )
+    .await;
+    root(
+        &env,
+        "DELETE",
+        &format!("/runners/{}", ids["vanished"]),
+        json!({}),
+    )
+    .await;
+    // A connection whose token GitLab refuses, and a cluster connection closed to "ci".
+    let objects = json!([
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad-token", "namespace": "ci"}, "stringData": {"token": "glpat-nope"}},
+        {"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "badtoken", "namespace": "ci"}, "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "bad-token"}}},
+        {"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": "closed"}, "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "bad-token", "namespace": "ci"}, "allowedNamespaces": {"names": ["elsewhere"]}}},
+    ]);
+    let secret: Secret = serde_json::from_value(objects[0].clone()).unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let conn: runner_operator::crd::GitLabConnection =
+        serde_json::from_value(objects[1].clone()).unwrap();
+    Api::namespaced(env.client.clone(), "ci")
+        .create(&PostParams::default(), &conn)
+        .await
+        .unwrap();
+    let closed: runner_operator::crd::ClusterGitLabConnection =
+        serde_json::from_value(objects[2].clone()).unwrap();
+    Api::all(env.client.clone())
+        .create(&PostParams::default(), &closed)
+        .await
+        .unwrap();
     env.runners()
         .patch(
             "rotating",
@@ -165,6 +206,11 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         ("noproject", json!({"project": "platform/nope"})),
         ("noconn", json!({"connectionRef": {"name": "missing"}})),
         ("ghost", json!({"adopt": {"runnerId": 999_999}})),
+        ("refused", json!({"connectionRef": {"name": "badtoken"}})),
+        (
+            "notallowed",
+            json!({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "closed"}}),
+        ),
         (
             "newcomer",
             json!({"description": "new", "tags": ["b", "a"], "assignedProjects": ["platform/web"]}),
@@ -216,6 +262,22 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
         }
         other => panic!("{other:#?}"),
     }
+    // A project assigned by hand is unassigned; a runner deleted by hand is created again.
+    assert_eq!(
+        find(&doc, "extra").actions,
+        [Action::Unassign {
+            runner_id: ids["extra"],
+            project_id: web,
+            project: Some("platform/web".into())
+        }]
+    );
+    assert!(matches!(
+        &find(&doc, "vanished").actions[..],
+        [Action::Create {
+            recreated: true,
+            ..
+        }]
+    ));
     // Rotation on request, and the next scheduled one.
     let p = find(&doc, "rotating");
     assert_eq!(
@@ -292,6 +354,22 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     let (r, m) = blocked(&doc, "ghost");
     assert_eq!(r, "InvalidSpec");
     assert!(m.contains("999999: no such runner"), "{m}");
+    let (r, m) = blocked(&doc, "notallowed");
+    assert_eq!(r, "ConnectionNotAllowed");
+    assert!(m.contains("does not allow namespace ci"), "{m}");
+    // GitLab refusing the token is an error of the plan, not a state of the Runner.
+    let p = find(&doc, "refused");
+    assert_eq!(
+        (p.outcome, p.reason.as_deref()),
+        (Outcome::Error, Some("GitLabUnauthorized")),
+        "{p:#?}"
+    );
+    assert_eq!(
+        (doc.summary.runners, doc.summary.errors),
+        (doc.runners.len(), 1),
+        "{:#?}",
+        doc.summary
+    );
     assert_eq!(preview::exit_code(&doc), 1, "blocked Runners fail the plan");
     // The text names the same.
     let text = preview::render_text(&doc);
@@ -510,6 +588,15 @@ async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Back
         })
         .await,
         [group_runner]
+    );
+    env.gitlab.touch_runner(instance_runner);
+    assert_eq!(
+        only(Selection {
+            status: Some("online".into()),
+            ..all()
+        })
+        .await,
+        [instance_runner]
     );
     assert_eq!(
         only(Selection {
