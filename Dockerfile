@@ -3,10 +3,13 @@
 # (--no-default-features), CA certificates, the non-root user 65532, nothing else.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
-# Only what the production binary is built from: no tests, examples or emulators.
-COPY Cargo.toml Cargo.lock ./
+# Only what the production binary is built from: no tests, examples or test doubles. Cargo
+# reads every workspace member's manifest, so the doubles' manifests come with empty sources.
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
-COPY build.rs ./
+COPY crates/gitlab-emulator/Cargo.toml crates/gitlab-emulator/
+COPY crates/kube-local/Cargo.toml crates/kube-local/
+RUN for c in gitlab-emulator kube-local; do mkdir -p crates/$c/src && touch crates/$c/src/lib.rs crates/$c/src/main.rs; done
 # `version` shows them: docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD)
 #   --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) .
 ARG GIT_COMMIT=unknown

@@ -16,8 +16,8 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::{GitLabConnection, Runner};
-use runner_operator::emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
-use runner_operator::kubeapi::KubeApiServer;
+use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
+use kube_local::KubeApiServer;
 use serde_json::json;
 
 fn arg(name: &str, default: u64) -> u64 {

@@ -14,14 +14,10 @@ pub mod build {
 }
 pub mod controller;
 pub mod crd;
-#[cfg(feature = "emulator")]
-pub mod emulator;
 pub mod gitlab;
 pub mod import;
 pub mod jobs;
 pub mod kube_client;
-#[cfg(feature = "emulator")]
-pub mod kubeapi;
 pub mod leader;
 pub mod metrics;
 pub mod preview;

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::controller::{self, Context, Options, Settings};
 use crate::crd::{ClusterGitLabConnection, GitLabConnection};
-use crate::emulator::{GitLabEmulator, default_seed};
-use crate::kubeapi::KubeApiServer;
+use gitlab_emulator::{GitLabEmulator, default_seed};
+use kube_local::KubeApiServer;
 
 /// Flags of `sandbox`.
 #[derive(Args, Debug, Clone)]

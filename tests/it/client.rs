@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use runner_operator::emulator::{Fault, FaultAction, GitLabEmulator, JobRec};
+use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, JobRec};
 use runner_operator::gitlab::*;
 use secrecy::{ExposeSecret, SecretString};
 

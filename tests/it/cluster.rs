@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use runner_operator::kubeapi::KubeApiServer;
+use kube_local::KubeApiServer;
 
 /// Which Kubernetes a scenario runs against, and as whom the operator talks to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// `runner_operator::kubeapi`, in this process; the operator is cluster admin.
+    /// `kube_local`, in this process; the operator is cluster admin.
     Local,
     /// The real control plane, one per scenario (no state shared between tests); the operator
     /// is cluster admin.

@@ -2,7 +2,7 @@
 
 use kube::CustomResourceExt;
 use runner_operator::crd::{self, ClusterGitLabConnection, GitLabConnection, Runner};
-use runner_operator::emulator::openapi;
+use kube_local::schema as openapi;
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {

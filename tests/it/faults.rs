@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::api::DeleteParams;
-use runner_operator::emulator::{Fault, FaultAction};
+use gitlab_emulator::{Fault, FaultAction};
 use serde_json::{Value, json};
 
 use crate::cluster::Backend;
@@ -108,7 +108,7 @@ async fn lost_create_then_any_spec_edit_finds_the_created_runner() {
 /// Requests that arrived inside a wait GitLab asked for: after a 429 answered at T with a wait
 /// until U, nothing with the same access token may arrive in (T + 100 ms, U) — 100 ms for
 /// requests already on the wire.
-fn inside_retry_windows(log: &[runner_operator::emulator::model::LoggedRequest]) -> Vec<String> {
+fn inside_retry_windows(log: &[gitlab_emulator::model::LoggedRequest]) -> Vec<String> {
     let grace = Duration::from_millis(100);
     let mut bad = vec![];
     for w in log.iter().filter(|r| r.status == 429) {
@@ -186,7 +186,7 @@ async fn retry_after_holds_every_caller_of_the_connection() {
         }
         // …then a Rack::Attack-style throttle while every token is rotated at once.
         env.gitlab.update_settings(|s| {
-            s.throttle = Some(runner_operator::emulator::Throttle {
+            s.throttle = Some(gitlab_emulator::Throttle {
                 limit: 8,
                 period_seconds: 2,
             })
@@ -578,7 +578,7 @@ async fn deleted_projects_make_the_runner_not_ready_with_the_fix() {
 //
 // CI runs seeds 1 and 2 with 50 Runners. RUNNER_OPERATOR_FAULT_KEEP=1 keeps the operator's log.
 
-use runner_operator::kubeapi::{KubeFault, KubeFaultAction};
+use kube_local::{KubeFault, KubeFaultAction};
 
 use crate::cluster::OperatorProcess;
 

@@ -17,7 +17,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use runner_operator::crd::{self, Runner, RunnerStatus};
-use runner_operator::kubeapi::{KubeApiServer, KubeFault, KubeFaultAction};
+use kube_local::{KubeApiServer, KubeFault, KubeFaultAction};
 use serde_json::{Value, json};
 
 pub async fn server_with_crds() -> (KubeApiServer, Client) {

@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::{GitLabConnection, Runner};
-use runner_operator::emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
+use gitlab_emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
 use serde_json::{Value, json};
 
 use crate::cluster::{Backend, Cluster};
@@ -1385,8 +1385,8 @@ async fn connection_token_scopes_and_expiry_are_reported(backend: Backend) {
 
     // Expired: GitLab refuses it, and Ready says so.
     env.gitlab
-        .seed(&runner_operator::emulator::Seed {
-            tokens: vec![runner_operator::emulator::SeedToken {
+        .seed(&gitlab_emulator::Seed {
+            tokens: vec![gitlab_emulator::SeedToken {
                 token: "glpat-emulator-old".into(),
                 user: "platform-bot".into(),
                 scopes: vec!["api".into()],
@@ -1427,7 +1427,7 @@ async fn connection_token_scopes_and_expiry_are_reported(backend: Backend) {
 /// `runner-operator jobs`: the runner's recent jobs through its connection, newest first,
 /// filtered and limited, as a table or JSON — and not one write anywhere.
 async fn jobs_are_listed_through_the_runners_connection(backend: Backend) {
-    use runner_operator::emulator::JobRec;
+    use gitlab_emulator::JobRec;
     use runner_operator::jobs::{Format, list, render};
     let env = Env::start(backend, None).await;
     env.apply("busy", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
@@ -1642,21 +1642,21 @@ async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
 
 async fn rate_limits_and_server_errors_back_off_without_losing_anything(backend: Backend) {
     let env = Env::start(backend, None).await;
-    env.gitlab.inject(runner_operator::emulator::Fault {
+    env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("POST /user/runners".into()),
         path_contains: None,
         times: 2,
-        action: runner_operator::emulator::FaultAction::Status {
+        action: gitlab_emulator::FaultAction::Status {
             status: 429,
             body: None,
             retry_after: Some(1),
         },
     });
-    env.gitlab.inject(runner_operator::emulator::Fault {
+    env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("GET /projects/:id".into()),
         path_contains: None,
         times: 2,
-        action: runner_operator::emulator::FaultAction::Status {
+        action: gitlab_emulator::FaultAction::Status {
             status: 503,
             body: None,
             retry_after: None,
@@ -1836,11 +1836,11 @@ async fn foreign_secrets_are_never_overwritten(backend: Backend) {
 /// user could read them (the log buffer also holds other tests' lines; only these are checked).
 async fn tokens_never_leak_into_logs_events_or_status(backend: Backend) {
     let env = Env::start(backend, None).await;
-    env.gitlab.inject(runner_operator::emulator::Fault {
+    env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("POST /projects/:id/runners".into()),
         path_contains: None,
         times: 1,
-        action: runner_operator::emulator::FaultAction::Status {
+        action: gitlab_emulator::FaultAction::Status {
             status: 500,
             body: None,
             retry_after: None,
@@ -1912,7 +1912,7 @@ async fn many_rotations_at_once_stay_within_the_rate_limit(backend: Backend) {
     let env = Env::start_with(backend, None, Duration::from_secs(300)).await;
     // GitLab throttles at 80 requests per 1 s window; the connection allows 60/s, burst 10.
     env.gitlab.update_settings(|s| {
-        s.throttle = Some(runner_operator::emulator::Throttle {
+        s.throttle = Some(gitlab_emulator::Throttle {
             limit: 80,
             period_seconds: 1,
         })

@@ -5,8 +5,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use runner_operator::emulator::{GitLabEmulator, default_seed};
-use runner_operator::kubeapi::KubeApiServer;
+use gitlab_emulator::{GitLabEmulator, default_seed};
+use kube_local::KubeApiServer;
 use runner_operator::run::{RunArgs, serve_operator};
 use serde_json::json;
 

@@ -6,7 +6,7 @@ async fn main() {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "kubeconfig".into());
-    let server = runner_operator::kubeapi::KubeApiServer::start_with(
+    let server = kube_local::KubeApiServer::start_with(
         "127.0.0.1:0",
         std::time::Duration::from_secs(5),
     )

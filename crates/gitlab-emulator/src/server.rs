@@ -131,7 +131,7 @@ pub async fn handle(
                     .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
                     .unwrap_or(0);
                 retry_until = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix));
-                let date = k8s_openapi::jiff::Timestamp::from_second(unix as i64)
+                let date = jiff::Timestamp::from_second(unix as i64)
                     .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string())
                     .unwrap_or_default();
                 if let Ok(v) = HeaderValue::from_str(&date) {
@@ -1175,7 +1175,7 @@ fn unmodified_since_ok(ctx: &Ctx, updated_at: Millis) -> Result<(), Response> {
     else {
         return Ok(());
     };
-    let parsed = k8s_openapi::jiff::fmt::rfc2822::parse(value)
+    let parsed = jiff::fmt::rfc2822::parse(value)
         .ok()
         .map(|z| z.timestamp().as_millisecond());
     match parsed {

@@ -197,7 +197,7 @@ pub struct RunnerRec {
 
 /// Formats a time as GitLab does: ISO 8601 UTC with milliseconds.
 pub fn iso(ms: Millis) -> String {
-    match k8s_openapi::jiff::Timestamp::from_millisecond(ms) {
+    match jiff::Timestamp::from_millisecond(ms) {
         Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         Err(_) => "1970-01-01T00:00:00.000Z".into(),
     }

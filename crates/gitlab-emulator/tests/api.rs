@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use runner_operator::emulator::{JobRec, Settings, Throttle};
+use gitlab_emulator::{JobRec, Settings, Throttle};
 use serde_json::json;
 
-use crate::support::{create, emulator, raw};
+mod support;
+
+use support::{create, emulator, raw};
 
 #[tokio::test]
 async fn b01_error_shapes() {
@@ -1284,8 +1286,8 @@ async fn b21_token_expiry_intervals() {
     let v = r.json();
     let token = v["token"].as_str().unwrap().to_string();
     let expires = v["token_expires_at"].as_str().unwrap();
-    let ts: k8s_openapi::jiff::Timestamp = expires.parse().unwrap();
-    let left = ts.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    let ts: jiff::Timestamp = expires.parse().unwrap();
+    let left = ts.as_second() - jiff::Timestamp::now().as_second();
     assert!((5 * 86400 - 60..=5 * 86400 + 60).contains(&left), "{left}");
     assert!(expires.ends_with('Z') && expires.len() == "2024-06-09T11:12:02.507Z".len());
     // An expired token can neither verify nor reset itself; the management API still can.

@@ -115,7 +115,7 @@ impl Store {
 }
 
 pub fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now()
+    jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
@@ -474,7 +474,7 @@ impl Store {
             ));
         }
         *obj = kube_cel::apply_defaults(schema, obj);
-        let mut errors = crate::emulator::openapi::validate(schema, obj, old);
+        let mut errors = crate::schema::validate(schema, obj, old);
         // Validation ratcheting (GA in Kubernetes 1.33): on an update, a field that fails
         // validation but did not change is let through, so objects stored under older rules
         // can still get finalizers, status and fixes elsewhere.
@@ -521,7 +521,7 @@ impl Store {
                 Some(prefix) => {
                     name = format!(
                         "{prefix}{}",
-                        crate::emulator::model::random_string(5)
+                        random_suffix(5)
                             .to_ascii_lowercase()
                             .replace(['_', '-'], "x")
                     )
@@ -1063,7 +1063,7 @@ fn typed_patch_check(
         .into_iter()
         .map(|p| format!(".{p}: field not declared in schema"))
         .collect();
-    for e in crate::emulator::openapi::validate(schema, applied, None) {
+    for e in crate::schema::validate(schema, applied, None) {
         if let Some((at, item)) = e.split_once(": Duplicate value: ") {
             let list = at.rsplit_once('[').map_or(at, |(l, _)| l);
             problems.push(format!(".{list}: duplicate entries for key [={item}]"));
@@ -1144,4 +1144,12 @@ fn validate_meta(res: &ResourceDef, obj: &Value, check_name: bool) -> Result<(),
     } else {
         Err(Status::invalid(res, name, causes))
     }
+}
+
+/// `generateName`'s suffix: lowercase letters and digits, as the API server's.
+fn random_suffix(n: usize) -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..n)
+        .map(|_| CHARS[fastrand::usize(..CHARS.len())] as char)
+        .collect()
 }

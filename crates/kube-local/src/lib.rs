@@ -1,4 +1,4 @@
-//! A local Kubernetes API server for tests and the sandbox (feature `emulator`): plain HTTP on
+//! A local Kubernetes API server for the tests and the sandbox of runner-operator: plain HTTP on
 //! 127.0.0.1, used through a generated kubeconfig by kube-rs and by the real kubectl.
 //!
 //! Modelled: discovery, built-in kinds (namespaces, Secrets, ConfigMaps, Events core and
@@ -13,6 +13,7 @@
 mod http;
 mod openapi;
 mod prune;
+pub mod schema;
 pub mod registry;
 pub mod select;
 pub mod store;
@@ -117,8 +118,12 @@ impl KubeApiServer {
             .fallback(http::handle)
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        crate::server::spawn(listener, app, async {
-            let _ = rx.await;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
         });
         Ok(KubeApiServer {
             shared,
@@ -146,7 +151,7 @@ impl KubeApiServer {
 
     /// A kube client for this server.
     pub async fn client(&self) -> Result<kube::Client, String> {
-        crate::tls::install_crypto_provider();
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())
             .map_err(|e| e.to_string())?;
         let config =

@@ -538,10 +538,10 @@ fn maybe_table(
 }
 
 fn age(ts: &str) -> String {
-    let Ok(t) = ts.parse::<k8s_openapi::jiff::Timestamp>() else {
+    let Ok(t) = ts.parse::<jiff::Timestamp>() else {
         return ts.to_string();
     };
-    human_duration(k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second())
+    human_duration(jiff::Timestamp::now().as_second() - t.as_second())
 }
 
 /// apimachinery's `duration.HumanDuration`, which kube-apiserver uses for ages: a time in the

@@ -11,7 +11,7 @@
 
 use std::process::ExitCode;
 
-use runner_operator::emulator::{GitLabEmulator, Seed, default_seed};
+use gitlab_emulator::{GitLabEmulator, Seed, default_seed};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -1,13 +1,13 @@
 //! An in-memory GitLab that serves the Runners API on 127.0.0.1, faithful to
-//! `shared/gitlab-runners-api.md`. Test support and sandbox only (feature `emulator`): the
-//! operator never depends on it.
+//! `shared/gitlab-runners-api.md`. Test support and the operator's sandbox;
+//! it knows nothing of the operator.
 //!
 //! Control surface: the methods of [`GitLabEmulator`] in-process, or over HTTP under
 //! `/-/emulator/` (seed, state, faults, clock, counts) for the standalone binary.
 
 mod control;
+pub mod fixtures;
 pub mod model;
-pub mod openapi;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -286,8 +286,12 @@ impl GitLabEmulator {
             .fallback(server::handle)
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        crate::server::spawn(listener, app, async {
-            let _ = rx.await;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
         });
         Ok(GitLabEmulator {
             shared,
