@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube_local::KubeApiServer;
 use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::{GitLabConnection, Runner};
-use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
-use kube_local::KubeApiServer;
 use serde_json::json;
 
 fn arg(name: &str, default: u64) -> u64 {

@@ -11,7 +11,7 @@ use crate::controller::{Context, Settings, connection, reconcile};
 use crate::crd::{
     AccessLevel, Adopt, ConnectionKind, ConnectionRef, Runner, RunnerSpec, RunnerType, TokenSecret,
 };
-use crate::gitlab::{ClientConfig, GitLabClient, RunnerDetails, RunnerFilter};
+use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails, RunnerFilter};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -109,7 +109,7 @@ pub type Claims = BTreeMap<i64, String>;
 
 /// Lists, filters and reads the selected runners and writes their manifests.
 pub async fn import(
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     sel: &Selection,
     target: &Target,
     claims: &Claims,
@@ -373,7 +373,7 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
                     .ok_or_else(|| format!("--gitlab-url needs the access token in the environment variable {} (set it, or name another with --token-env)", args.token_env))?;
                 let gl = GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
                     .map_err(|e| format!("--gitlab-url: {e}"))?;
-                (gl, args.namespace.clone().unwrap_or_else(|| "default".into()), Claims::new())
+                (std::sync::Arc::new(gl) as std::sync::Arc<dyn GitLabApi>, args.namespace.clone().unwrap_or_else(|| "default".into()), Claims::new())
             }
             None => {
                 let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
@@ -396,7 +396,7 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
             namespace,
             include_managed: args.include_managed,
         };
-        let imported = import(&gl, &sel, &target, &claims).await?;
+        let imported = import(&*gl, &sel, &target, &claims).await?;
         for m in &imported.managed {
             let what = if args.include_managed { "written anyway (--include-managed)" } else { "skipped (--include-managed writes it)" };
             eprintln!("runner {} is managed by Runner {}: {what}", m.runner_id, m.by);

@@ -19,12 +19,12 @@ use crate::crd::{
     ClientSettings, ClusterGitLabConnection, ConnectionKind, ConnectionStatus, GitLabConnection,
     READY, condition, set_condition,
 };
-use crate::gitlab::{ClientConfig, GitLabClient};
+use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient};
 
 /// A usable connection.
 #[derive(Clone)]
 pub struct Resolved {
-    pub client: GitLabClient,
+    pub client: Arc<dyn GitLabApi>,
     pub url: String,
     pub key: String,
 }
@@ -162,7 +162,12 @@ async fn build(
     config.ca_bundle_pem = ca.map(String::into_bytes);
     config.insecure_skip_tls_verify = settings.insecure_skip_tls_verify.unwrap_or(false);
     config.observer = Some(ctx.metrics.clone());
-    let client = GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?;
+    let client: Arc<dyn GitLabApi> =
+        Arc::new(GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?);
+    let client = match &ctx.gitlab_layer {
+        Some(layer) => layer(client),
+        None => client,
+    };
     ctx.gitlab
         .lock()
         .unwrap_or_else(|p| p.into_inner())

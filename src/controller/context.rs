@@ -9,7 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::Runner;
-use crate::gitlab::GitLabClient;
+use crate::gitlab::GitLabApi;
 
 /// Tunables of `run`.
 #[derive(Debug, Clone)]
@@ -84,8 +84,11 @@ impl Default for Settings {
     }
 }
 
-/// Test hook: called after each GitLab write with its endpoint; `true` aborts the reconcile there.
-pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// A connection's GitLab client.
+pub type Client = Arc<dyn GitLabApi>;
+
+/// Wraps every GitLab client the context builds (tests: faults, "fail after the n-th write").
+pub type GitLabLayer = Arc<dyn Fn(Arc<dyn GitLabApi>) -> Arc<dyn GitLabApi> + Send + Sync>;
 
 /// A controller's cache of Runners.
 pub(crate) type RunnerStore = kube::runtime::reflector::Store<kube::core::DeserializeGuard<Runner>>;
@@ -98,7 +101,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
-    pub gitlab: Mutex<HashMap<String, (String, GitLabClient)>>,
+    pub gitlab: Mutex<HashMap<String, (String, Client)>>,
     /// One rate limiter per GitLab and access token (key: URL and token hash), shared by every
     /// connection and client using them and kept across client rebuilds: GitLab limits per
     /// user, and after a 429 nothing may reach it before Retry-After.
@@ -121,7 +124,8 @@ pub struct Context {
     /// The Runner caches of the running controllers (one per watched scope): who claims which
     /// GitLab runner, without a request.
     pub(crate) runner_stores: Mutex<Vec<RunnerStore>>,
-    pub crash_hook: Option<CrashHook>,
+    /// Put around each connection's client; None in production.
+    pub gitlab_layer: Option<GitLabLayer>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -148,7 +152,7 @@ impl Context {
             paths: Mutex::new(HashMap::new()),
             path_locks: Mutex::new(HashMap::new()),
             runner_stores: Mutex::new(vec![]),
-            crash_hook: None,
+            gitlab_layer: None,
             metrics: Arc::default(),
         }
     }

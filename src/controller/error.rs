@@ -32,9 +32,6 @@ pub enum Error {
     /// The spec cannot be satisfied as written (unknown project, adopt target missing).
     #[error("{0}")]
     Invalid(String),
-    /// A test hook stopped the reconcile right after a GitLab call, as a crash would.
-    #[error("simulated crash after {0}")]
-    SimulatedCrash(String),
 }
 
 impl Error {
@@ -68,7 +65,6 @@ impl Error {
             },
             Error::Kube { .. } => "KubernetesError",
             Error::Invalid(_) => "InvalidSpec",
-            Error::SimulatedCrash(_) => "SimulatedCrash",
         }
     }
 

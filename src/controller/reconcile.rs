@@ -29,7 +29,7 @@ use crate::crd::{
     self, DeletionPolicy, GitLabRunnerState, READY, RegistrationStrategy, Runner, RunnerStatus,
     RunnerType, condition, set_condition,
 };
-use crate::gitlab::{CreateUserRunner, GitLabClient, RunnerDetails, RunnerFilter};
+use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails, RunnerFilter};
 
 pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
 pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
@@ -424,13 +424,6 @@ async fn warn_event(ctx: &Context, runner: &Runner, e: &Error) {
     .await;
 }
 
-fn crash_point(ctx: &Context, endpoint: &str) -> Result<(), Error> {
-    match &ctx.crash_hook {
-        Some(hook) if hook(endpoint) => Err(Error::SimulatedCrash(endpoint.into())),
-        _ => Ok(()),
-    }
-}
-
 struct Pass<'a> {
     ctx: &'a Context,
     runner: &'a Runner,
@@ -444,8 +437,8 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    fn gl(&self) -> &GitLabClient {
-        &self.conn.client
+    fn gl(&self) -> &dyn GitLabApi {
+        &*self.conn.client
     }
 
     fn log(&self) -> tracing::Span {
@@ -604,7 +597,6 @@ impl Pass<'_> {
                 })?
             }
         };
-        crash_point(self.ctx, "POST /user/runners")?;
         // The token exists nowhere else: into the Secret first, then the id into status.
         self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
             .await?;
@@ -680,7 +672,6 @@ impl Pass<'_> {
             .reset_runner_token(id)
             .await
             .map_err(Error::gitlab("resetting the runner token"))?;
-        crash_point(self.ctx, "POST /runners/:id/reset_authentication_token")?;
         self.write_secret(id, &reset.token, reset.token_expires_at.as_deref())
             .await?;
         self.status.pending_rotation = None;
@@ -739,7 +730,7 @@ type PathCache<'a> = Option<(&'a Context, &'a str)>;
 
 async fn resolve_project(
     cache: PathCache<'_>,
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     p: &str,
     what: &str,
 ) -> Result<i64, Error> {
@@ -768,7 +759,7 @@ pub(crate) async fn resolve_ids(
     cache: PathCache<'_>,
     runner: &Runner,
     status: &RunnerStatus,
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
 ) -> Result<(Option<i64>, Option<i64>, BTreeSet<i64>), Error> {
     let spec = &runner.spec;
     let current = status.observed_generation.is_some()
@@ -829,7 +820,7 @@ pub(crate) async fn resolve_ids(
 /// skipped when GitLab says when they were created.
 async fn find_marked(
     ctx: &Context,
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     runner: &Runner,
     owner_project: Option<i64>,
     owner_group: Option<i64>,
@@ -918,7 +909,7 @@ async fn find_marked(
     Ok(None)
 }
 
-pub(crate) async fn fetch(gl: &GitLabClient, id: i64) -> Result<Option<RunnerDetails>, Error> {
+pub(crate) async fn fetch(gl: &dyn GitLabApi, id: i64) -> Result<Option<RunnerDetails>, Error> {
     match gl.get_runner(id).await {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -1004,9 +995,6 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
     };
     let span = pass.log();
     let outcome = converge(&mut pass).instrument(span).await;
-    if let Err(Error::SimulatedCrash(_)) = &outcome {
-        return outcome.map(|_| Action::await_change());
-    }
     let observed = match &pass.details {
         Some(d) => Some(observe_gitlab(&ctx, &pass, d).await),
         None => None,
@@ -1257,7 +1245,6 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                         .update_runner(rid, &attrs)
                         .await
                         .map_err(Error::gitlab(format!("updating runner {rid}")))?;
-                    crash_point(ctx, "PUT /runners/:id")?;
                     pass.details = Some(d);
                     let (t, reason, note) = if drift_possible && attrs.locked.is_none() {
                         (
@@ -1300,7 +1287,6 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             ))(e));
                         }
                     }
-                    crash_point(ctx, "POST /projects/:id/runners")?;
                     event(
                         ctx,
                         runner,
@@ -1322,7 +1308,6 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             ))(e));
                         }
                     }
-                    crash_point(ctx, "DELETE /projects/:id/runners/:runner_id")?;
                     event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
                 }
                 Step::RotateToken(reason) => {
@@ -1451,7 +1436,7 @@ async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error
             return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
         }
     };
-    match delete_in_gitlab(&ctx, &runner, &conn.client).await {
+    match delete_in_gitlab(&ctx, &runner, &*conn.client).await {
         // GitLab refuses the connection's token: only a person can fix that.
         Err(Error::GitLab { action, source }) if matches!(source.status(), Some(401 | 403)) => {
             let fix = if source.status() == Some(401) {
@@ -1501,7 +1486,7 @@ async fn deletion_blocked(ctx: &Context, runner: &Runner, cause: String) -> Resu
 async fn delete_in_gitlab(
     ctx: &Context,
     runner: &Runner,
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
 ) -> Result<Action, Error> {
     let ns = runner.namespace().unwrap_or_default();
     let status = runner.status.clone().unwrap_or_default();
@@ -1578,7 +1563,6 @@ async fn delete_in_gitlab(
         }
         Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
     }
-    crash_point(ctx, "DELETE /runners/:id")?;
     event(
         ctx,
         runner,

@@ -1,11 +1,13 @@
 //! GitLab Runners REST API client. Knows nothing of Kubernetes.
 
+pub mod api;
 pub mod cause;
 pub mod client;
 pub mod error;
 pub mod ratelimit;
 pub mod types;
 
+pub use api::GitLabApi;
 pub use client::{ClientConfig, GitLabClient, RetryPolicy};
 pub use error::GitLabError;
 pub use ratelimit::RateLimiter;

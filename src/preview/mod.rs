@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::controller::plan::{self, GitLabState, SecretState, Step};
 use crate::controller::{Context, Error, Settings, connection, reconcile, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
-use crate::gitlab::{ClientConfig, GitLabClient, RunnerDetails};
+use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
 
 pub use render::{render_text, to_output};
 
@@ -211,7 +211,7 @@ pub enum Source {
     /// The cluster: Runners' status, connections, Secrets.
     Cluster(kube::Client),
     /// One GitLab, no cluster.
-    GitLab(GitLabClient),
+    GitLab(std::sync::Arc<dyn GitLabApi>),
 }
 
 /// Plans every Runner given (each with the live object of the same name, when a cluster is
@@ -241,7 +241,7 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
             (Source::Cluster(_), None) => unreachable_source(),
         };
         let plan = match gl {
-            Ok(gl) => one(ctx.as_ref(), &gl, &runner, &claims).await,
+            Ok(gl) => one(ctx.as_ref(), &*gl, &runner, &claims).await,
             Err(e) => Err(e),
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
@@ -273,7 +273,7 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
     }
 }
 
-fn unreachable_source() -> Result<GitLabClient, Error> {
+fn unreachable_source() -> Result<std::sync::Arc<dyn GitLabApi>, Error> {
     Err(Error::Connection("no cluster and no --gitlab-url".into()))
 }
 
@@ -313,7 +313,7 @@ async fn claims(client: &kube::Client) -> BTreeMap<i64, Vec<(String, String)>> {
 
 async fn one(
     ctx: Option<&Context>,
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     runner: &Runner,
     claims: &BTreeMap<i64, Vec<(String, String)>>,
 ) -> Result<RunnerPlan, Error> {
@@ -484,7 +484,7 @@ fn claimed_elsewhere(
 /// Paths of the projects the steps (un)assign, for people: GitLab's own list for those
 /// assigned now, one read each for the others.
 async fn project_paths(
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     details: Option<&RunnerDetails>,
     steps: &[Step],
 ) -> BTreeMap<i64, String> {
@@ -506,7 +506,7 @@ async fn project_paths(
 
 /// A Runner being deleted: what its finalizer would do.
 async fn deletion(
-    gl: &GitLabClient,
+    gl: &dyn GitLabApi,
     runner: &Runner,
     mut p: RunnerPlan,
 ) -> Result<RunnerPlan, Error> {
@@ -566,7 +566,7 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
                 let gl = GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
                     .map_err(|e| format!("--gitlab-url: {e}"))?;
                 let runners = input::with_namespace(from_files, args.namespace.as_deref());
-                (Source::GitLab(gl), runners)
+                (Source::GitLab(std::sync::Arc::new(gl)), runners)
             }
             None => {
                 let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;

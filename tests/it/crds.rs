@@ -1,8 +1,8 @@
 //! The generated CRDs: fresh in `crds/`, examples valid, every CEL rule proven both ways.
 
 use kube::CustomResourceExt;
-use runner_operator::crd::{self, ClusterGitLabConnection, GitLabConnection, Runner};
 use kube_local::schema as openapi;
+use runner_operator::crd::{self, ClusterGitLabConnection, GitLabConnection, Runner};
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {

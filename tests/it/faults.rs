@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use kube::api::DeleteParams;
 use gitlab_emulator::{Fault, FaultAction};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
 use crate::cluster::Backend;

@@ -16,8 +16,8 @@ use kube::api::{
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use runner_operator::crd::{self, Runner, RunnerStatus};
 use kube_local::{KubeApiServer, KubeFault, KubeFaultAction};
+use runner_operator::crd::{self, Runner, RunnerStatus};
 use serde_json::{Value, json};
 
 pub async fn server_with_crds() -> (KubeApiServer, Client) {

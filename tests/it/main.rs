@@ -6,6 +6,7 @@ mod chart;
 mod client;
 mod cluster;
 mod crds;
+mod fail_after;
 mod faults;
 mod kubeapi;
 mod kubectl;

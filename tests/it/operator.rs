@@ -2,18 +2,18 @@
 //! emulator, asserting what users see (GitLab state, the Secret, status, events).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use futures::FutureExt;
+use gitlab_emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::{GitLabConnection, Runner};
-use gitlab_emulator::{GitLabEmulator, RunnerSnapshot, default_seed};
 use serde_json::{Value, json};
 
 use crate::cluster::{Backend, Cluster};
@@ -63,7 +63,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn start(backend: Backend, hook: Option<controller::context::CrashHook>) -> Env {
+    pub async fn start(backend: Backend, hook: Option<controller::context::GitLabLayer>) -> Env {
         Self::start_with(backend, hook, Duration::from_secs(2)).await
     }
 
@@ -74,7 +74,7 @@ impl Env {
 
     pub async fn start_with(
         backend: Backend,
-        hook: Option<controller::context::CrashHook>,
+        hook: Option<controller::context::GitLabLayer>,
         resync: Duration,
     ) -> Env {
         Self::start_full(backend, hook, resync, vec![]).await
@@ -82,7 +82,7 @@ impl Env {
 
     async fn start_full(
         backend: Backend,
-        hook: Option<controller::context::CrashHook>,
+        hook: Option<controller::context::GitLabLayer>,
         resync: Duration,
         namespaces: Vec<String>,
     ) -> Env {
@@ -121,7 +121,7 @@ impl Env {
         env
     }
 
-    pub fn run_operator(&mut self, hook: Option<controller::context::CrashHook>) {
+    pub fn run_operator(&mut self, hook: Option<controller::context::GitLabLayer>) {
         let settings = Settings {
             resync: self.resync,
             namespace: "runner-operator".into(),
@@ -132,7 +132,7 @@ impl Env {
             ..Settings::default()
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
-        ctx.crash_hook = hook;
+        ctx.gitlab_layer = hook;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).boxed().shared();
         self.stop = Some(tx);
@@ -1672,21 +1672,11 @@ async fn rate_limits_and_server_errors_back_off_without_losing_anything(backend:
     assert!(st.runner_id.is_some());
 }
 
-/// Kills the reconcile right after the n-th GitLab write, then lets it run on.
-fn crash_at(n: usize) -> (controller::context::CrashHook, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    (
-        Arc::new(move |_endpoint: &str| c.fetch_add(1, Ordering::SeqCst) + 1 == n),
-        count,
-    )
-}
-
 async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(backend: Backend) {
     // GitLab writes in order: create, assign; a requested rotation: reset; a spec change: PUT;
-    // the deletion: DELETE. The reconcile is killed right after the n-th, then runs on.
+    // the deletion: DELETE. The n-th reaches GitLab, its answer is lost, then all runs on.
     for n in 1..=5 {
-        let (hook, count) = crash_at(n);
+        let (hook, count) = crate::fail_after::fail_after(n);
         let env = Env::start(backend, Some(hook)).await;
         env.apply("crash", project_spec()).await;
         env.ready("crash").await;
@@ -1743,7 +1733,7 @@ async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_dead_token(
 
 async fn restart_between_create_and_status_finds_the_marked_runner(backend: Backend) {
     // The operator dies right after GitLab created the runner: nothing recorded anywhere.
-    let (hook, _) = crash_at(1);
+    let (hook, _) = crate::fail_after::fail_after(1);
     let mut env = Env::start(backend, Some(hook)).await;
     env.apply("restart", project_spec()).await;
     env.wait("created in GitLab", || async {

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use futures::FutureExt;
+use gitlab_emulator::{GitLabEmulator, default_seed};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use gitlab_emulator::{GitLabEmulator, default_seed};
 use kube_local::KubeApiServer;
 use runner_operator::run::{RunArgs, serve_operator};
 use serde_json::json;

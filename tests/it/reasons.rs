@@ -45,8 +45,6 @@ const NOT_REASONS: &[&str] = &[
     "GitLabRunnerOperator",
     // condition.rs unit tests
     "Creating",
-    // Error::SimulatedCrash: test doubles only, never set on a condition
-    "SimulatedCrash",
 ];
 
 fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

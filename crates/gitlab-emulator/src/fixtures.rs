@@ -64,4 +64,3 @@ pub fn seed() -> Seed {
         settings: None,
     }
 }
-

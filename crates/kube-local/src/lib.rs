@@ -13,8 +13,8 @@
 mod http;
 mod openapi;
 mod prune;
-pub mod schema;
 pub mod registry;
+pub mod schema;
 pub mod select;
 pub mod store;
 

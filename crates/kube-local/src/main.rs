@@ -6,12 +6,10 @@ async fn main() {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "kubeconfig".into());
-    let server = kube_local::KubeApiServer::start_with(
-        "127.0.0.1:0",
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .expect("start");
+    let server =
+        kube_local::KubeApiServer::start_with("127.0.0.1:0", std::time::Duration::from_secs(5))
+            .await
+            .expect("start");
     server
         .write_kubeconfig(std::path::Path::new(&path))
         .expect("write kubeconfig");
