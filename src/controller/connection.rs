@@ -303,10 +303,11 @@ fn connection_status(
     result: &Result<Checked, Error>,
     insecure: bool,
     warn_before: Duration,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> ConnectionStatus {
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now = Time(now);
     match result {
         Ok(c) => {
             let (version, user) = (&c.version, &c.user);
@@ -424,7 +425,14 @@ where
         Err(e) => Err(e),
     };
     let warn_before = ctx.settings.token_expiry_warning;
-    let status = connection_status(conn.meta().generation, old, &result, insecure, warn_before);
+    let status = connection_status(
+        conn.meta().generation,
+        old,
+        &result,
+        insecure,
+        warn_before,
+        ctx.clock.now(),
+    );
     if let Some(key) = key {
         let expiry = result
             .as_ref()

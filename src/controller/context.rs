@@ -127,6 +127,8 @@ pub struct Context {
     /// Put around each connection's client; None in production.
     pub gitlab_layer: Option<GitLabLayer>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What "now" is (token deadlines, timestamps in status).
+    pub clock: Arc<dyn super::clock::Clock>,
 }
 
 impl Context {
@@ -154,6 +156,7 @@ impl Context {
             runner_stores: Mutex::new(vec![]),
             gitlab_layer: None,
             metrics: Arc::default(),
+            clock: Arc::new(super::clock::SystemClock),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The controllers: Runners (observe, plan, act, report) and connections (live checks).
 
 pub mod access_token;
+pub mod clock;
 pub mod connection;
 pub mod consumers;
 pub mod context;

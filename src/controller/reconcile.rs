@@ -121,7 +121,7 @@ async fn report_invalid(
     tracing::warn!(namespace = %ns, name = %name, error = %invalid.error, "a Runner does not decode");
     let patch = serde_json::json!({"status": {"conditions": [{
         "type": READY, "status": "False", "reason": "InvalidObject", "message": message,
-        "observedGeneration": meta.generation, "lastTransitionTime": Time(Timestamp::now()),
+        "observedGeneration": meta.generation, "lastTransitionTime": Time(ctx.clock.now()),
     }]}});
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
@@ -305,8 +305,8 @@ pub(crate) fn ts(s: Option<&str>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
 }
 
-fn now_str() -> String {
-    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+fn now_str(ctx: &Context) -> String {
+    ctx.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Writes status when it differs (ignoring condition timestamps): no loops from our own writes.
@@ -460,7 +460,7 @@ impl Pass<'_> {
                 token: &placeholder,
                 runner_id: self.status.runner_id.unwrap_or(0),
                 url: &self.conn.url,
-                issued_at: &now_str(),
+                issued_at: &now_str(self.ctx),
                 expires_at: None,
             },
         );
@@ -491,7 +491,7 @@ impl Pass<'_> {
         token: &SecretString,
         expires_at: Option<&str>,
     ) -> Result<(), Error> {
-        let issued = now_str();
+        let issued = now_str(self.ctx);
         let s = secret::build(
             self.runner,
             &secret::TokenData {
@@ -564,7 +564,7 @@ impl Pass<'_> {
         // Recorded first: a crash after GitLab created the runner makes the next pass look for
         // it (by its marker) instead of registering a second one.
         if self.status.creation_started.is_none() {
-            self.status.creation_started = Some(now_str());
+            self.status.creation_started = Some(now_str(self.ctx));
             self.save().await?;
         }
         let reg = match strategy {
@@ -946,7 +946,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
                 reason,
                 message,
                 generation,
-                Time(Timestamp::now()),
+                Time(ctx.clock.now()),
             ),
         );
     };
@@ -1097,7 +1097,7 @@ async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> 
                 ts(status.token_expires_at.as_deref()),
             );
             if let Some((_, at)) = plan::next_rotation(&policy, issued, expires) {
-                let until = at.duration_since(Timestamp::now()).as_secs_f64().max(1.0);
+                let until = at.duration_since(ctx.clock.now()).as_secs_f64().max(1.0);
                 wait = wait.min(Duration::from_secs_f64(
                     until + fastrand::f64() * until.min(60.0) * 0.1,
                 ));
@@ -1217,7 +1217,7 @@ async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             }
         }
         let token = token_state(&pass.status, secret_state);
-        let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
+        let steps = plan::plan(&desired, &gitlab, &token, ctx.clock.now());
         if steps.is_empty() {
             pass.blocked = None;
             return Ok(());
@@ -1465,7 +1465,7 @@ async fn deletion_blocked(ctx: &Context, runner: &Runner, cause: String) -> Resu
             "DeletionBlocked",
             e.to_string(),
             runner.meta().generation,
-            Time(Timestamp::now()),
+            Time(ctx.clock.now()),
         ),
     );
     write_status(ctx, runner, &status).await?;

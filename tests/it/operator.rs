@@ -60,6 +60,23 @@ pub struct Env {
     pub namespaces: Vec<String>,
     /// Applies from the next run_operator.
     pub consumer_restarts: controller::ConsumerRestarts,
+    /// The operator's clock: moved with the emulator's by `advance`.
+    clock: Arc<TestClock>,
+}
+
+/// The system clock plus an offset the test moves.
+#[derive(Default)]
+pub struct TestClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl controller::clock::Clock for TestClock {
+    fn now(&self) -> k8s_openapi::jiff::Timestamp {
+        let offset = self.offset_ms.load(Ordering::SeqCst);
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_millis(offset))
+            .expect("a time within range")
+    }
 }
 
 impl Env {
@@ -116,6 +133,7 @@ impl Env {
             resync,
             namespaces,
             consumer_restarts: controller::ConsumerRestarts::Everywhere,
+            clock: Arc::default(),
         };
         env.run_operator(hook);
         env
@@ -133,6 +151,7 @@ impl Env {
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
         ctx.gitlab_layer = hook;
+        ctx.clock = self.clock.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).boxed().shared();
         self.stop = Some(tx);
@@ -154,6 +173,14 @@ impl Env {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+    }
+
+    /// Moves time forward for GitLab (token expiry) and the operator alike.
+    pub fn advance(&self, by: Duration) {
+        self.gitlab.advance_clock(by);
+        self.clock
+            .offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 
     pub fn runners(&self) -> Api<Runner> {
@@ -1053,7 +1080,7 @@ async fn tokens_are_recovered_rotated_on_request_and_on_schedule(backend: Backen
 async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported(backend: Backend) {
     let env = Env::start(backend, None).await;
     env.gitlab
-        .update_settings(|s| s.project_runner_token_expiration_interval = Some(6));
+        .update_settings(|s| s.project_runner_token_expiration_interval = Some(3600));
     env.apply("exp", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let st = env.ready("exp").await.status.unwrap();
     assert!(st.token_expires_at.is_some(), "expiry is reported");
@@ -1062,7 +1089,19 @@ async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported(backend: Ba
         .await
         .unwrap();
     assert!(s.data.unwrap().contains_key("token-expires-at"));
-    // A third of 6 s before expiry: rotated around 4 s, long before it dies.
+    // A third of the hour before expiry: rotated once 40 minutes have passed, long before it
+    // dies. Nothing is due earlier (two passes later it is still the creation's token).
+    env.advance(Duration::from_secs(30 * 60));
+    env.passes(2).await;
+    assert_eq!(
+        env.status("exp")
+            .await
+            .unwrap()
+            .last_rotation_reason
+            .as_deref(),
+        Some("Created")
+    );
+    env.advance(Duration::from_secs(11 * 60));
     env.wait("expiry rotation", || async {
         env.status("exp")
             .await?
@@ -1877,16 +1916,14 @@ async fn tokens_never_leak_into_logs_events_or_status(backend: Backend) {
 async fn expired_tokens_are_replaced_through_the_management_api(backend: Backend) {
     let mut env = Env::start(backend, None).await;
     env.gitlab
-        .update_settings(|s| s.project_runner_token_expiration_interval = Some(3));
+        .update_settings(|s| s.project_runner_token_expiration_interval = Some(3600));
     env.apply("late", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     env.ready("late").await;
     // The operator is down while the token expires: the runner endpoints refuse it.
     env.stop_operator().await;
     let dead = env.secret_token("late-runner-token").await.unwrap();
-    env.wait("the token expired in GitLab", || async {
-        (!env.token_works(&dead).await).then_some(())
-    })
-    .await;
+    env.advance(Duration::from_secs(3601));
+    assert!(!env.token_works(&dead).await, "the token expired in GitLab");
     env.run_operator(None);
     let fresh = env
         .wait("replaced", || async {
