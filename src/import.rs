@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use kube::ResourceExt;
 
-use crate::controller::{Context, Settings, connection, reconcile};
+use crate::controller::{Context, Settings, connection, runner};
 use crate::crd::{
     AccessLevel, Adopt, ConnectionKind, ConnectionRef, Runner, RunnerSpec, RunnerType, TokenSecret,
 };
@@ -169,7 +169,7 @@ pub async fn import(
         if sel.ids.contains(&id) && !passes(&d, sel) {
             continue;
         }
-        let managed_by = reconcile::marker_owner(d.maintenance_note.as_deref())
+        let managed_by = runner::marker_owner(d.maintenance_note.as_deref())
             .map(|(ns, name, _)| format!("{ns}/{name}"))
             .or_else(|| claims.get(&id).cloned());
         if let Some(by) = managed_by {
@@ -270,7 +270,7 @@ fn manifest(
     };
     let mut tags = d.tag_list.clone();
     tags.sort();
-    let note = reconcile::strip_marker(d.maintenance_note.as_deref().unwrap_or_default());
+    let note = runner::strip_marker(d.maintenance_note.as_deref().unwrap_or_default());
     let spec = RunnerSpec {
         connection_ref: target.connection.clone(),
         runner_type,

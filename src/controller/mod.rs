@@ -9,7 +9,7 @@ pub mod error;
 pub mod managers;
 pub mod plan;
 pub mod reasons;
-pub mod reconcile;
+pub mod runner;
 pub mod secret;
 
 use std::sync::Arc;
@@ -198,8 +198,8 @@ async fn run_scope(
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            reconcile::reconcile_guarded,
-            reconcile::error_policy_guarded,
+            runner::reconcile_guarded,
+            runner::error_policy_guarded,
             ctx.clone(),
         )
         .for_each(|_| async {});

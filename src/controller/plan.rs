@@ -274,13 +274,16 @@ pub enum Step {
     /// Take over an existing runner by id (resets its token).
     Adopt(i64),
     /// `PUT /runners/:id` with these fields.
-    Update(RunnerAttributes),
-    /// Assign to one more project.
-    Assign(i64),
-    /// Remove from a project.
-    Unassign(i64),
-    /// Reset the token and write the Secret.
-    RotateToken(Reason),
+    Update {
+        runner: i64,
+        attrs: RunnerAttributes,
+    },
+    /// Assign the runner to one more project.
+    Assign { runner: i64, project: i64 },
+    /// Remove the runner from a project.
+    Unassign { runner: i64, project: i64 },
+    /// Reset the runner's token and write the Secret.
+    RotateToken { runner: i64, reason: Reason },
     /// Something blocks progress; nothing is done in GitLab about it.
     Blocked {
         reason: &'static str,
@@ -300,7 +303,7 @@ pub fn plan(
         && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
     {
         // A token would have nowhere to go: nothing is created or adopted.
-        return token_step(desired, token, now).into_iter().collect();
+        return vec![secret_not_owned()];
     }
     let runner = match gitlab {
         GitLabState::Unknown => {
@@ -316,7 +319,7 @@ pub fn plan(
         }
         GitLabState::NotOurs(r) if desired.adopt == Some(r.id) => {
             if token.secret == SecretState::Foreign {
-                return token_step(desired, token, now).into_iter().collect();
+                return vec![secret_not_owned()];
             }
             // Take it, bring its fields to the spec (nothing, when they match), then reset
             // the token: GitLab never reveals the current one.
@@ -355,7 +358,10 @@ pub fn plan(
     let update = desired.attrs.diff(runner);
     if to_assign.is_empty() && to_unassign.is_empty() {
         if !update.is_empty() {
-            steps.push(Step::Update(update));
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: update,
+            });
         }
     } else {
         // GitLab refuses (un)assigning a locked runner to non-admins: unlock, change, lock again.
@@ -365,47 +371,61 @@ pub fn plan(
             ..update
         };
         if !before.is_empty() {
-            steps.push(Step::Update(before));
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: before,
+            });
         }
-        steps.extend(to_assign.into_iter().map(Step::Assign));
-        steps.extend(to_unassign.into_iter().map(Step::Unassign));
+        let id = runner.id;
+        steps.extend(to_assign.into_iter().map(|project| Step::Assign {
+            runner: id,
+            project,
+        }));
+        steps.extend(to_unassign.into_iter().map(|project| Step::Unassign {
+            runner: id,
+            project,
+        }));
         if desired.attrs.locked {
-            steps.push(Step::Update(RunnerAttributes {
-                locked: Some(true),
-                ..Default::default()
-            }));
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: RunnerAttributes {
+                    locked: Some(true),
+                    ..Default::default()
+                },
+            });
         }
     }
 
-    if let Some(reason) = token_step(desired, token, now) {
-        steps.push(reason);
+    if let Some(step) = token_step(runner.id, desired, token, now) {
+        steps.push(step);
     }
     steps
 }
 
-fn token_step(desired: &Desired, token: &TokenState, now: Timestamp) -> Option<Step> {
+fn secret_not_owned() -> Step {
+    Step::Blocked {
+        reason: "SecretNotOwned",
+        message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten, so no token is written to it (and no runner created or adopted for it). Delete it or set spec.tokenSecret.name".into(),
+    }
+}
+
+fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp) -> Option<Step> {
+    let rotate = |reason| Some(Step::RotateToken { runner, reason });
     match token.secret {
-        SecretState::Foreign => {
-            return Some(Step::Blocked {
-                reason: "SecretNotOwned",
-                message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten, so no token is written to it (and no runner created or adopted for it). Delete it or set spec.tokenSecret.name".into(),
-            });
-        }
-        SecretState::Missing | SecretState::Tampered => {
-            return Some(Step::RotateToken(Reason::Recovered));
-        }
+        SecretState::Foreign => return Some(secret_not_owned()),
+        SecretState::Missing | SecretState::Tampered => return rotate(Reason::Recovered),
         SecretState::Valid => {}
     }
     if let Some(reason) = token.pending {
-        return Some(Step::RotateToken(reason));
+        return rotate(reason);
     }
     if desired.rotate_request.is_some() && desired.rotate_request != token.handled_request {
-        return Some(Step::RotateToken(Reason::Requested));
+        return rotate(Reason::Requested);
     }
     if let Some(deadline) = next_rotation(&desired.rotation, token.issued_at, token.expires_at)
         && deadline.1 <= now
     {
-        return Some(Step::RotateToken(deadline.0));
+        return rotate(deadline.0);
     }
     None
 }
@@ -606,7 +626,13 @@ mod tests {
         // Fields that match cost nothing: the token reset is the only write.
         assert_eq!(
             plan(&d, &not_ours, &token(), t(0)),
-            vec![Step::Adopt(7), Step::RotateToken(Reason::Adopted)]
+            vec![
+                Step::Adopt(7),
+                Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::Adopted
+                }
+            ]
         );
         // Even without a Secret yet, the reset is the adoption's.
         let missing = TokenState {
@@ -616,7 +642,13 @@ mod tests {
         };
         assert_eq!(
             plan(&d, &not_ours, &missing, t(0)),
-            vec![Step::Adopt(7), Step::RotateToken(Reason::Adopted)]
+            vec![
+                Step::Adopt(7),
+                Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::Adopted
+                }
+            ]
         );
         // What differs is changed before the reset.
         d.attrs.description = "from the spec".into();
@@ -624,11 +656,17 @@ mod tests {
             plan(&d, &not_ours, &token(), t(0)),
             vec![
                 Step::Adopt(7),
-                Step::Update(RunnerAttributes {
-                    description: Some("from the spec".into()),
-                    ..Default::default()
-                }),
-                Step::RotateToken(Reason::Adopted)
+                Step::Update {
+                    runner: 7,
+                    attrs: RunnerAttributes {
+                        description: Some("from the spec".into()),
+                        ..Default::default()
+                    }
+                },
+                Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::Adopted
+                }
             ]
         );
         // A Secret of that name we do not own: nothing is taken.
@@ -654,12 +692,15 @@ mod tests {
         let steps = plan(&desired(), &present(r), &token(), t(0));
         assert_eq!(
             steps,
-            vec![Step::Update(RunnerAttributes {
-                paused: Some(false),
-                tag_list: Some(vec!["a".into(), "b".into()]),
-                maximum_timeout: Some(None),
-                ..Default::default()
-            })]
+            vec![Step::Update {
+                runner: 7,
+                attrs: RunnerAttributes {
+                    paused: Some(false),
+                    tag_list: Some(vec!["a".into(), "b".into()]),
+                    maximum_timeout: Some(None),
+                    ..Default::default()
+                }
+            }]
         );
     }
 
@@ -711,7 +752,10 @@ mod tests {
             let expected = if want.is_empty() {
                 vec![]
             } else {
-                vec![Step::Update(want)]
+                vec![Step::Update {
+                    runner: 7,
+                    attrs: want,
+                }]
             };
             assert_eq!(steps, expected);
         }
@@ -729,7 +773,19 @@ mod tests {
         let mut d = desired();
         d.assigned = [2, 3].into();
         let steps = plan(&d, &present(seen(&[1, 3, 4])), &token(), t(0));
-        assert_eq!(steps, vec![Step::Assign(2), Step::Unassign(4)]);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Assign {
+                    runner: 7,
+                    project: 2
+                },
+                Step::Unassign {
+                    runner: 7,
+                    project: 4
+                }
+            ]
+        );
         // The owner (first) is never unassigned even when listed nowhere.
         d.assigned = BTreeSet::new();
         assert_eq!(plan(&d, &present(seen(&[1])), &token(), t(0)), vec![]);
@@ -753,15 +809,24 @@ mod tests {
         assert_eq!(
             plan(&d, &present(r), &token(), t(0)),
             vec![
-                Step::Update(RunnerAttributes {
-                    locked: Some(false),
-                    ..Default::default()
-                }),
-                Step::Assign(2),
-                Step::Update(RunnerAttributes {
-                    locked: Some(true),
-                    ..Default::default()
-                }),
+                Step::Update {
+                    runner: 7,
+                    attrs: RunnerAttributes {
+                        locked: Some(false),
+                        ..Default::default()
+                    }
+                },
+                Step::Assign {
+                    runner: 7,
+                    project: 2
+                },
+                Step::Update {
+                    runner: 7,
+                    attrs: RunnerAttributes {
+                        locked: Some(true),
+                        ..Default::default()
+                    }
+                },
             ]
         );
         // Locking requested together with a new assignment: assign first, lock after.
@@ -769,11 +834,17 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                Step::Assign(2),
-                Step::Update(RunnerAttributes {
-                    locked: Some(true),
-                    ..Default::default()
-                })
+                Step::Assign {
+                    runner: 7,
+                    project: 2
+                },
+                Step::Update {
+                    runner: 7,
+                    attrs: RunnerAttributes {
+                        locked: Some(true),
+                        ..Default::default()
+                    }
+                }
             ]
         );
     }
@@ -783,11 +854,17 @@ mod tests {
         for (secret, want) in [
             (
                 SecretState::Missing,
-                Some(Step::RotateToken(Reason::Recovered)),
+                Some(Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::Recovered,
+                }),
             ),
             (
                 SecretState::Tampered,
-                Some(Step::RotateToken(Reason::Recovered)),
+                Some(Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::Recovered,
+                }),
             ),
             (SecretState::Valid, None),
         ] {
@@ -816,7 +893,10 @@ mod tests {
         tk.pending = Some(Reason::Interval);
         assert_eq!(
             plan(&desired(), &present(seen(&[1])), &tk, t(0)),
-            vec![Step::RotateToken(Reason::Interval)]
+            vec![Step::RotateToken {
+                runner: 7,
+                reason: Reason::Interval
+            }]
         );
     }
 
@@ -827,7 +907,10 @@ mod tests {
         let mut tk = token();
         assert_eq!(
             plan(&d, &present(seen(&[1])), &tk, t(0)),
-            vec![Step::RotateToken(Reason::Requested)]
+            vec![Step::RotateToken {
+                runner: 7,
+                reason: Reason::Requested
+            }]
         );
         tk.handled_request = Some("2026-11-26".into());
         assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(0)), vec![]);
@@ -841,7 +924,10 @@ mod tests {
         assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(99)), vec![]);
         assert_eq!(
             plan(&d, &present(seen(&[1])), &tk, t(100)),
-            vec![Step::RotateToken(Reason::Interval)]
+            vec![Step::RotateToken {
+                runner: 7,
+                reason: Reason::Interval
+            }]
         );
         // Expiry: default window is a third of the lifetime (900 s → rotate at 600 s).
         let mut tk = token();
@@ -850,7 +936,10 @@ mod tests {
         assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(599)), vec![]);
         assert_eq!(
             plan(&d, &present(seen(&[1])), &tk, t(600)),
-            vec![Step::RotateToken(Reason::Expiry)]
+            vec![Step::RotateToken {
+                runner: 7,
+                reason: Reason::Expiry
+            }]
         );
         // A window longer than the lifetime does not loop: capped at 90 % of it.
         let mut d = desired();

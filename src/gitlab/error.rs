@@ -39,6 +39,16 @@ pub enum GitLabError {
     Config(String),
 }
 
+/// Refusals of the Runners API that callers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `POST /projects/:id/runners`: the runner is assigned to that project already (400).
+    AlreadyAssigned,
+    /// `DELETE /runners/:id` by a non-admin: the project runner is assigned to several projects
+    /// and must be unassigned from the others first (403).
+    AssignedToSeveralProjects,
+}
+
 fn hint(status: u16) -> &'static str {
     match status {
         401 => " (the access token is unknown, expired or revoked: renew it in its Secret)",
@@ -87,6 +97,30 @@ impl GitLabError {
             GitLabError::Api { status, .. } => *status == 429 || *status >= 500,
             GitLabError::Transport { .. } | GitLabError::Timeout { .. } => true,
             GitLabError::Decode { .. } | GitLabError::Config(_) => false,
+        }
+    }
+
+    /// What a documented refusal means, so callers match on a kind instead of GitLab's words
+    /// (`shared/gitlab-runners-api.md` §8: assignment, §7: deletion).
+    pub fn refusal(&self) -> Option<Refusal> {
+        let GitLabError::Api {
+            endpoint,
+            status,
+            message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        match (endpoint.as_str(), status) {
+            // The uniqueness validation of the assignment ("Runner has already been taken").
+            ("POST /projects/:id/runners", 400) if message.contains("already been taken") => {
+                Some(Refusal::AlreadyAssigned)
+            }
+            ("DELETE /runners/:id", 403) if message.contains("more than one project") => {
+                Some(Refusal::AssignedToSeveralProjects)
+            }
+            _ => None,
         }
     }
 

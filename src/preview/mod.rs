@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::controller::plan::{self, GitLabState, SecretState, Step};
-use crate::controller::{Context, Error, Settings, connection, reconcile, secret};
+use crate::controller::{Context, Error, Settings, connection, runner, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
 use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
 
@@ -121,11 +121,7 @@ pub enum Action {
     /// Reset the token and write the new one to the Secret (reason as in
     /// `status.lastRotationReason`).
     #[serde(rename_all = "camelCase")]
-    RotateToken {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        runner_id: Option<i64>,
-        reason: String,
-    },
+    RotateToken { runner_id: i64, reason: String },
     /// The Runner is being deleted: delete the runner in GitLab.
     #[serde(rename_all = "camelCase")]
     Delete { runner_id: i64 },
@@ -326,8 +322,8 @@ async fn one(
     if runner.meta().deletion_timestamp.is_some() {
         return deletion(gl, runner, p).await;
     }
-    let (_, _, assigned) = reconcile::resolve_ids(None, runner, &status, gl).await?;
-    let desired = reconcile::desired(runner, assigned)?;
+    let (_, _, assigned) = runner::resolve_ids(None, runner, &status, gl).await?;
+    let desired = runner::desired(runner, assigned)?;
     let secret_obj = match ctx {
         Some(ctx) => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&runner.token_secret_name())
@@ -343,11 +339,11 @@ async fn one(
             .and_then(secret::runner_id)
     });
     let observed = match known.or(desired.adopt) {
-        Some(id) => reconcile::fetch(gl, id).await?,
+        Some(id) => runner::fetch(gl, id).await?,
         None => None,
     };
     let gitlab = match (&observed, known) {
-        (Some(d), _) if reconcile::is_ours(d, runner, status.runner_id) => {
+        (Some(d), _) if runner::is_ours(d, runner, status.runner_id) => {
             GitLabState::Present(Box::new(d.clone()))
         }
         (Some(d), _) => GitLabState::NotOurs(Box::new(d.clone())),
@@ -361,10 +357,9 @@ async fn one(
             None => GitLabState::Unknown,
         },
     };
-    let token = reconcile::token_state(&status, secret_state);
+    let token = runner::token_state(&status, secret_state);
     let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
     let details = observed.as_ref();
-    let rid = details.map(|d| d.id);
     let paths = project_paths(gl, details, &steps).await;
     for step in steps {
         match step {
@@ -408,22 +403,31 @@ async fn one(
                     "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
                 ));
             }
-            Step::Update(attrs) => p.actions.push(Action::Update {
-                runner_id: rid.unwrap_or_default(),
+            Step::Update { runner: rid, attrs } => p.actions.push(Action::Update {
+                runner_id: rid,
                 fields: fields(plan::field_changes(details, &attrs)),
             }),
-            Step::Assign(project) => p.actions.push(Action::Assign {
-                runner_id: rid.unwrap_or_default(),
+            Step::Assign {
+                runner: rid,
+                project,
+            } => p.actions.push(Action::Assign {
+                runner_id: rid,
                 project_id: project,
                 project: paths.get(&project).cloned(),
             }),
-            Step::Unassign(project) => p.actions.push(Action::Unassign {
-                runner_id: rid.unwrap_or_default(),
+            Step::Unassign {
+                runner: rid,
+                project,
+            } => p.actions.push(Action::Unassign {
+                runner_id: rid,
                 project_id: project,
                 project: paths.get(&project).cloned(),
             }),
-            Step::RotateToken(reason) => p.actions.push(Action::RotateToken {
-                runner_id: rid.filter(|_| !matches!(gitlab, GitLabState::Gone)),
+            Step::RotateToken {
+                runner: rid,
+                reason,
+            } => p.actions.push(Action::RotateToken {
+                runner_id: rid,
                 reason: reason.as_str().into(),
             }),
             Step::Blocked { reason, message } => {
@@ -438,10 +442,10 @@ async fn one(
     if !p.actions.is_empty() {
         p.outcome = Outcome::Changes;
     }
-    let policy = reconcile::rotation_policy(runner)?;
+    let policy = runner::rotation_policy(runner)?;
     let (issued, expires) = (
-        reconcile::ts(status.token_issued_at.as_deref()),
-        reconcile::ts(status.token_expires_at.as_deref()),
+        runner::ts(status.token_issued_at.as_deref()),
+        runner::ts(status.token_expires_at.as_deref()),
     );
     p.next_rotation = plan::next_rotation(&policy, issued, expires).map(|(r, at)| Rotation {
         reason: r.as_str().into(),
@@ -476,7 +480,7 @@ fn claimed_elsewhere(
         return Some(who.clone());
     }
     let (ns, name, owner_uid) =
-        reconcile::marker_owner(details.and_then(|d| d.maintenance_note.as_deref()))?;
+        runner::marker_owner(details.and_then(|d| d.maintenance_note.as_deref()))?;
     let live = claims.values().flatten().any(|(u, _)| *u == owner_uid);
     (live && owner_uid != uid).then(|| format!("{ns}/{name}"))
 }
@@ -494,7 +498,7 @@ async fn project_paths(
         .filter_map(|p| Some((p.id, p.path_with_namespace.clone()?)))
         .collect();
     for step in steps {
-        if let Step::Assign(id) = step
+        if let Step::Assign { project: id, .. } = step
             && !out.contains_key(id)
             && let Ok(project) = gl.get_project(&id.to_string()).await
         {
@@ -519,11 +523,11 @@ async fn deletion(
         return Ok(p);
     }
     let found = match status.runner_id {
-        Some(id) => reconcile::fetch(gl, id).await?,
+        Some(id) => runner::fetch(gl, id).await?,
         None => None,
     };
     match found {
-        Some(d) if reconcile::is_ours(&d, runner, status.runner_id) => {
+        Some(d) if runner::is_ours(&d, runner, status.runner_id) => {
             p.actions.push(Action::Delete { runner_id: d.id });
         }
         Some(d) => {

@@ -283,7 +283,7 @@ async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(backend:
     assert_eq!(
         p.actions,
         [Action::RotateToken {
-            runner_id: Some(ids["rotating"]),
+            runner_id: ids["rotating"],
             reason: "Requested".into()
         }]
     );

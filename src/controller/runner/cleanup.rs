@@ -1,0 +1,196 @@
+//! Deletion: the runner goes from GitLab with its Runner (or stays, `Orphan`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::controller::connection::{self};
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::plan::SecretState;
+use crate::controller::secret;
+use crate::crd::{DeletionPolicy, READY, Runner, condition, set_condition};
+use crate::gitlab::GitLabApi;
+
+use super::*;
+
+pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(runner) = fresh(runner, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
+    ctx.metrics
+        .forget(&runner.namespace().unwrap_or_default(), &runner.name_any());
+    lock(&ctx.managers_checked).remove(&runner.uid().unwrap_or_default());
+    if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
+        let id = runner.status.as_ref().and_then(|s| s.runner_id);
+        event(
+            &ctx,
+            &runner,
+            EventType::Normal,
+            "Orphaned",
+            "Delete",
+            format!(
+                "deletionPolicy Orphan: GitLab runner {} is left registered",
+                id.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into())
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let ns = runner.namespace().unwrap_or_default();
+    let conn = match connection::for_runner(
+        &ctx,
+        &ns,
+        runner.spec.connection_ref.kind,
+        &runner.spec.connection_ref.name,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
+        }
+    };
+    match delete_in_gitlab(&ctx, &runner, &*conn.client).await {
+        // GitLab refuses the connection's token: only a person can fix that.
+        Err(Error::GitLab { action, source }) if matches!(source.status(), Some(401 | 403)) => {
+            let fix = if source.status() == Some(401) {
+                "the connection's access token is revoked, expired or wrong: replace it in its Secret"
+            } else {
+                "the connection's access token may not delete this runner: give its user Maintainer (project) or Owner (group) rights, or an admin token for instance runners"
+            };
+            Err(deletion_blocked(&ctx, &runner, format!("{action}: {source}; {fix}")).await?)
+        }
+        other => other,
+    }
+}
+
+/// The Runner's deletion waits on something only a person can fix: a DeletionBlocked condition
+/// and Warning event naming it and the way out. Returns the error to back off with.
+pub(crate) async fn deletion_blocked(
+    ctx: &Context,
+    runner: &Runner,
+    cause: String,
+) -> Result<Error, Error> {
+    let e = Error::Connection(format!(
+        "cannot delete the GitLab runner: {cause}. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan"
+    ));
+    let mut status = runner.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            false,
+            "DeletionBlocked",
+            e.to_string(),
+            runner.meta().generation,
+            Time(ctx.clock.now()),
+        ),
+    );
+    write_status(ctx, runner, &status).await?;
+    event(
+        ctx,
+        runner,
+        EventType::Warning,
+        "DeletionBlocked",
+        "Delete",
+        e.to_string(),
+    )
+    .await;
+    Ok(e)
+}
+
+/// Removes the runner from GitLab (unassigning it from other projects first when GitLab
+/// insists), if it is ours.
+pub(crate) async fn delete_in_gitlab(
+    ctx: &Context,
+    runner: &Runner,
+    gl: &dyn GitLabApi,
+) -> Result<Action, Error> {
+    let ns = runner.namespace().unwrap_or_default();
+    let status = runner.status.clone().unwrap_or_default();
+    let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&runner.token_secret_name())
+        .await
+        .ok()
+        .flatten()
+        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
+        .and_then(|s| secret::runner_id(&s));
+    let found = match status.runner_id.or(secret_id) {
+        Some(id) => fetch(gl, id).await?,
+        None if status.creation_started.is_none() => None,
+        None => {
+            // Created, then crashed before recording the id: find it by our marker.
+            let (p, g, _) = resolve_ids(None, runner, &status, gl).await.unwrap_or((
+                None,
+                None,
+                BTreeSet::new(),
+            ));
+            find_marked(
+                ctx,
+                gl,
+                runner,
+                p,
+                g,
+                status.creation_started.as_deref(),
+                runner.spec.description.as_deref().unwrap_or(""),
+            )
+            .await?
+        }
+    };
+    let Some(details) = found else {
+        return Ok(Action::await_change());
+    };
+    let id = details.id;
+    if !is_ours(&details, runner, status.runner_id) {
+        event(
+            ctx,
+            runner,
+            EventType::Warning,
+            "NotDeleted",
+            "Delete",
+            format!("GitLab runner {id} does not carry this Runner's marker and is not the one it adopted; it is left in place"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    match gl.delete_runner(id).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) if e.refusal() == Some(crate::gitlab::Refusal::AssignedToSeveralProjects) => {
+            for p in details.projects.iter().skip(1) {
+                match gl.unassign_runner(&p.id.to_string(), id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err(Error::gitlab(format!(
+                            "unassigning runner {id} from project {} before deleting it",
+                            p.id
+                        ))(e));
+                    }
+                }
+            }
+            match gl.delete_runner(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
+            }
+        }
+        Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
+    }
+    event(
+        ctx,
+        runner,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        format!("deleted GitLab runner {id}"),
+    )
+    .await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,303 @@
+//! Observe → plan → act, in rounds, until GitLab matches (or the rounds run out).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::controller::error::Error;
+use crate::controller::plan::{self, Desired, GitLabState, Reason, SecretState, Step};
+use crate::controller::{consumers, secret};
+use crate::crd::Runner;
+
+use super::*;
+use crate::gitlab::Refusal;
+
+/// Observe → plan → act until GitLab matches (at most a few rounds).
+pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
+    let runner = pass.runner;
+    let ctx = pass.ctx;
+    let (owner_project, owner_group, assigned) =
+        resolve_ids(Some((ctx, &pass.conn.key)), runner, &pass.status, pass.gl()).await?;
+    pass.status.project_ids = owner_project
+        .into_iter()
+        .chain(assigned.iter().copied())
+        .collect();
+    pass.status.group_id = owner_group;
+    let desired = desired(runner, assigned)?;
+    if runner.spec.adopt.is_none()
+        && runner
+            .spec
+            .maintenance_note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
+    {
+        pass.warnings.push(consumers::Warning {
+            type_: NOTE_TRUNCATED,
+            status: true,
+            reason: "MarkerNeedsRoom",
+            message:
+                "maintenanceNote was shortened in GitLab to leave room for the ownership marker"
+                    .into(),
+        });
+    }
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let drift_possible =
+        runner.status.as_ref().and_then(|s| s.observed_generation) == runner.meta().generation;
+    for _round in 0..4 {
+        let secret_obj = secrets
+            .get_opt(&runner.token_secret_name())
+            .await
+            .map_err(Error::kube("reading the token Secret"))?;
+        let secret_state = secret::observe(
+            secret_obj.as_ref(),
+            runner,
+            pass.status.token_hash.as_deref(),
+        );
+        let known_id = pass.status.runner_id.or_else(|| {
+            secret_obj
+                .as_ref()
+                .filter(|_| secret_state != SecretState::Foreign)
+                .and_then(secret::runner_id)
+        });
+        let recorded = pass.status.runner_id;
+        let gitlab = match known_id {
+            Some(id) => match fetch(pass.gl(), id).await? {
+                Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
+                Some(d) => GitLabState::NotOurs(Box::new(d)),
+                None => GitLabState::Gone,
+            },
+            None => match desired.adopt {
+                Some(id) => match fetch(pass.gl(), id).await? {
+                    Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
+                    Some(d) => GitLabState::NotOurs(Box::new(d)),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "spec.adopt.runnerId {id}: no such runner in GitLab"
+                        )));
+                    }
+                },
+                // Only after an interrupted create: finding our marked runner costs a list.
+                None if pass.status.creation_started.is_some() => match find_marked(
+                    ctx,
+                    pass.gl(),
+                    runner,
+                    owner_project,
+                    owner_group,
+                    pass.status.creation_started.as_deref(),
+                    &desired.attrs.description,
+                )
+                .await?
+                {
+                    Some(d) => {
+                        pass.status.runner_id = Some(d.id);
+                        pass.status.creation_started = None;
+                        GitLabState::Present(Box::new(d))
+                    }
+                    None => GitLabState::Unknown,
+                },
+                None => GitLabState::Unknown,
+            },
+        };
+        if let GitLabState::Present(d) | GitLabState::NotOurs(d) = &gitlab {
+            pass.details = Some((**d).clone());
+        }
+        if let GitLabState::Present(d) = &gitlab {
+            // Known from the Secret after a crash before the status write: record it now.
+            pass.status.runner_id = Some(d.id);
+            // GitLab moves a runner to its oldest other project when its owner project is
+            // deleted: that is no drift to revert, and the spec cannot be met as written.
+            if let (Some(want), Some(owner)) = (owner_project, d.projects.first())
+                && owner.id != want
+            {
+                pass.status.project_ids.clear();
+                ctx.forget_paths(&pass.conn.key);
+                return Err(Error::Invalid(format!(
+                    "GitLab now lists project {} ({}) as the owner of runner {}, not project {want} of spec.project {:?} (deleted?); recreate this Runner with spec.project set to an existing project, or delete the Runner",
+                    owner.id,
+                    owner.path_with_namespace.as_deref().unwrap_or("?"),
+                    d.id,
+                    runner.spec.project.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        let token = token_state(&pass.status, secret_state);
+        let steps = plan::plan(&desired, &gitlab, &token, ctx.clock.now());
+        if steps.is_empty() {
+            pass.blocked = None;
+            return Ok(());
+        }
+        for step in steps {
+            tracing::debug!(namespace = %runner.namespace().unwrap_or_default(), name = %runner.name_any(), ?step, "acting");
+            match step {
+                Step::Create { recreated } => {
+                    if recreated {
+                        pass.status.runner_id = None;
+                    }
+                    pass.create(owner_project, owner_group, &desired, recreated)
+                        .await?;
+                }
+                Step::Adopt(target) => adopt(pass, target, &desired, &gitlab).await?,
+                Step::Update { runner: rid, attrs } => {
+                    let changes = plan::describe_changes(pass.details.as_ref(), &attrs);
+                    let d = pass
+                        .gl()
+                        .update_runner(rid, &attrs)
+                        .await
+                        .map_err(Error::gitlab(format!("updating runner {rid}")))?;
+                    pass.details = Some(d);
+                    let (t, reason, note) = if drift_possible && attrs.locked.is_none() {
+                        (
+                            EventType::Warning,
+                            "DriftReverted",
+                            format!(
+                                "runner {rid} was changed outside the operator; restored {changes}"
+                            ),
+                        )
+                    } else {
+                        (
+                            EventType::Normal,
+                            "Updated",
+                            format!("updated runner {rid}: {changes}"),
+                        )
+                    };
+                    event(ctx, runner, t, reason, "Update", note).await;
+                }
+                Step::Assign {
+                    runner: rid,
+                    project,
+                } => {
+                    match pass.gl().assign_runner(&project.to_string(), rid).await {
+                        Ok(_) => {}
+                        Err(e) if e.refusal() == Some(Refusal::AlreadyAssigned) => {}
+                        Err(e) if e.is_not_found() => {
+                            // The project is gone (or hidden): resolve the spec's paths again on
+                            // the next pass instead of trusting the ids recorded in status.
+                            pass.status.project_ids.clear();
+                            ctx.forget_paths(&pass.conn.key);
+                            return Err(Error::Invalid(format!(
+                                "project {project} of spec.assignedProjects no longer exists in GitLab, or the token's user cannot see it ({}): remove it from spec.assignedProjects, or fix the path",
+                                e.message().unwrap_or("404")
+                            )));
+                        }
+                        Err(e) => {
+                            return Err(Error::gitlab(format!(
+                                "assigning runner {rid} to project {project}"
+                            ))(e));
+                        }
+                    }
+                    event(
+                        ctx,
+                        runner,
+                        EventType::Normal,
+                        "Assigned",
+                        "Assign",
+                        format!("assigned runner {rid} to project {project}"),
+                    )
+                    .await;
+                }
+                Step::Unassign {
+                    runner: rid,
+                    project,
+                } => {
+                    match pass.gl().unassign_runner(&project.to_string(), rid).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => {
+                            return Err(Error::gitlab(format!(
+                                "unassigning runner {rid} from project {project}"
+                            ))(e));
+                        }
+                    }
+                    event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
+                }
+                Step::RotateToken {
+                    runner: rid,
+                    reason,
+                } => {
+                    pass.rotate(rid, reason).await?;
+                    if reason == Reason::Adopted {
+                        event(ctx, runner, EventType::Warning, "Adopted", "Adopt", format!("took over GitLab runner {rid}; its previous token was reset and no longer works")).await;
+                    }
+                }
+                Step::Blocked { reason, message } => {
+                    pass.blocked = Some((reason, message));
+                    return Ok(());
+                }
+            }
+            // A step may find the way blocked (a runner another Runner claimed).
+            if pass.blocked.is_some() {
+                return Ok(());
+            }
+        }
+    }
+    // Ready only from what was observed after acting: changes that did not stick are no match.
+    pass.blocked = Some((
+        "NotConverged",
+        "GitLab did not reach the spec after four rounds of changes (another writer may be undoing them); retrying".into(),
+    ));
+    Ok(())
+}
+
+pub(crate) async fn adopt(
+    pass: &mut Pass<'_>,
+    target: i64,
+    desired: &Desired,
+    gitlab: &GitLabState,
+) -> Result<(), Error> {
+    let ctx = pass.ctx;
+    let runner = pass.runner;
+    let uid = runner.uid().unwrap_or_default();
+    // No tug of war: a runner another live Runner manages is not taken — one that marked it
+    // (it created or adopted it), or one that recorded it in its status.
+    let mut claimed_by = ctx.claimant(target, &uid);
+    if let GitLabState::NotOurs(d) = gitlab
+        && claimed_by.is_none()
+        && let Some((ns, name, owner_uid)) = marker_owner(d.maintenance_note.as_deref())
+    {
+        let other = Api::<Runner>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube("reading the Runner that claims the runner"))?;
+        if other.is_some_and(|o| o.meta().uid.as_deref() == Some(owner_uid.as_str())) {
+            claimed_by = Some((ns, name));
+        }
+    }
+    if let Some((ns, name)) = claimed_by {
+        pass.blocked = Some((
+            "RunnerClaimed",
+            format!(
+                "GitLab runner {target} is managed by Runner {ns}/{name}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
+            ),
+        ));
+        return Ok(());
+    }
+    // Recorded before any write: a crash from here on finds the runner ours (spec.adopt and
+    // status agree) with its reset still pending.
+    pass.status.runner_id = Some(target);
+    pass.status.pending_rotation = Some(Reason::Adopted.as_str().into());
+    pass.save().await?;
+    // "My description disappeared": each field the adoption changes, before and after.
+    if let GitLabState::NotOurs(d) = gitlab {
+        for change in plan::field_changes(Some(d), &desired.attrs.diff(d)) {
+            // One action per field: events of the same reason and action merge into a series.
+            let mut field = change.field.chars();
+            let action: String = field
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(field)
+                .collect();
+            event(
+                ctx,
+                runner,
+                EventType::Normal,
+                "AdoptionChangesField",
+                &format!("Adopt{action}"),
+                format!("adopting GitLab runner {target} changes {}", change.text()),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}

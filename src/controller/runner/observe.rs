@@ -1,0 +1,289 @@
+//! GitLab and the cluster as they are: paths to ids, the runner by id, a runner lost
+//! mid-create found by its marker, what GitLab reports for status.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::managers;
+use crate::crd::{GitLabRunnerState, Runner, RunnerStatus, RunnerType};
+use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
+
+use super::*;
+
+/// GitLab's view of the runner for status. The managers are read when due (see `managers`),
+/// else kept; contactedAt moves with them, not on every pass: a live runner contacts GitLab
+/// every few seconds, and copying that into status would write status (and trigger another
+/// pass) at every resync. A failed read keeps what status has; it never fails the pass.
+pub(crate) async fn observe_gitlab(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    d: &crate::gitlab::RunnerDetails,
+) -> GitLabRunnerState {
+    let previous = pass.status.gitlab.as_ref();
+    let (managers, refreshed) = observe_managers(ctx, pass, d).await;
+    let contacted_at = match previous {
+        Some(p) if !refreshed && p.status == d.status => p.contacted_at.clone(),
+        _ => d.contacted_at.clone(),
+    };
+    GitLabRunnerState {
+        status: d.status.clone(),
+        contacted_at,
+        managers,
+    }
+}
+
+/// The managers, and whether they were (re)read in this pass.
+pub(crate) async fn observe_managers(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    d: &crate::gitlab::RunnerDetails,
+) -> (Option<crate::crd::ManagersState>, bool) {
+    let uid = pass.runner.uid().unwrap_or_default();
+    let previous = pass.status.gitlab.as_ref();
+    let kept = || previous.and_then(|p| p.managers.clone());
+    let checked_ago = lock(&ctx.managers_checked).get(&uid).map(|t| t.elapsed());
+    let record = || {
+        lock(&ctx.managers_checked).insert(uid.clone(), tokio::time::Instant::now());
+    };
+    match managers::decide(
+        previous,
+        d.status.as_deref(),
+        d.contacted_at.is_some(),
+        checked_ago,
+        ctx.settings.resync,
+    ) {
+        managers::Action::Empty => (Some(managers::none()), true),
+        managers::Action::Keep => {
+            if checked_ago.is_none() {
+                record();
+            }
+            (kept(), false)
+        }
+        managers::Action::Fetch => match pass.gl().list_runner_managers(d.id).await {
+            Ok(list) => {
+                record();
+                (Some(managers::summarize(&list)), true)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the runner's managers; keeping the last summary");
+                (kept(), false)
+            }
+        },
+    }
+}
+
+pub(crate) async fn read_secret_key(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, Error> {
+    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading Secret {ns}/{name}")))?;
+    s.and_then(|s| s.data)
+        .and_then(|d| {
+            d.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} has no non-empty key {key:?}")))
+}
+
+/// The cache of resolved paths a pass may use: the context and the connection's key.
+pub(crate) type PathCache<'a> = Option<(&'a Context, &'a str)>;
+
+pub(crate) async fn resolve_project(
+    cache: PathCache<'_>,
+    gl: &dyn GitLabApi,
+    p: &str,
+    what: &str,
+) -> Result<i64, Error> {
+    let lookup = || async {
+        gl.get_project(p).await.map(|p| p.id).map_err(|e| {
+        if e.is_not_found() {
+            let fix = if what == "project" {
+                "if it was deleted, GitLab moved the runner to its oldest other project (or deleted it): recreate this Runner with spec.project set to an existing project, or delete the Runner"
+            } else {
+                "remove it from spec.assignedProjects, or fix the path"
+            };
+            Error::Invalid(format!("{what} {p:?} does not exist or the token's user cannot see it (GitLab: 404 Project Not Found): {fix}"))
+        } else {
+            Error::gitlab(format!("looking up {what} {p:?}"))(e)
+        }
+        })
+    };
+    match cache {
+        Some((ctx, key)) => ctx.resolve_path(key, "project", p, lookup).await,
+        None => lookup().await,
+    }
+}
+
+/// Owner project, owner group, extra projects — from status when the spec did not change.
+pub(crate) async fn resolve_ids(
+    cache: PathCache<'_>,
+    runner: &Runner,
+    status: &RunnerStatus,
+    gl: &dyn GitLabApi,
+) -> Result<(Option<i64>, Option<i64>, BTreeSet<i64>), Error> {
+    let spec = &runner.spec;
+    let current = status.observed_generation.is_some()
+        && status.observed_generation == runner.meta().generation;
+    match spec.runner_type {
+        RunnerType::ProjectType => {
+            if current && !status.project_ids.is_empty() {
+                return Ok((
+                    status.project_ids.first().copied(),
+                    None,
+                    status.project_ids.iter().skip(1).copied().collect(),
+                ));
+            }
+            let owner = resolve_project(
+                cache,
+                gl,
+                spec.project.as_deref().unwrap_or_default(),
+                "project",
+            )
+            .await?;
+            let mut assigned = BTreeSet::new();
+            for p in &spec.assigned_projects {
+                let id = resolve_project(cache, gl, p, "assigned project").await?;
+                if id != owner {
+                    assigned.insert(id);
+                }
+            }
+            Ok((Some(owner), None, assigned))
+        }
+        RunnerType::GroupType => {
+            if current && status.group_id.is_some() {
+                return Ok((None, status.group_id, BTreeSet::new()));
+            }
+            let g = spec.group.as_deref().unwrap_or_default();
+            let lookup = || async {
+                gl.get_group(g).await.map(|g| g.id).map_err(|e| {
+                if e.is_not_found() {
+                    Error::Invalid(format!("group {g:?} does not exist or the token's user cannot see it (GitLab: 404 Group Not Found)"))
+                } else {
+                    Error::gitlab(format!("looking up group {g:?}"))(e)
+                }
+                })
+            };
+            let id = match cache {
+                Some((ctx, key)) => ctx.resolve_path(key, "group", g, lookup).await?,
+                None => lookup().await?,
+            };
+            Ok((None, Some(id), BTreeSet::new()))
+        }
+        RunnerType::InstanceType => Ok((None, None, BTreeSet::new())),
+    }
+}
+
+/// Finds the runner this object created when a crash or a lost answer kept its id from us: in
+/// the same scope, carrying our marker (which names the Runner's uid). Nothing the user can
+/// edit between the lost create and this search (description, tags…) decides whether a runner
+/// is ours — `description` only orders the search; runners created well before `started` are
+/// skipped when GitLab says when they were created.
+pub(crate) async fn find_marked(
+    ctx: &Context,
+    gl: &dyn GitLabApi,
+    runner: &Runner,
+    owner_project: Option<i64>,
+    owner_group: Option<i64>,
+    started: Option<&str>,
+    description: &str,
+) -> Result<Option<RunnerDetails>, Error> {
+    let filter = RunnerFilter {
+        runner_type: Some(runner.spec.runner_type.as_str().into()),
+        ..Default::default()
+    };
+    let list = match (runner.spec.runner_type, owner_project, owner_group) {
+        (RunnerType::ProjectType, Some(p), _) => {
+            gl.list_project_runners(&p.to_string(), &filter).await
+        }
+        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
+        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
+        _ => return Ok(None),
+    }
+    .map_err(Error::gitlab(
+        "looking for a runner this Runner created earlier",
+    ))?;
+    // Ten minutes of slack for clock skew between the cluster and GitLab.
+    let not_before = started
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| t.as_second() - 600);
+    let mut candidates: Vec<_> = list
+        .iter()
+        .filter(|r| r.runner_type == runner.spec.runner_type.as_str())
+        .filter(|r| {
+            let created = r
+                .created_at
+                .as_deref()
+                .and_then(|c| c.parse::<Timestamp>().ok());
+            match (created, not_before) {
+                (Some(c), Some(nb)) => c.as_second() >= nb,
+                _ => true,
+            }
+        })
+        .collect();
+    // Most likely first, so the usual search costs one GET even among many runners of one
+    // project: the description we would send now (it rarely changed in between), then the
+    // creation time closest to the write-ahead record, then the newest.
+    let started_at = started
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| t.as_second());
+    let created = |r: &crate::gitlab::Runner| {
+        r.created_at
+            .as_deref()
+            .and_then(|c| c.parse::<Timestamp>().ok())
+            .map(|t| t.as_second())
+    };
+    candidates.sort_by_key(|r| {
+        (
+            r.description.as_deref().unwrap_or("") != description,
+            match (created(r), started_at) {
+                (Some(c), Some(s)) => (c - s).abs(),
+                _ => i64::MAX,
+            },
+            std::cmp::Reverse(r.id),
+        )
+    });
+    let uid = runner.meta().uid.clone().unwrap_or_default();
+    for candidate in candidates {
+        let known = ctx
+            .marker_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&candidate.id)
+            .cloned();
+        if matches!(&known, Some(owner) if owner.as_deref() != Some(uid.as_str())) {
+            continue;
+        }
+        // Gone since the list (deleted meanwhile): not ours to find.
+        let Some(details) = fetch(gl, candidate.id).await? else {
+            continue;
+        };
+        let owner = marker_owner(details.maintenance_note.as_deref()).map(|(_, _, u)| u);
+        ctx.marker_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(candidate.id, owner);
+        if carries_marker(details.maintenance_note.as_deref(), runner) {
+            return Ok(Some(details));
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) async fn fetch(gl: &dyn GitLabApi, id: i64) -> Result<Option<RunnerDetails>, Error> {
+    match gl.get_runner(id).await {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::gitlab(format!("reading runner {id}"))(e)),
+    }
+}

@@ -1,0 +1,305 @@
+//! One pass's writes: the Secret, creation, token resets — each recorded in status first
+//! where a crash could otherwise lose its effect.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::controller::connection::Resolved;
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::plan::{Desired, Reason};
+use crate::controller::{consumers, secret};
+use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
+use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails};
+
+use super::*;
+
+pub(crate) struct Pass<'a> {
+    pub(crate) ctx: &'a Context,
+    pub(crate) runner: &'a Runner,
+    pub(crate) conn: Resolved,
+    pub(crate) status: RunnerStatus,
+    pub(crate) details: Option<RunnerDetails>,
+    pub(crate) blocked: Option<(&'static str, String)>,
+    pub(crate) warnings: Vec<consumers::Warning>,
+    /// Consumers were rolled in this pass (their conditions are fresh).
+    pub(crate) rolled: bool,
+}
+
+impl Pass<'_> {
+    pub(crate) fn gl(&self) -> &dyn GitLabApi {
+        &*self.conn.client
+    }
+
+    pub(crate) fn log(&self) -> tracing::Span {
+        tracing::info_span!("runner", namespace = %self.runner.namespace().unwrap_or_default(), name = %self.runner.name_any(), runner_id = self.status.runner_id)
+    }
+
+    pub(crate) async fn save(&self) -> Result<(), Error> {
+        write_status(self.ctx, self.runner, &self.status).await
+    }
+
+    /// Writes the token Secret as a server dry run with a placeholder token: whatever the API
+    /// server would refuse (a bad name, labels, quota, RBAC, a webhook) is found before GitLab
+    /// issues a token that would then be lost, and retried into a reset loop.
+    pub(crate) async fn check_secret_writable(&self) -> Result<(), Error> {
+        let placeholder = SecretString::from("dry-run");
+        let s = secret::build(
+            self.runner,
+            &secret::TokenData {
+                token: &placeholder,
+                runner_id: self.status.runner_id.unwrap_or(0),
+                url: &self.conn.url,
+                issued_at: &now_str(self.ctx),
+                expires_at: None,
+            },
+        );
+        let name = self.runner.token_secret_name();
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        );
+        let mut pp = PatchParams::apply(MANAGER).force();
+        pp.dry_run = true;
+        api.patch(&name, &pp, &Patch::Apply(&s))
+            .await
+            .map(|_| ())
+            .map_err(|e| match &e {
+                // The API server refuses the Secret itself: only the spec can fix that.
+                kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Invalid(format!(
+                    "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
+                )),
+                _ => Error::kube(format!(
+                    "checking that the token Secret {name} can be written (nothing was done in GitLab)"
+                ))(e),
+            })
+    }
+
+    pub(crate) async fn write_secret(
+        &mut self,
+        runner_id: i64,
+        token: &SecretString,
+        expires_at: Option<&str>,
+    ) -> Result<(), Error> {
+        let issued = now_str(self.ctx);
+        let s = secret::build(
+            self.runner,
+            &secret::TokenData {
+                token,
+                runner_id,
+                url: &self.conn.url,
+                issued_at: &issued,
+                expires_at,
+            },
+        );
+        let name = self.runner.token_secret_name();
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        );
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&s),
+        )
+        .await
+        .map_err(Error::kube(format!("writing the token Secret {name}")))?;
+        self.status.token_secret_name = Some(name);
+        self.status.token_hash = Some(secret::token_hash(token.expose_secret()));
+        self.status.token_issued_at = Some(issued);
+        self.status.token_expires_at = expires_at.map(str::to_string);
+        let generation = format!(
+            "{}/{}",
+            self.status.token_issued_at.clone().unwrap_or_default(),
+            self.status.token_hash.clone().unwrap_or_default()
+        );
+        let (restarted, warnings) = consumers::roll(self.ctx, self.runner, &generation).await?;
+        for w in &warnings {
+            // Once per new token: the condition stays, the event says when it happened.
+            let reason = if w.type_ == consumers::ROTATION_CONFLICT {
+                consumers::ROTATION_CONFLICT
+            } else {
+                w.reason
+            };
+            event(
+                self.ctx,
+                self.runner,
+                EventType::Warning,
+                reason,
+                "RestartConsumers",
+                w.message.clone(),
+            )
+            .await;
+        }
+        self.status.restarted_consumers = restarted;
+        self.warnings.extend(warnings);
+        self.rolled = true;
+        Ok(())
+    }
+
+    pub(crate) async fn create(
+        &mut self,
+        owner_project: Option<i64>,
+        owner_group: Option<i64>,
+        desired: &Desired,
+        recreated: bool,
+    ) -> Result<(), Error> {
+        let spec = &self.runner.spec;
+        let strategy = spec
+            .registration
+            .as_ref()
+            .map(|r| r.strategy)
+            .unwrap_or_default();
+        self.check_secret_writable().await?;
+        // Recorded first: a crash after GitLab created the runner makes the next pass look for
+        // it (by its marker) instead of registering a second one.
+        if self.status.creation_started.is_none() {
+            self.status.creation_started = Some(now_str(self.ctx));
+            self.save().await?;
+        }
+        let reg = match strategy {
+            RegistrationStrategy::UserRunner => {
+                let req = CreateUserRunner {
+                    runner_type: spec.runner_type.as_str().into(),
+                    group_id: owner_group,
+                    project_id: owner_project,
+                    attributes: desired.attrs.all(),
+                };
+                self.gl()
+                    .create_user_runner(&req)
+                    .await
+                    .map_err(Error::gitlab("creating the runner with POST /user/runners"))?
+            }
+            RegistrationStrategy::RegistrationToken => {
+                let r = spec.registration.as_ref().and_then(|r| r.registration_token_secret_ref.clone()).ok_or_else(|| Error::Invalid("registration strategy RegistrationToken needs registrationTokenSecretRef".into()))?;
+                let ns = self.runner.namespace().unwrap_or_default();
+                let token =
+                    read_secret_key(self.ctx, &ns, &r.name, r.key.as_deref().unwrap_or("token"))
+                        .await?;
+                self.gl().register_runner(&SecretString::from(token), &desired.attrs.all()).await.map_err(|e| {
+                    if matches!(e.status(), Some(410)) {
+                        Error::Invalid(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
+                    } else if matches!(e.status(), Some(403)) {
+                        Error::Invalid(format!("GitLab refused the registration token (403: {}): check the Secret {}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", e.message().unwrap_or_default(), ns, r.name))
+                    } else {
+                        Error::gitlab("registering the runner with POST /runners")(e)
+                    }
+                })?
+            }
+        };
+        // The token exists nowhere else: into the Secret first, then the id into status.
+        self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
+            .await?;
+        self.status.runner_id = Some(reg.id);
+        self.status.creation_started = None;
+        let reason = if recreated {
+            Reason::Recovered
+        } else {
+            Reason::Created
+        };
+        self.ctx
+            .metrics
+            .rotations
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
+        self.status.last_rotation_reason = Some(
+            if recreated {
+                Reason::Recovered
+            } else {
+                Reason::Created
+            }
+            .as_str()
+            .into(),
+        );
+        self.status.pending_rotation = None;
+        self.save().await?;
+        let (reason, note) = if recreated {
+            (
+                "Recreated",
+                format!(
+                    "the GitLab runner was deleted outside the operator; registered a new one (id {}) and wrote its token",
+                    reg.id
+                ),
+            )
+        } else {
+            (
+                "Created",
+                format!(
+                    "registered GitLab runner {} and wrote its token to Secret {}",
+                    reg.id,
+                    self.runner.token_secret_name()
+                ),
+            )
+        };
+        event(
+            self.ctx,
+            self.runner,
+            EventType::Normal,
+            reason,
+            "Create",
+            note,
+        )
+        .await;
+        Ok(())
+    }
+
+    pub(crate) async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
+        self.check_secret_writable().await?;
+        self.ctx
+            .metrics
+            .rotations
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
+        // Recorded before calling GitLab: a crash after the reset makes the next pass reset again.
+        self.status.pending_rotation = Some(reason.as_str().into());
+        self.save().await?;
+        let reset = self
+            .gl()
+            .reset_runner_token(id)
+            .await
+            .map_err(Error::gitlab("resetting the runner token"))?;
+        self.write_secret(id, &reset.token, reset.token_expires_at.as_deref())
+            .await?;
+        self.status.pending_rotation = None;
+        self.status.last_rotation_reason = Some(reason.as_str().into());
+        if reason == Reason::Requested || self.runner.annotations().contains_key(ROTATE_ANNOTATION)
+        {
+            self.status.handled_rotate_request =
+                self.runner.annotations().get(ROTATE_ANNOTATION).cloned();
+        }
+        self.save().await?;
+        let why = match reason {
+            Reason::Interval => "the rotation interval elapsed",
+            Reason::Expiry => "the token nears its expiry",
+            Reason::Requested => "requested through the rotate-token annotation",
+            Reason::Recovered => "the Secret was missing, edited or not yet written",
+            Reason::Adopted => "the runner was adopted",
+            Reason::Created => "created",
+        };
+        let expiry = reset
+            .token_expires_at
+            .as_deref()
+            .map(|e| format!("; it expires {e}"))
+            .unwrap_or_default();
+        event(
+            self.ctx,
+            self.runner,
+            EventType::Normal,
+            "TokenRotated",
+            "RotateToken",
+            format!(
+                "reset the token of runner {id} ({why}) and wrote the new one to Secret {}{expiry}",
+                self.runner.token_secret_name()
+            ),
+        )
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! One pass and its report: connection, converge, conditions, the status write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::controller::connection::{self};
+use crate::controller::consumers;
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::plan::{self};
+use crate::crd::{self, READY, Runner, RunnerStatus, condition, set_condition};
+
+use super::*;
+
+/// Writes status when it differs (ignoring condition timestamps): no loops from our own writes.
+pub(crate) async fn write_status(
+    ctx: &Context,
+    runner: &Runner,
+    status: &RunnerStatus,
+) -> Result<(), Error> {
+    if let Some(old) = &runner.status {
+        let mut a = old.clone();
+        let mut b = status.clone();
+        let same_conditions = crd::same_ignoring_time(&a.conditions, &b.conditions);
+        a.conditions.clear();
+        b.conditions.clear();
+        if same_conditions && a == b {
+            return Ok(());
+        }
+    }
+    let api: Api<Runner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
+    api.patch_status(
+        &runner.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::kube("writing the Runner status"))?;
+    Ok(())
+}
+
+pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(runner) = fresh(runner, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
+    let generation = runner.meta().generation;
+    let mut status = runner.status.clone().unwrap_or_default();
+    let set = |status: &mut RunnerStatus, type_: &str, ok: bool, reason: &str, message: String| {
+        set_condition(
+            &mut status.conditions,
+            condition(
+                type_,
+                ok,
+                reason,
+                message,
+                generation,
+                Time(ctx.clock.now()),
+            ),
+        );
+    };
+    let conn = match connection::for_runner(
+        &ctx,
+        &runner.namespace().unwrap_or_default(),
+        runner.spec.connection_ref.kind,
+        &runner.spec.connection_ref.name,
+    )
+    .await
+    {
+        Ok(c) => {
+            set(
+                &mut status,
+                "ConnectionReady",
+                true,
+                "Resolved",
+                String::new(),
+            );
+            c
+        }
+        Err(e) => {
+            set(
+                &mut status,
+                "ConnectionReady",
+                false,
+                e.reason(),
+                e.to_string(),
+            );
+            set(&mut status, READY, false, e.reason(), e.to_string());
+            status.observed_generation = generation;
+            write_status(&ctx, &runner, &status).await?;
+            warn_event(&ctx, &runner, &e).await;
+            return Err(e);
+        }
+    };
+    let mut pass = Pass {
+        ctx: &ctx,
+        runner: &runner,
+        conn,
+        status,
+        details: None,
+        blocked: None,
+        warnings: vec![],
+        rolled: false,
+    };
+    let span = pass.log();
+    let outcome = converge(&mut pass).instrument(span).await;
+    let observed = match &pass.details {
+        Some(d) => Some(observe_gitlab(&ctx, &pass, d).await),
+        None => None,
+    };
+    let conn_key = pass.conn.key.clone();
+    let mut status = pass.status;
+    if let Err(Error::GitLab { source, .. }) = &outcome
+        && matches!(source.status(), Some(400 | 403 | 404))
+    {
+        // A project or group the ids in status name may be gone (GitLab says 404, or 400
+        // "Missing/invalid project" on create): resolve the paths again on the next pass.
+        status.project_ids.clear();
+        status.group_id = None;
+        ctx.forget_paths(&conn_key);
+    }
+    status.observed_generation = generation;
+    if let Some(g) = observed {
+        status.gitlab = Some(g);
+    }
+    match (&outcome, &pass.blocked) {
+        (Err(e), _) => set(&mut status, READY, false, e.reason(), e.to_string()),
+        (Ok(_), Some((reason, message))) => set(&mut status, READY, false, reason, message.clone()),
+        (Ok(_), None) => {
+            let message = format!(
+                "GitLab runner {} matches the spec; its token is in Secret {}",
+                status.runner_id.unwrap_or_default(),
+                runner.token_secret_name()
+            );
+            set(&mut status, READY, true, "Reconciled", message);
+        }
+    }
+    // Side conditions hold while their warning does. Consumer conditions are only re-evaluated
+    // in a pass that rolled the consumers; the note check runs every pass.
+    let has_consumers = runner
+        .spec
+        .token_secret
+        .as_ref()
+        .is_some_and(|s| !s.consumers.is_empty());
+    for t in [
+        consumers::CONSUMERS_READY,
+        consumers::ROTATION_CONFLICT,
+        NOTE_TRUNCATED,
+    ] {
+        let evaluated = pass.rolled || t == NOTE_TRUNCATED;
+        match pass.warnings.iter().find(|w| w.type_ == t) {
+            Some(w) => set(&mut status, t, w.status, w.reason, w.message.clone()),
+            None if evaluated && t == consumers::CONSUMERS_READY && has_consumers => set(
+                &mut status,
+                t,
+                true,
+                "Restarted",
+                "every consumer was rolled onto the current token".into(),
+            ),
+            None if evaluated => status.conditions.retain(|c| c.type_ != t),
+            None => {}
+        }
+    }
+    write_status(&ctx, &runner, &status).await?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    let expires = ts(status.token_expires_at.as_deref()).map(|t| t.as_second());
+    ctx.metrics.runner(
+        &runner.namespace().unwrap_or_default(),
+        &runner.name_any(),
+        &pass.conn.key,
+        ready,
+        expires,
+    );
+    match outcome {
+        Err(e) => {
+            warn_event(&ctx, &runner, &e).await;
+            Err(e)
+        }
+        Ok(()) => {
+            if let Some((reason, message)) = &pass.blocked {
+                let changed = runner
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+                    .is_none_or(|c| c.reason != *reason);
+                if changed {
+                    event(
+                        &ctx,
+                        &runner,
+                        EventType::Warning,
+                        reason,
+                        "Reconcile",
+                        message.clone(),
+                    )
+                    .await;
+                }
+            }
+            // Wake at the next token deadline if it comes before the resync.
+            let policy = rotation_policy(&runner)?;
+            let mut wait = ctx.resync();
+            let (issued, expires) = (
+                ts(status.token_issued_at.as_deref()),
+                ts(status.token_expires_at.as_deref()),
+            );
+            if let Some((_, at)) = plan::next_rotation(&policy, issued, expires) {
+                let until = at.duration_since(ctx.clock.now()).as_secs_f64().max(1.0);
+                wait = wait.min(Duration::from_secs_f64(
+                    until + fastrand::f64() * until.min(60.0) * 0.1,
+                ));
+            }
+            Ok(Action::requeue(wait))
+        }
+    }
+}
