@@ -5,43 +5,41 @@ use std::time::Duration;
 /// The schema pattern for a duration string; the parser below accepts exactly this language.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$";
 
-/// Parses `720h`, `1h30m`, `2.5h`, `90s`, `1d` (days are an extension Kubernetes users expect).
+/// Parses `720h`, `1h30m`, `2.5h`, `90s`, `1d` (days are an extension Kubernetes users expect;
+/// a day is 24 hours). The language is the schema's pattern; the arithmetic is jiff's.
 pub fn parse(s: &str) -> Result<Duration, String> {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(DURATION_PATTERN).unwrap_or_else(|e| unreachable!("a literal: {e}"))
+    });
     let bad = || format!("invalid duration {s:?}: use a number and unit, e.g. 720h, 1h30m, 90s");
-    if s.is_empty() {
+    if !PATTERN.is_match(s) {
         return Err(bad());
     }
-    let mut total = 0f64;
+    // jiff allows a fraction on the last unit only; Go (and the pattern) on any unit, so each
+    // number-and-unit piece is parsed and summed.
+    let mut total = k8s_openapi::jiff::SignedDuration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
+        let unit_at = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
+        let next = rest[unit_at..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |i| unit_at + i);
+        let (piece, unit) = (&rest[..next], &rest[unit_at..next]);
+        let d = if unit == "d" {
+            let days: f64 = rest[..unit_at].parse().map_err(|_| bad())?;
+            k8s_openapi::jiff::SignedDuration::try_from_secs_f64(days * 86_400.0)
+                .map_err(|_| bad())?
+        } else {
+            piece
+                .parse::<k8s_openapi::jiff::SignedDuration>()
+                .map_err(|_| bad())?
         };
-        total += value * secs;
-        rest = &rest[unit_len..];
+        total = total.checked_add(d).ok_or_else(bad)?;
+        rest = &rest[next..];
     }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from(total).map_err(|_| bad())
 }
 
 #[cfg(test)]

@@ -379,7 +379,7 @@ pub struct TokenRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 64),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$")
+        regex(pattern = super::duration::DURATION_PATTERN)
     )]
     pub interval: Option<String>,
     /// Rotate when the token expires within this window (Go duration, e.g. `24h`). Default: a
@@ -387,7 +387,7 @@ pub struct TokenRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 64),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+$")
+        regex(pattern = super::duration::DURATION_PATTERN)
     )]
     pub before_expiry: Option<String>,
 }

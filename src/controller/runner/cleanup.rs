@@ -114,11 +114,14 @@ pub(crate) async fn delete_in_gitlab(
 ) -> Result<Action, Error> {
     let ns = runner.namespace().unwrap_or_default();
     let status = runner.status.clone().unwrap_or_default();
+    // The Secret may be all that knows the id (a crash before the status write): a failed
+    // read is an error to retry, never "no runner".
     let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&runner.token_secret_name())
         .await
-        .ok()
-        .flatten()
+        .map_err(Error::kube(
+            "reading the token Secret before deleting the runner",
+        ))?
         .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
         .and_then(|s| secret::runner_id(&s));
     let found = match status.runner_id.or(secret_id) {

@@ -1,0 +1,315 @@
+//! The reconcile decision, as a pure function: (desired, observed, now) → steps.
+//!
+//! No I/O here; `reconcile.rs` observes and acts. Every rule users rely on is decided (and
+//! tested) in this file.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::gitlab::{RunnerAttributes, RunnerDetails};
+
+mod attrs;
+#[cfg(test)]
+mod tests;
+
+pub use attrs::*;
+
+/// Why a token is (re)issued; recorded in status as `lastRotationReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Created,
+    Interval,
+    Expiry,
+    Requested,
+    Recovered,
+    Adopted,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Created => "Created",
+            Reason::Interval => "Interval",
+            Reason::Expiry => "Expiry",
+            Reason::Requested => "Requested",
+            Reason::Recovered => "Recovered",
+            Reason::Adopted => "Adopted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::Created,
+            Reason::Interval,
+            Reason::Expiry,
+            Reason::Requested,
+            Reason::Recovered,
+            Reason::Adopted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// When tokens rotate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotationPolicy {
+    pub interval: Option<Duration>,
+    /// Default: a third of the token's lifetime.
+    pub before_expiry: Option<Duration>,
+}
+
+/// What the spec asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub attrs: DesiredAttrs,
+    /// Resolved ids of `assignedProjects` (project runners only).
+    pub assigned: BTreeSet<i64>,
+    pub is_project_runner: bool,
+    pub rotation: RotationPolicy,
+    /// Value of the rotate-token annotation, if any.
+    pub rotate_request: Option<String>,
+    pub adopt: Option<i64>,
+}
+
+/// GitLab's side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GitLabState {
+    /// No runner known for this object (and none carrying our marker).
+    Unknown,
+    /// The recorded runner answered 404.
+    Gone,
+    /// Our runner (carries our marker, or is the one `adopt` names).
+    Present(Box<RunnerDetails>),
+    /// The runner exists but carries no marker of ours.
+    NotOurs(Box<RunnerDetails>),
+}
+
+/// The token Secret as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretState {
+    /// Holds the token we issued (hash matches).
+    Valid,
+    /// Absent.
+    Missing,
+    /// Ours, but its token is not the one we issued (edited by hand).
+    Tampered,
+    /// A Secret of that name we do not own: never overwritten.
+    Foreign,
+}
+
+/// The token's bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenState {
+    pub secret: SecretState,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    /// A rotation recorded in status but not known to have reached the Secret.
+    pub pending: Option<Reason>,
+    /// The rotate-token annotation value already handled.
+    pub handled_request: Option<String>,
+}
+
+/// One step of the plan, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Register a new runner (`recreated`: the old one vanished from GitLab).
+    Create { recreated: bool },
+    /// Take over an existing runner by id (resets its token).
+    Adopt(i64),
+    /// `PUT /runners/:id` with these fields.
+    Update {
+        runner: i64,
+        attrs: RunnerAttributes,
+    },
+    /// Assign the runner to one more project.
+    Assign { runner: i64, project: i64 },
+    /// Remove the runner from a project.
+    Unassign { runner: i64, project: i64 },
+    /// Reset the runner's token and write the Secret.
+    RotateToken { runner: i64, reason: Reason },
+    /// Something blocks progress; nothing is done in GitLab about it.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The whole decision.
+pub fn plan(
+    desired: &Desired,
+    gitlab: &GitLabState,
+    token: &TokenState,
+    now: Timestamp,
+) -> Vec<Step> {
+    let mut steps = vec![];
+    if token.secret == SecretState::Foreign
+        && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
+    {
+        // A token would have nowhere to go: nothing is created or adopted.
+        return vec![secret_not_owned()];
+    }
+    let runner = match gitlab {
+        GitLabState::Unknown => {
+            steps.push(match desired.adopt {
+                Some(id) => Step::Adopt(id),
+                None => Step::Create { recreated: false },
+            });
+            return steps;
+        }
+        GitLabState::Gone => {
+            steps.push(Step::Create { recreated: true });
+            return steps;
+        }
+        GitLabState::NotOurs(r) if desired.adopt == Some(r.id) => {
+            if token.secret == SecretState::Foreign {
+                return vec![secret_not_owned()];
+            }
+            // Take it, bring its fields to the spec (nothing, when they match), then reset
+            // the token: GitLab never reveals the current one.
+            steps.push(Step::Adopt(r.id));
+            let taken = TokenState {
+                secret: SecretState::Valid,
+                pending: Some(Reason::Adopted),
+                ..token.clone()
+            };
+            steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
+            return steps;
+        }
+        GitLabState::NotOurs(r) => {
+            steps.push(Step::Blocked {
+                reason: "RunnerNotOwned",
+                message: format!(
+                    "GitLab runner {} does not carry this Runner's ownership marker (another Runner or a person manages it); nothing is changed. Set spec.adopt.runnerId: {} to take it over (its token is reset)",
+                    r.id, r.id
+                ),
+            });
+            return steps;
+        }
+        GitLabState::Present(r) => r,
+    };
+
+    // Assignments: owner project first in GitLab's list, never unassigned.
+    let current: BTreeSet<i64> = runner.projects.iter().skip(1).map(|p| p.id).collect();
+    let (to_assign, to_unassign): (Vec<i64>, Vec<i64>) = if desired.is_project_runner {
+        (
+            desired.assigned.difference(&current).copied().collect(),
+            current.difference(&desired.assigned).copied().collect(),
+        )
+    } else {
+        (vec![], vec![])
+    };
+    let update = desired.attrs.diff(runner);
+    if to_assign.is_empty() && to_unassign.is_empty() {
+        if !update.is_empty() {
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: update,
+            });
+        }
+    } else {
+        // GitLab refuses (un)assigning a locked runner to non-admins: unlock, change, lock again.
+        let locked_now = runner.locked.unwrap_or(false);
+        let before = RunnerAttributes {
+            locked: locked_now.then_some(false),
+            ..update
+        };
+        if !before.is_empty() {
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: before,
+            });
+        }
+        let id = runner.id;
+        steps.extend(to_assign.into_iter().map(|project| Step::Assign {
+            runner: id,
+            project,
+        }));
+        steps.extend(to_unassign.into_iter().map(|project| Step::Unassign {
+            runner: id,
+            project,
+        }));
+        if desired.attrs.locked {
+            steps.push(Step::Update {
+                runner: runner.id,
+                attrs: RunnerAttributes {
+                    locked: Some(true),
+                    ..Default::default()
+                },
+            });
+        }
+    }
+
+    if let Some(step) = token_step(runner.id, desired, token, now) {
+        steps.push(step);
+    }
+    steps
+}
+
+fn secret_not_owned() -> Step {
+    Step::Blocked {
+        reason: "SecretNotOwned",
+        message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten, so no token is written to it (and no runner created or adopted for it). Delete it or set spec.tokenSecret.name".into(),
+    }
+}
+
+fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp) -> Option<Step> {
+    let rotate = |reason| Some(Step::RotateToken { runner, reason });
+    match token.secret {
+        SecretState::Foreign => return Some(secret_not_owned()),
+        SecretState::Missing | SecretState::Tampered => return rotate(Reason::Recovered),
+        SecretState::Valid => {}
+    }
+    if let Some(reason) = token.pending {
+        return rotate(reason);
+    }
+    if desired.rotate_request.is_some() && desired.rotate_request != token.handled_request {
+        return rotate(Reason::Requested);
+    }
+    if let Some(deadline) = next_rotation(&desired.rotation, token.issued_at, token.expires_at)
+        && deadline.1 <= now
+    {
+        return rotate(deadline.0);
+    }
+    None
+}
+
+/// When the next scheduled rotation is due, and why: the earlier of interval and expiry window.
+pub fn next_rotation(
+    policy: &RotationPolicy,
+    issued_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+) -> Option<(Reason, Timestamp)> {
+    let by_interval = match (policy.interval, issued_at) {
+        (Some(i), Some(issued)) => issued
+            .checked_add(signed(i))
+            .ok()
+            .map(|t| (Reason::Interval, t)),
+        _ => None,
+    };
+    let by_expiry = expires_at.map(|exp| {
+        let lifetime = issued_at
+            .map(|i| exp.duration_since(i).as_secs_f64().max(0.0))
+            .unwrap_or(0.0);
+        let window = policy
+            .before_expiry
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(lifetime / 3.0);
+        // Never rotate sooner than a tenth of the lifetime: a short-lived token must not loop.
+        let window = window.min(lifetime * 0.9).max(0.0);
+        let at = exp
+            .checked_sub(signed(Duration::from_secs_f64(window)))
+            .unwrap_or(exp);
+        (Reason::Expiry, at)
+    });
+    match (by_interval, by_expiry) {
+        (Some(a), Some(b)) => Some(if a.1 <= b.1 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn signed(d: Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::try_from(d).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+}

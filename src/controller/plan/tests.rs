@@ -1,0 +1,487 @@
+//! The decision, case by case.
+
+use super::*;
+use crate::gitlab::ProjectRef;
+
+#[test]
+fn changes_are_described_before_and_after() {
+    let mut hand_made = seen(&[1]);
+    hand_made.description = Some("Hand-written by the platform team".into());
+    hand_made.tag_list = vec!["linux".into()];
+    hand_made.maximum_timeout = Some(3600);
+    let mut want = attrs();
+    want.description = String::new();
+    want.tags = ["docker".to_string(), "linux".to_string()].into();
+    let diff = want.diff(&hand_made);
+    let text = describe_changes(Some(&hand_made), &diff);
+    assert!(
+        text.contains(r#"description: "Hand-written by the platform team" → """#),
+        "{text}"
+    );
+    assert!(text.contains("tags: [linux] → [docker, linux]"), "{text}");
+    assert!(text.contains("maximumTimeout: 3600 → none"), "{text}");
+    assert!(!text.contains("paused"), "only what changes: {text}");
+    let long = RunnerAttributes {
+        maintenance_note: Some("x".repeat(100)),
+        ..Default::default()
+    };
+    let text = describe_changes(None, &long);
+    assert!(
+        text.starts_with("maintenanceNote: ? → \"xxx") && text.ends_with("…\""),
+        "{text}"
+    );
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+}
+
+fn attrs() -> DesiredAttrs {
+    DesiredAttrs {
+        description: "d".into(),
+        tags: ["a".to_string(), "b".to_string()].into(),
+        run_untagged: false,
+        paused: false,
+        locked: false,
+        access_level: "not_protected".into(),
+        maximum_timeout: None,
+        maintenance_note: "note\n[marker]".into(),
+    }
+}
+
+fn desired() -> Desired {
+    Desired {
+        attrs: attrs(),
+        assigned: BTreeSet::new(),
+        is_project_runner: true,
+        rotation: RotationPolicy::default(),
+        rotate_request: None,
+        adopt: None,
+    }
+}
+
+fn seen(projects: &[i64]) -> RunnerDetails {
+    RunnerDetails {
+        id: 7,
+        description: Some("d".into()),
+        paused: Some(false),
+        active: Some(true),
+        runner_type: "project_type".into(),
+        online: None,
+        status: Some("never_contacted".into()),
+        tag_list: vec!["b".into(), "a".into()],
+        run_untagged: Some(false),
+        locked: Some(false),
+        maximum_timeout: None,
+        access_level: Some("not_protected".into()),
+        contacted_at: None,
+        maintenance_note: Some("note\n[marker]".into()),
+        projects: projects
+            .iter()
+            .map(|id| ProjectRef {
+                id: *id,
+                name: None,
+                path_with_namespace: None,
+            })
+            .collect(),
+        groups: vec![],
+        version: None,
+        created_at: None,
+        token_expires_at: None,
+    }
+}
+
+fn token() -> TokenState {
+    TokenState {
+        secret: SecretState::Valid,
+        issued_at: Some(t(0)),
+        expires_at: None,
+        pending: None,
+        handled_request: None,
+    }
+}
+
+fn present(r: RunnerDetails) -> GitLabState {
+    GitLabState::Present(Box::new(r))
+}
+
+#[test]
+fn steady_state_does_nothing() {
+    assert_eq!(
+        plan(&desired(), &present(seen(&[1])), &token(), t(10)),
+        vec![]
+    );
+}
+
+#[test]
+fn unknown_creates_or_adopts() {
+    assert_eq!(
+        plan(&desired(), &GitLabState::Unknown, &token(), t(0)),
+        vec![Step::Create { recreated: false }]
+    );
+    let mut d = desired();
+    d.adopt = Some(42);
+    assert_eq!(
+        plan(&d, &GitLabState::Unknown, &token(), t(0)),
+        vec![Step::Adopt(42)]
+    );
+}
+
+#[test]
+fn gone_is_recreated() {
+    assert_eq!(
+        plan(&desired(), &GitLabState::Gone, &token(), t(0)),
+        vec![Step::Create { recreated: true }]
+    );
+}
+
+#[test]
+fn foreign_runner_is_never_touched_unless_adopted() {
+    let steps = plan(
+        &desired(),
+        &GitLabState::NotOurs(Box::new(seen(&[1]))),
+        &token(),
+        t(0),
+    );
+    assert!(matches!(
+        &steps[..],
+        [Step::Blocked {
+            reason: "RunnerNotOwned",
+            ..
+        }]
+    ));
+    let mut d = desired();
+    d.adopt = Some(7);
+    let not_ours = GitLabState::NotOurs(Box::new(seen(&[1])));
+    // Fields that match cost nothing: the token reset is the only write.
+    assert_eq!(
+        plan(&d, &not_ours, &token(), t(0)),
+        vec![
+            Step::Adopt(7),
+            Step::RotateToken {
+                runner: 7,
+                reason: Reason::Adopted
+            }
+        ]
+    );
+    // Even without a Secret yet, the reset is the adoption's.
+    let missing = TokenState {
+        secret: SecretState::Missing,
+        issued_at: None,
+        ..token()
+    };
+    assert_eq!(
+        plan(&d, &not_ours, &missing, t(0)),
+        vec![
+            Step::Adopt(7),
+            Step::RotateToken {
+                runner: 7,
+                reason: Reason::Adopted
+            }
+        ]
+    );
+    // What differs is changed before the reset.
+    d.attrs.description = "from the spec".into();
+    assert_eq!(
+        plan(&d, &not_ours, &token(), t(0)),
+        vec![
+            Step::Adopt(7),
+            Step::Update {
+                runner: 7,
+                attrs: RunnerAttributes {
+                    description: Some("from the spec".into()),
+                    ..Default::default()
+                }
+            },
+            Step::RotateToken {
+                runner: 7,
+                reason: Reason::Adopted
+            }
+        ]
+    );
+    // A Secret of that name we do not own: nothing is taken.
+    let foreign = TokenState {
+        secret: SecretState::Foreign,
+        ..token()
+    };
+    assert!(matches!(
+        &plan(&d, &not_ours, &foreign, t(0))[..],
+        [Step::Blocked {
+            reason: "SecretNotOwned",
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn only_differing_fields_are_sent() {
+    let mut r = seen(&[1]);
+    r.tag_list = vec!["a".into(), "b".into(), "c".into()];
+    r.paused = Some(true);
+    r.maximum_timeout = Some(3600);
+    let steps = plan(&desired(), &present(r), &token(), t(0));
+    assert_eq!(
+        steps,
+        vec![Step::Update {
+            runner: 7,
+            attrs: RunnerAttributes {
+                paused: Some(false),
+                tag_list: Some(vec!["a".into(), "b".into()]),
+                maximum_timeout: Some(None),
+                ..Default::default()
+            }
+        }]
+    );
+}
+
+#[test]
+fn every_field_is_compared() {
+    type Case = (fn(&mut RunnerDetails), RunnerAttributes);
+    let cases: Vec<Case> = vec![
+        (
+            |r| r.description = Some("x".into()),
+            RunnerAttributes {
+                description: Some("d".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            |r| r.run_untagged = Some(true),
+            RunnerAttributes {
+                run_untagged: Some(false),
+                ..Default::default()
+            },
+        ),
+        (
+            |r| r.locked = Some(true),
+            RunnerAttributes {
+                locked: Some(false),
+                ..Default::default()
+            },
+        ),
+        (
+            |r| r.access_level = Some("ref_protected".into()),
+            RunnerAttributes {
+                access_level: Some("not_protected".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            |r| r.maintenance_note = Some("hand edit".into()),
+            RunnerAttributes {
+                maintenance_note: Some("note\n[marker]".into()),
+                ..Default::default()
+            },
+        ),
+        (|r| r.paused = None, RunnerAttributes::default()),
+    ];
+    for (change, want) in cases {
+        let mut r = seen(&[1]);
+        change(&mut r);
+        let steps = plan(&desired(), &present(r), &token(), t(0));
+        let expected = if want.is_empty() {
+            vec![]
+        } else {
+            vec![Step::Update {
+                runner: 7,
+                attrs: want,
+            }]
+        };
+        assert_eq!(steps, expected);
+    }
+    // Tag order and null description vs "" are not differences.
+    let mut d = desired();
+    d.attrs.description = String::new();
+    let mut r = seen(&[1]);
+    r.description = None;
+    r.tag_list = vec!["b".into(), "a".into()];
+    assert_eq!(plan(&d, &present(r), &token(), t(0)), vec![]);
+}
+
+#[test]
+fn assignments_follow_the_spec_and_spare_the_owner() {
+    let mut d = desired();
+    d.assigned = [2, 3].into();
+    let steps = plan(&d, &present(seen(&[1, 3, 4])), &token(), t(0));
+    assert_eq!(
+        steps,
+        vec![
+            Step::Assign {
+                runner: 7,
+                project: 2
+            },
+            Step::Unassign {
+                runner: 7,
+                project: 4
+            }
+        ]
+    );
+    // The owner (first) is never unassigned even when listed nowhere.
+    d.assigned = BTreeSet::new();
+    assert_eq!(plan(&d, &present(seen(&[1])), &token(), t(0)), vec![]);
+}
+
+#[test]
+fn group_and_instance_runners_are_never_assigned() {
+    let mut d = desired();
+    d.is_project_runner = false;
+    d.assigned = [5].into();
+    assert_eq!(plan(&d, &present(seen(&[])), &token(), t(0)), vec![]);
+}
+
+#[test]
+fn locked_runners_are_unlocked_around_assignment() {
+    let mut d = desired();
+    d.assigned = [2].into();
+    d.attrs.locked = true;
+    let mut r = seen(&[1]);
+    r.locked = Some(true);
+    assert_eq!(
+        plan(&d, &present(r), &token(), t(0)),
+        vec![
+            Step::Update {
+                runner: 7,
+                attrs: RunnerAttributes {
+                    locked: Some(false),
+                    ..Default::default()
+                }
+            },
+            Step::Assign {
+                runner: 7,
+                project: 2
+            },
+            Step::Update {
+                runner: 7,
+                attrs: RunnerAttributes {
+                    locked: Some(true),
+                    ..Default::default()
+                }
+            },
+        ]
+    );
+    // Locking requested together with a new assignment: assign first, lock after.
+    let steps = plan(&d, &present(seen(&[1])), &token(), t(0));
+    assert_eq!(
+        steps,
+        vec![
+            Step::Assign {
+                runner: 7,
+                project: 2
+            },
+            Step::Update {
+                runner: 7,
+                attrs: RunnerAttributes {
+                    locked: Some(true),
+                    ..Default::default()
+                }
+            }
+        ]
+    );
+}
+
+#[test]
+fn token_recovery_and_foreign_secrets() {
+    for (secret, want) in [
+        (
+            SecretState::Missing,
+            Some(Step::RotateToken {
+                runner: 7,
+                reason: Reason::Recovered,
+            }),
+        ),
+        (
+            SecretState::Tampered,
+            Some(Step::RotateToken {
+                runner: 7,
+                reason: Reason::Recovered,
+            }),
+        ),
+        (SecretState::Valid, None),
+    ] {
+        let mut tk = token();
+        tk.secret = secret;
+        assert_eq!(
+            plan(&desired(), &present(seen(&[1])), &tk, t(0)).pop(),
+            want,
+            "{secret:?}"
+        );
+    }
+    let mut tk = token();
+    tk.secret = SecretState::Foreign;
+    assert!(matches!(
+        plan(&desired(), &present(seen(&[1])), &tk, t(0)).as_slice(),
+        [Step::Blocked {
+            reason: "SecretNotOwned",
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn pending_rotation_is_redone() {
+    let mut tk = token();
+    tk.pending = Some(Reason::Interval);
+    assert_eq!(
+        plan(&desired(), &present(seen(&[1])), &tk, t(0)),
+        vec![Step::RotateToken {
+            runner: 7,
+            reason: Reason::Interval
+        }]
+    );
+}
+
+#[test]
+fn rotation_on_request_once_per_value() {
+    let mut d = desired();
+    d.rotate_request = Some("2026-11-26".into());
+    let mut tk = token();
+    assert_eq!(
+        plan(&d, &present(seen(&[1])), &tk, t(0)),
+        vec![Step::RotateToken {
+            runner: 7,
+            reason: Reason::Requested
+        }]
+    );
+    tk.handled_request = Some("2026-11-26".into());
+    assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(0)), vec![]);
+}
+
+#[test]
+fn rotation_by_interval_and_expiry() {
+    let mut d = desired();
+    d.rotation.interval = Some(Duration::from_secs(100));
+    let tk = token();
+    assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(99)), vec![]);
+    assert_eq!(
+        plan(&d, &present(seen(&[1])), &tk, t(100)),
+        vec![Step::RotateToken {
+            runner: 7,
+            reason: Reason::Interval
+        }]
+    );
+    // Expiry: default window is a third of the lifetime (900 s → rotate at 600 s).
+    let mut tk = token();
+    tk.expires_at = Some(t(900));
+    let d = desired();
+    assert_eq!(plan(&d, &present(seen(&[1])), &tk, t(599)), vec![]);
+    assert_eq!(
+        plan(&d, &present(seen(&[1])), &tk, t(600)),
+        vec![Step::RotateToken {
+            runner: 7,
+            reason: Reason::Expiry
+        }]
+    );
+    // A window longer than the lifetime does not loop: capped at 90 % of it.
+    let mut d = desired();
+    d.rotation.before_expiry = Some(Duration::from_secs(10_000));
+    assert_eq!(
+        next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
+        Some((Reason::Expiry, t(90)))
+    );
+    // The earlier trigger wins.
+    d.rotation.interval = Some(Duration::from_secs(50));
+    assert_eq!(
+        next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
+        Some((Reason::Interval, t(50)))
+    );
+}
