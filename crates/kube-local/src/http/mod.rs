@@ -1,20 +1,25 @@
 //! Routing and verbs of the local API server.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::registry::ResourceDef;
-use super::select::{FieldSelector, LabelSelector, json_path};
-use super::store::{Event, Status, Store, WriteOpts, apply_patch};
-use super::{KubeFaultAction, Shared};
+use crate::registry::ResourceDef;
+use crate::select::{FieldSelector, LabelSelector};
+use crate::store::{Status, Store, WriteOpts, apply_patch};
+use crate::{KubeFaultAction, Shared};
 
-fn reply(code: u16, body: &Value) -> Response {
+mod discovery;
+mod watch;
+
+use discovery::*;
+use watch::*;
+
+pub(crate) fn reply(code: u16, body: &Value) -> Response {
     (
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [("content-type", "application/json")],
@@ -23,11 +28,11 @@ fn reply(code: u16, body: &Value) -> Response {
         .into_response()
 }
 
-fn status(s: Status) -> Response {
+pub(crate) fn status(s: Status) -> Response {
     reply(s.code, &s.body)
 }
 
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
     fn get(&self, k: &str) -> Option<&str> {
@@ -178,73 +183,14 @@ pub async fn handle(
     }
 }
 
-fn openapi_doc(shared: &Shared, group: &str, version: &str) -> Response {
-    match super::openapi::document(&shared.lock(), group, version) {
-        Some(doc) => reply(200, &doc),
-        None => status(Status::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            json!({}),
-        )),
-    }
-}
-
-fn group_list(st: &Store) -> Value {
-    let mut groups: Vec<(String, Vec<String>)> = vec![];
-    for r in st.resources.iter().filter(|r| !r.group.is_empty()) {
-        match groups.iter_mut().find(|(g, _)| *g == r.group) {
-            Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version.clone()),
-            Some(_) => {}
-            None => groups.push((r.group.clone(), vec![r.version.clone()])),
-        }
-    }
-    // As kube-apiserver orders them: built-in groups first, then CRD groups (all of priority
-    // 1000) by name. kubectl resolves a resource name two groups share to the first.
-    let is_crd = |g: &str| st.resources.iter().any(|r| r.group == g && r.crd.is_some());
-    groups.sort_by_key(|(g, _)| {
-        if is_crd(g) {
-            (1, g.clone())
-        } else {
-            (0, String::new())
-        }
-    });
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|(g, vs)| {
-            let versions: Vec<Value> = vs
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
-            json!({"name": g, "versions": versions.clone(), "preferredVersion": versions[0]})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(st: &Store, group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = st
-        .resources
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .flat_map(ResourceDef::api_resources)
-        .collect();
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
-}
-
-struct Target<'a> {
+pub(crate) struct Target<'a> {
     res: ResourceDef,
     ns: Option<String>,
     name: Option<&'a str>,
     sub: Option<&'a str>,
 }
 
-fn parse_target<'a>(
+pub(crate) fn parse_target<'a>(
     st: &Store,
     group: &str,
     version: &str,
@@ -291,7 +237,7 @@ fn parse_target<'a>(
     Ok(Target { res, ns, name, sub })
 }
 
-fn decode_body(body: &[u8]) -> Result<Value, Status> {
+pub(crate) fn decode_body(body: &[u8]) -> Result<Value, Status> {
     serde_json::from_slice(body).or_else(|_| {
         let text =
             std::str::from_utf8(body).map_err(|_| Status::bad_request("the body is not UTF-8"))?;
@@ -304,7 +250,7 @@ fn decode_body(body: &[u8]) -> Result<Value, Status> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn resource_request(
+pub(crate) async fn resource_request(
     shared: &Arc<Shared>,
     method: &Method,
     group: &str,
@@ -459,7 +405,7 @@ async fn resource_request(
     }
 }
 
-fn list(
+pub(crate) fn list(
     shared: &Arc<Shared>,
     res: &ResourceDef,
     ns: Option<&str>,
@@ -475,245 +421,8 @@ fn list(
     Ok((200, maybe_table(res, items, headers, st.rv, true)))
 }
 
-/// A `Table` when kubectl asks for one (printer columns), else the object or list.
-fn maybe_table(
-    res: &ResourceDef,
-    items: Vec<Value>,
-    headers: &HeaderMap,
-    rv: u64,
-    is_list: bool,
-) -> Value {
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !accept.contains("as=Table") {
-        if is_list {
-            return json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind), "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-        }
-        return items.into_iter().next().unwrap_or(Value::Null);
-    }
-    let mut columns = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
-    ];
-    let custom: Vec<Value> = res.printer_columns.clone();
-    let has_age = custom
-        .iter()
-        .any(|c| c["jsonPath"] == ".metadata.creationTimestamp");
-    for c in &custom {
-        columns.push(json!({"name": c["name"], "type": c["type"], "format": c.get("format").cloned().unwrap_or(json!("")), "description": c.get("description").cloned().unwrap_or(json!("")), "priority": c.get("priority").cloned().unwrap_or(json!(0))}));
-    }
-    if !has_age {
-        columns.push(
-            json!({"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}),
-        );
-    }
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            for c in &custom {
-                let path = c["jsonPath"].as_str().unwrap_or_default();
-                let vals = json_path(o, path);
-                // As apiextensions' table convertor: the first result only; none is null
-                // (kubectl prints an empty cell); dates become ages.
-                let cell = match (c["type"].as_str(), vals.first()) {
-                    (_, None) => Value::Null,
-                    (Some("date"), Some(Value::String(s))) => json!(age(s)),
-                    (_, Some(v)) => v.clone(),
-                };
-                cells.push(cell);
-            }
-            if !has_age {
-                cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default())));
-            }
-            let mut meta = o["metadata"].clone();
-            if let Some(m) = meta.as_object_mut() {
-                m.remove("managedFields");
-            }
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}})
-        })
-        .collect();
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string()}, "columnDefinitions": columns, "rows": rows})
-}
-
-fn age(ts: &str) -> String {
-    let Ok(t) = ts.parse::<jiff::Timestamp>() else {
-        return ts.to_string();
-    };
-    human_duration(jiff::Timestamp::now().as_second() - t.as_second())
-}
-
-/// apimachinery's `duration.HumanDuration`, which kube-apiserver uses for ages: a time in the
-/// future shows as `<invalid>`.
-fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    let secs = secs.max(0);
-    let (minutes, hours) = (secs / 60, secs / 3600);
-    let with = |big: i64, unit: &str, small: i64, sunit: &str| {
-        if small == 0 {
-            format!("{big}{unit}")
-        } else {
-            format!("{big}{unit}{small}{sunit}")
-        }
-    };
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        _ if minutes < 10 => with(minutes, "m", secs % 60, "s"),
-        _ if minutes < 180 => format!("{minutes}m"),
-        _ if hours < 8 => with(hours, "h", minutes % 60, "m"),
-        _ if hours < 48 => format!("{hours}h"),
-        _ if hours < 24 * 8 => with(hours / 24, "d", hours % 24, "h"),
-        _ if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
-        _ if hours < 24 * 365 * 8 => with(hours / 24 / 365, "y", (hours / 24) % 365, "d"),
-        _ => format!("{}y", hours / 24 / 365),
-    }
-}
-
-fn event_line(type_: &str, object: &Value) -> Bytes {
-    let mut s = json!({"type": type_, "object": object}).to_string();
-    s.push('\n');
-    Bytes::from(s)
-}
-
-struct WatchState {
-    queue: VecDeque<Bytes>,
-    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
-    drop_rx: tokio::sync::watch::Receiver<u64>,
-    deadline: tokio::time::Instant,
-    bookmarks: Option<tokio::time::Interval>,
-    last_rv: u64,
-    /// Newest event received from the channel (relevant or not).
-    seen_rv: u64,
-    res: ResourceDef,
-    ns: Option<String>,
-    labels: LabelSelector,
-    fields: FieldSelector,
-    done: bool,
-}
-
-impl WatchState {
-    fn wants(&self, e: &Event) -> bool {
-        e.rv > self.last_rv
-            && e.group == self.res.group
-            && e.plural == self.res.plural
-            && self
-                .ns
-                .as_ref()
-                .is_none_or(|ns| e.namespace.as_ref() == Some(ns))
-            && self.labels.matches(&e.object["metadata"]["labels"])
-            && self.fields.matches(&e.object)
-    }
-}
-
-async fn watch(shared: &Arc<Shared>, res: &ResourceDef, ns: Option<&str>, q: &Query) -> Response {
-    let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or("")) {
-        Ok(l) => l,
-        Err(e) => return status(Status::bad_request(e)),
-    };
-    let fields = match FieldSelector::parse(q.get("fieldSelector").unwrap_or("")) {
-        Ok(f) => f,
-        Err(e) => return status(Status::bad_request(e)),
-    };
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
-    let since = q
-        .get("resourceVersion")
-        .filter(|v| !v.is_empty() && *v != "0")
-        .map(|v| v.parse::<u64>().unwrap_or(0));
-    let st = shared.lock();
-    let rx = st.tx.subscribe();
-    let mut queue = VecDeque::new();
-    let last_rv;
-    match since {
-        Some(rv) => match st.events_since(res, rv) {
-            Ok(events) => {
-                for e in events.iter().filter(|e| {
-                    ns.is_none_or(|n| e.namespace.as_deref() == Some(n))
-                        && labels.matches(&e.object["metadata"]["labels"])
-                        && fields.matches(&e.object)
-                }) {
-                    queue.push_back(event_line(e.type_, &e.object));
-                }
-                last_rv = st.rv;
-            }
-            Err(s) => {
-                // Like the real server: 200, then one ERROR event carrying the 410 Status.
-                queue.push_back(event_line("ERROR", &s.body));
-                last_rv = u64::MAX;
-            }
-        },
-        None => {
-            for o in st.list(res, ns, &labels, &fields) {
-                queue.push_back(event_line("ADDED", &o));
-            }
-            last_rv = st.rv;
-        }
-    }
-    drop(st);
-    let bookmarks = q.flag("allowWatchBookmarks").then(|| {
-        let period = shared.bookmark_interval;
-        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-    });
-    let state = WatchState {
-        done: last_rv == u64::MAX,
-        queue,
-        rx,
-        drop_rx: shared.drop_watches.subscribe(),
-        deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
-        bookmarks,
-        last_rv,
-        seen_rv: 0,
-        res: res.clone(),
-        ns: ns.map(str::to_string),
-        labels,
-        fields,
-    };
-    let stream = futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(line) = s.queue.pop_front() {
-                return Some((Ok::<Bytes, std::io::Error>(line), s));
-            }
-            if s.done {
-                return None;
-            }
-            tokio::select! {
-                ev = s.rx.recv() => match ev {
-                    Ok(e) => {
-                        if s.wants(&e) {
-                            s.last_rv = e.rv;
-                            s.queue.push_back(event_line(e.type_, &e.object));
-                        }
-                        s.seen_rv = s.seen_rv.max(e.rv);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) | Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = tokio::time::sleep_until(s.deadline) => return None,
-                _ = s.drop_rx.changed() => return None,
-                _ = async { match s.bookmarks.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending::<()>().await } } => {
-                    // Only as far as events were actually seen: anything newer may still be
-                    // in the channel, and a bookmark past it would make the client skip it.
-                    s.last_rv = s.last_rv.max(s.seen_rv);
-                    let obj = json!({"apiVersion": s.res.api_version(), "kind": s.res.kind, "metadata": {"resourceVersion": s.last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
-                    s.queue.push_back(event_line("BOOKMARK", &obj));
-                }
-            }
-        }
-    });
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .header("transfer-encoding", "chunked")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
 /// The store a write goes to: the live one, or a detached copy for `dryRun=All`.
-enum StoreRef<'a> {
+pub(crate) enum StoreRef<'a> {
     Live(std::sync::MutexGuard<'a, super::store::Store>),
     Dry(Box<super::store::Store>),
 }
