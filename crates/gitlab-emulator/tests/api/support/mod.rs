@@ -66,3 +66,22 @@ pub async fn create(emu: &GitLabEmulator, token: &str, body: Value) -> (i64, Str
         v["token"].as_str().expect("token").to_string(),
     )
 }
+
+/// One request and what must come back: the status, and the JSON body when given. Returns the
+/// answer for further checks.
+pub async fn check(
+    emu: &GitLabEmulator,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    status: u16,
+    want: Option<Value>,
+) -> Raw {
+    let r = raw(emu, method, path, token, body).await;
+    assert_eq!(r.status, status, "{method} {path}: {}", r.text);
+    if let Some(want) = want {
+        assert_eq!(r.json(), want, "{method} {path}");
+    }
+    r
+}
