@@ -1,48 +1,62 @@
-//! A per-connection token bucket that also holds every caller back after a 429.
+//! A per-connection rate limit (governor's GCRA) with a gate on top that holds every caller back
+//! after a 429 until GitLab's deadline.
 
-use std::sync::Mutex;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::Quota;
 use tokio::time::Instant;
 
-/// Token bucket shared by all callers of one GitLab connection.
-///
-/// Callers reserve a slot (the bucket may go negative) and sleep outside the lock, so waiting is
-/// first come, first served and the sustained rate never exceeds `rate` per second.
+/// Tokio's clock for governor, so a paused test runtime drives the limiter too.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+type Bucket =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// The rate limit shared by all callers of one GitLab connection (and token).
 #[derive(Debug)]
 pub struct RateLimiter {
-    state: Mutex<State>,
+    /// Replaced when the connection's rateLimit is edited.
+    bucket: Mutex<(Arc<Bucket>, NonZeroU32)>,
+    /// After a 429: nothing leaves before this.
+    paused_until: Mutex<Option<Instant>>,
     waits: AtomicU64,
     waited_micros: AtomicU64,
 }
 
-#[derive(Debug)]
-struct State {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    paused_until: Option<Instant>,
+fn bucket(rate: f64, burst: u32) -> (Arc<Bucket>, NonZeroU32) {
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        10.0
+    };
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst);
+    (Arc::new(Bucket::direct_with_clock(quota, TokioClock)), burst)
 }
 
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Self {
-        let rate = if rate.is_finite() && rate > 0.0 {
-            rate
-        } else {
-            10.0
-        };
-        let burst = f64::from(burst.max(1));
         RateLimiter {
-            state: Mutex::new(State {
-                rate,
-                burst,
-                tokens: burst,
-                last: Instant::now(),
-                paused_until: None,
-            }),
+            bucket: Mutex::new(bucket(rate, burst)),
+            paused_until: Mutex::new(None),
             waits: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
         }
@@ -52,10 +66,19 @@ impl RateLimiter {
     /// for its slot holds that caller back too: nothing leaves before the pause ends.
     pub async fn acquire(&self) -> Duration {
         let start = Instant::now();
-        let mut wait = self.reserve(start);
-        while !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-            wait = self.paused_for(Instant::now());
+        loop {
+            let pause = self.paused_for(Instant::now());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
+            match bucket.check() {
+                Ok(()) => break,
+                Err(not_until) => {
+                    tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+                }
+            }
         }
         let waited = start.elapsed();
         if !waited.is_zero() {
@@ -68,8 +91,7 @@ impl RateLimiter {
 
     /// What is left of a 429 pause at `now`.
     fn paused_for(&self, now: Instant) -> Duration {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match s.paused_until {
+        match *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(until) if until > now => until - now,
             _ => Duration::ZERO,
         }
@@ -77,50 +99,31 @@ impl RateLimiter {
 
     /// Changes the sustained rate and burst (a connection's rateLimit was edited).
     pub fn reconfigure(&self, rate: f64, burst: u32) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if rate.is_finite() && rate > 0.0 {
-            s.rate = rate;
-        }
-        s.burst = f64::from(burst.max(1));
-        s.tokens = s.tokens.min(s.burst);
+        *self.bucket.lock().unwrap_or_else(|p| p.into_inner()) = bucket(rate, burst);
     }
 
-    fn reserve(&self, now: Instant) -> Duration {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * s.rate).min(s.burst);
-        s.last = now;
-        // After a 429 nobody goes before GitLab's deadline; the bucket starts empty then.
-        let pause = match s.paused_until {
-            Some(until) if until > now => until - now,
-            _ => {
-                s.paused_until = None;
-                Duration::ZERO
-            }
-        };
-        s.tokens -= 1.0;
-        let bucket_wait = if s.tokens >= 0.0 {
-            0.0
-        } else {
-            -s.tokens / s.rate
-        };
-        pause + Duration::from_secs_f64(bucket_wait)
-    }
-
-    /// Holds every caller back until `now + wait` (GitLab said 429).
+    /// Holds every caller back until `now + wait` (GitLab said 429). The bucket is emptied:
+    /// after the pause requests leave at the sustained rate, not in a burst.
     pub fn pause_for(&self, wait: Duration) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + wait;
-        if s.paused_until.is_none_or(|u| u < until) {
-            s.paused_until = Some(until);
-            s.tokens = s.tokens.min(0.0);
+        {
+            let mut p = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            if p.is_some_and(|u| u >= until) {
+                return;
+            }
+            *p = Some(until);
+        }
+        let (bucket, burst) = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for _ in 0..burst.get() {
+            if bucket.check().is_err() {
+                break;
+            }
         }
     }
 
     /// Whether a 429 currently holds every caller back.
     pub fn is_paused(&self) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.paused_until.is_some_and(|u| u > Instant::now())
+        !self.paused_for(Instant::now()).is_zero()
     }
 
     /// How many acquisitions had to wait, and for how long in total (for metrics).
