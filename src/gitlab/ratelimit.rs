@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::Quota;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::Quota;
 use tokio::time::Instant;
 
 /// Tokio's clock for governor, so a paused test runtime drives the limiter too.
@@ -48,7 +48,10 @@ fn bucket(rate: f64, burst: u32) -> (Arc<Bucket>, NonZeroU32) {
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
         .allow_burst(burst);
-    (Arc::new(Bucket::direct_with_clock(quota, TokioClock)), burst)
+    (
+        Arc::new(Bucket::direct_with_clock(quota, TokioClock)),
+        burst,
+    )
 }
 
 impl RateLimiter {
@@ -72,7 +75,12 @@ impl RateLimiter {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            let bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
+            let bucket = self
+                .bucket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .clone();
             match bucket.check() {
                 Ok(()) => break,
                 Err(not_until) => {
@@ -113,7 +121,11 @@ impl RateLimiter {
             }
             *p = Some(until);
         }
-        let (bucket, burst) = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (bucket, burst) = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for _ in 0..burst.get() {
             if bucket.check().is_err() {
                 break;

@@ -16,9 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::Retryable;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,14 +70,37 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full jitter: a random wait in [step/2, step], step = base·2^attempt capped.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let step = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cap);
-        let half = step / 2;
-        half + Duration::from_secs_f64(half.as_secs_f64() * fastrand::f64())
+    /// Exponential steps from `base` to `cap`, each waited in [step/2, step) (jitter).
+    pub fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.base / 2)
+            .with_max_delay(self.cap / 2)
+            .with_jitter()
+            .with_max_times((self.max_retries + self.max_rate_limited_retries) as usize)
+    }
+}
+
+/// How an attempt failed: worth another (by the retry rules) or not at all.
+enum Failure {
+    Retryable {
+        error: GitLabError,
+        /// The request never left (connection refused): safe to repeat even a POST.
+        never_sent: bool,
+    },
+    Final(GitLabError),
+}
+
+impl Failure {
+    fn error(&self) -> &GitLabError {
+        match self {
+            Failure::Retryable { error, .. } | Failure::Final(error) => error,
+        }
+    }
+
+    fn into_error(self) -> GitLabError {
+        match self {
+            Failure::Retryable { error, .. } | Failure::Final(error) => error,
+        }
     }
 }
 
@@ -250,115 +274,127 @@ impl GitLabClient {
         Ok(url)
     }
 
+    /// One request with retries (backon): 429s hold every caller of the connection back until
+    /// GitLab's `Retry-After` (a floor under the backoff); 5xx, timeouts and connection errors
+    /// are retried for requests that are safe to repeat (or were never sent).
     async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, GitLabError> {
         let idempotent = call.method != Method::POST;
         let retry = &self.inner.retry;
         let (mut failures, mut throttled) = (0u32, 0u32);
-        loop {
-            let waited = self.inner.limiter.acquire().await;
-            if let (Some(o), false) = (&self.inner.observer, waited.is_zero()) {
-                o.rate_limited(waited);
+        let retryable = |f: &Failure| match f {
+            Failure::Final(_) => false,
+            Failure::Retryable { error, never_sent } => {
+                if error.status() == Some(429) {
+                    throttled += 1;
+                    throttled <= retry.max_rate_limited_retries
+                } else if error.is_transient() && (idempotent || *never_sent) {
+                    failures += 1;
+                    failures <= retry.max_retries
+                } else {
+                    false
+                }
             }
-            let started = tokio::time::Instant::now();
-            let mut req = self
-                .inner
-                .http
-                .request(call.method.clone(), call.url.clone());
-            if call.auth == Auth::User {
-                let mut value =
-                    HeaderValue::from_str(self.inner.token.expose_secret()).map_err(|_| {
-                        GitLabError::Config(
-                            "the access token contains characters not allowed in a header".into(),
-                        )
-                    })?;
-                value.set_sensitive(true);
-                req = req.header("PRIVATE-TOKEN", value);
-            }
-            if let Some(body) = &call.body {
-                req = req.json(body);
-            }
-            let sent = req.send().await;
-            if let Some(o) = &self.inner.observer {
-                o.request(
-                    call.endpoint,
-                    sent.as_ref().ok().map(|r| r.status().as_u16()),
-                    started.elapsed(),
-                );
-            }
-            match sent {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = retry_after(resp.headers());
-                    let body = resp.text().await.unwrap_or_default();
-                    let err = GitLabError::Api {
+        };
+        (|| self.attempt(&call))
+            .retry(retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(retryable)
+            .adjust(|f: &Failure, wait| match f.error().retry_after() {
+                Some(floor) if f.error().status() == Some(429) => {
+                    Some(wait.unwrap_or_default().max(floor).min(retry.max_rate_limit_wait))
+                }
+                _ => wait,
+            })
+            .notify(|f: &Failure, wait| {
+                let error = f.error();
+                if error.status() == Some(429) {
+                    tracing::warn!(
+                        endpoint = call.endpoint,
+                        wait_ms = wait.as_millis() as u64,
+                        "GitLab rate limit hit; holding back all requests of this connection"
+                    );
+                    self.inner.limiter.pause_for(wait);
+                } else {
+                    tracing::debug!(endpoint = call.endpoint, error = %error, wait_ms = wait.as_millis() as u64, "GitLab failed or unreachable; retrying");
+                }
+            })
+            .await
+            .map_err(Failure::into_error)
+    }
+
+    /// One attempt, after the rate limit let it go.
+    async fn attempt(&self, call: &Call<'_>) -> Result<reqwest::Response, Failure> {
+        let waited = self.inner.limiter.acquire().await;
+        if let (Some(o), false) = (&self.inner.observer, waited.is_zero()) {
+            o.rate_limited(waited);
+        }
+        let started = tokio::time::Instant::now();
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone());
+        if call.auth == Auth::User {
+            let mut value =
+                HeaderValue::from_str(self.inner.token.expose_secret()).map_err(|_| {
+                    Failure::Final(GitLabError::Config(
+                        "the access token contains characters not allowed in a header".into(),
+                    ))
+                })?;
+            value.set_sensitive(true);
+            req = req.header("PRIVATE-TOKEN", value);
+        }
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        }
+        let sent = req.send().await;
+        if let Some(o) = &self.inner.observer {
+            o.request(
+                call.endpoint,
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+                started.elapsed(),
+            );
+        }
+        match sent {
+            Ok(resp) if resp.status().is_success() => Ok(resp),
+            Ok(resp) => {
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let body = resp.text().await.unwrap_or_default();
+                Err(Failure::Retryable {
+                    error: GitLabError::Api {
                         endpoint: call.endpoint.to_string(),
                         status: status.as_u16(),
                         message: parse_message(&body),
                         retry_after,
-                    };
-                    if status == StatusCode::TOO_MANY_REQUESTS
-                        && throttled < retry.max_rate_limited_retries
-                    {
-                        let wait = retry_after
-                            .unwrap_or_else(|| retry.backoff(throttled))
-                            .min(retry.max_rate_limit_wait);
-                        tracing::warn!(
-                            endpoint = call.endpoint,
-                            wait_ms = wait.as_millis() as u64,
-                            "GitLab rate limit hit; holding back all requests of this connection"
-                        );
-                        self.inner.limiter.pause_for(wait);
-                        throttled += 1;
-                        continue;
+                    },
+                    never_sent: false,
+                })
+            }
+            Err(e) => {
+                let never_sent = e.is_connect();
+                let cause = super::cause::classify(&e);
+                let error = if e.is_timeout() {
+                    GitLabError::Timeout {
+                        endpoint: call.endpoint.to_string(),
+                        timeout: self.inner.timeout,
                     }
-                    if status.is_server_error() && idempotent && failures < retry.max_retries {
-                        let wait = retry.backoff(failures);
-                        tracing::debug!(
-                            endpoint = call.endpoint,
-                            status = status.as_u16(),
-                            wait_ms = wait.as_millis() as u64,
-                            "GitLab server error; retrying"
-                        );
-                        tokio::time::sleep(wait).await;
-                        failures += 1;
-                        continue;
+                } else if let super::cause::Cause::Certificate(_) = cause {
+                    // Not transient: say which CA would be needed, and stop.
+                    let issuer = super::cause::presented_issuer(&call.url).await;
+                    return Err(Failure::Final(GitLabError::Transport {
+                        endpoint: call.endpoint.to_string(),
+                        detail: super::cause::explain(&cause, &call.url, issuer.as_deref(), ""),
+                        source: e.without_url(),
+                    }));
+                } else {
+                    let raw = super::cause::chain(&e);
+                    GitLabError::Transport {
+                        endpoint: call.endpoint.to_string(),
+                        detail: super::cause::explain(&cause, &call.url, None, &raw),
+                        source: e.without_url(),
                     }
-                    return Err(err);
-                }
-                Err(e) => {
-                    let never_sent = e.is_connect();
-                    let cause = super::cause::classify(&e);
-                    let err = if e.is_timeout() {
-                        GitLabError::Timeout {
-                            endpoint: call.endpoint.to_string(),
-                            timeout: self.inner.timeout,
-                        }
-                    } else if let super::cause::Cause::Certificate(_) = cause {
-                        // Not transient: say which CA would be needed, and stop.
-                        let issuer = super::cause::presented_issuer(&call.url).await;
-                        return Err(GitLabError::Transport {
-                            endpoint: call.endpoint.to_string(),
-                            detail: super::cause::explain(&cause, &call.url, issuer.as_deref(), ""),
-                            source: e.without_url(),
-                        });
-                    } else {
-                        let raw = super::cause::chain(&e);
-                        GitLabError::Transport {
-                            endpoint: call.endpoint.to_string(),
-                            detail: super::cause::explain(&cause, &call.url, None, &raw),
-                            source: e.without_url(),
-                        }
-                    };
-                    if (idempotent || never_sent) && failures < retry.max_retries {
-                        let wait = retry.backoff(failures);
-                        tracing::debug!(endpoint = call.endpoint, error = %err, wait_ms = wait.as_millis() as u64, "GitLab unreachable; retrying");
-                        tokio::time::sleep(wait).await;
-                        failures += 1;
-                        continue;
-                    }
-                    return Err(err);
-                }
+                };
+                Err(Failure::Retryable { error, never_sent })
             }
         }
     }

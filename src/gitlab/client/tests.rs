@@ -47,11 +47,22 @@ fn retry_after_in_every_form() {
 
 #[test]
 fn backoff_is_capped_and_jittered() {
+    use backon::BackoffBuilder;
     let p = RetryPolicy::default();
-    for attempt in 0..40 {
-        let d = p.backoff(attempt);
-        assert!(d <= p.cap, "{d:?}");
-        assert!(d >= (p.base * (1 << attempt.min(16))).min(p.cap) / 2);
+    for _ in 0..20 {
+        let waits: Vec<Duration> = p.backoff().build().collect();
+        assert_eq!(
+            waits.len() as u32,
+            p.max_retries + p.max_rate_limited_retries
+        );
+        for (attempt, d) in waits.into_iter().enumerate() {
+            let step = (p.base * (1 << attempt)).min(p.cap);
+            assert!(
+                d >= step / 2 && d < step,
+                "attempt {attempt}: {d:?} not in [{:?}, {step:?})",
+                step / 2
+            );
+        }
     }
 }
 
