@@ -114,9 +114,7 @@ impl KubeApiServer {
             bookmark_interval,
             addr,
         });
-        let app = axum::Router::new()
-            .fallback(http::handle)
-            .with_state(shared.clone());
+        let app = http::router(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

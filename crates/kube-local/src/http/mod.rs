@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::middleware;
+use axum::routing::{any, get};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -46,16 +50,162 @@ impl Query {
     }
 }
 
-/// Entry point.
-pub async fn handle(
-    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+fn not_found(message: &str) -> Response {
+    status(Status::new(404, "NotFound", message, json!({})))
+}
+
+/// The API's routes; counting and injected faults run before every one of them.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/api", get(api_versions))
+        .route("/apis", get(apis))
+        .route("/api/v1", get(core_resources))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/api/{version}", get(openapi_core))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/api/v1/{*rest}", any(core_request))
+        .route("/apis/{group}/{version}/{*rest}", any(group_request))
+        .fallback(|| async { not_found("the server could not find the requested resource") })
+        .layer(middleware::from_fn_with_state(shared.clone(), counts_and_faults))
+        .with_state(shared)
+}
+
+/// Counts the request and answers with an injected fault when one matches.
+async fn counts_and_faults(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
 ) -> Response {
-    let path = uri.path().to_string();
-    let query = Query(
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    shared.count(&method, &path);
+    match shared.take_fault(&method, &path) {
+        Some(KubeFaultAction::Delay { millis }) => {
+            tokio::time::sleep(Duration::from_millis(millis)).await
+        }
+        Some(KubeFaultAction::Status { code, message }) => {
+            let reason = match code {
+                409 => "Conflict",
+                429 => "TooManyRequests",
+                500 => "InternalError",
+                503 => "ServiceUnavailable",
+                _ => "Unknown",
+            };
+            let mut resp = status(Status::new(
+                code,
+                reason,
+                message.unwrap_or_else(|| format!("injected fault {code}")),
+                json!({}),
+            ));
+            if code == 429 {
+                resp.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            }
+            return resp;
+        }
+        None => {}
+    }
+    next.run(req).await
+}
+
+async fn version() -> Response {
+    reply(
+        200,
+        &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-runner-operator-sandbox", "gitCommit": "0000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+    )
+}
+
+async fn ok() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn api_versions(State(shared): State<Arc<Shared>>) -> Response {
+    reply(
+        200,
+        &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
+    )
+}
+
+async fn apis(State(shared): State<Arc<Shared>>) -> Response {
+    reply(200, &group_list(&shared.lock()))
+}
+
+async fn core_resources(State(shared): State<Arc<Shared>>) -> Response {
+    reply(200, &resource_list(&shared.lock(), "", "v1"))
+}
+
+async fn api_group(State(shared): State<Arc<Shared>>, Path(group): Path<String>) -> Response {
+    let found = group_list(&shared.lock())["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["name"] == group.as_str()).cloned());
+    match found {
+        Some(mut g) => {
+            g["kind"] = json!("APIGroup");
+            g["apiVersion"] = json!("v1");
+            reply(200, &g)
+        }
+        None => not_found("the server could not find the requested resource"),
+    }
+}
+
+async fn group_resources(
+    State(shared): State<Arc<Shared>>,
+    Path((group, version)): Path<(String, String)>,
+) -> Response {
+    let st = shared.lock();
+    if st
+        .resources
+        .iter()
+        .any(|r| r.group == group && r.version == version)
+    {
+        reply(200, &resource_list(&st, &group, &version))
+    } else {
+        not_found("the server could not find the requested resource")
+    }
+}
+
+async fn openapi_index(State(shared): State<Arc<Shared>>) -> Response {
+    reply(200, &super::openapi::index(&shared.lock()))
+}
+
+async fn openapi_core(State(shared): State<Arc<Shared>>, Path(version): Path<String>) -> Response {
+    openapi_doc(&shared, "", &version)
+}
+
+async fn openapi_group(
+    State(shared): State<Arc<Shared>>,
+    Path((group, version)): Path<(String, String)>,
+) -> Response {
+    openapi_doc(&shared, &group, &version)
+}
+
+async fn openapi_v2() -> Response {
+    not_found("the server could not find the requested resource (only OpenAPI v3 is served)")
+}
+
+/// The path's segments after the first `skip`, each percent-decoded on its own (an encoded
+/// `/` stays inside its segment).
+fn segments(uri: &Uri, skip: usize) -> Vec<String> {
+    uri.path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .skip(skip)
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn query(uri: &Uri) -> Query {
+    Query(
         uri.query()
             .map(|q| {
                 url::form_urlencoded::parse(q.as_bytes())
@@ -63,124 +213,37 @@ pub async fn handle(
                     .collect()
             })
             .unwrap_or_default(),
-    );
-    shared.count(&method, &path);
-    if let Some(action) = shared.take_fault(&method, &path) {
-        match action {
-            KubeFaultAction::Delay { millis } => {
-                tokio::time::sleep(Duration::from_millis(millis)).await
-            }
-            KubeFaultAction::Status { code, message } => {
-                let reason = match code {
-                    409 => "Conflict",
-                    429 => "TooManyRequests",
-                    500 => "InternalError",
-                    503 => "ServiceUnavailable",
-                    _ => "Unknown",
-                };
-                let mut resp = status(Status::new(
-                    code,
-                    reason,
-                    message.unwrap_or_else(|| format!("injected fault {code}")),
-                    json!({}),
-                ));
-                if code == 429 {
-                    resp.headers_mut()
-                        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-                }
-                return resp;
-            }
-        }
-    }
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match segs.as_slice() {
-        ["version"] => reply(
-            200,
-            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-runner-operator-sandbox", "gitCommit": "0000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
-        ),
-        ["healthz"] | ["livez"] | ["readyz"] => (StatusCode::OK, "ok").into_response(),
-        ["api"] => reply(
-            200,
-            &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
-        ),
-        ["apis"] => {
-            let st = shared.lock();
-            reply(200, &group_list(&st))
-        }
-        ["api", "v1"] => {
-            let st = shared.lock();
-            reply(200, &resource_list(&st, "", "v1"))
-        }
-        ["apis", group] => {
-            let st = shared.lock();
-            match group_list(&st)["groups"]
-                .as_array()
-                .and_then(|gs| gs.iter().find(|g| g["name"] == *group).cloned())
-            {
-                Some(mut g) => {
-                    g["kind"] = json!("APIGroup");
-                    g["apiVersion"] = json!("v1");
-                    reply(200, &g)
-                }
-                None => status(Status::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    json!({}),
-                )),
-            }
-        }
-        ["apis", group, version] => {
-            let st = shared.lock();
-            if st
-                .resources
-                .iter()
-                .any(|r| r.group == *group && r.version == *version)
-            {
-                reply(200, &resource_list(&st, group, version))
-            } else {
-                status(Status::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    json!({}),
-                ))
-            }
-        }
-        ["openapi", "v3"] => reply(200, &super::openapi::index(&shared.lock())),
-        ["openapi", "v3", "api", version] => openapi_doc(&shared, "", version),
-        ["openapi", "v3", "apis", group, version] => openapi_doc(&shared, group, version),
-        ["openapi", "v2"] => status(Status::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource (only OpenAPI v3 is served)",
-            json!({}),
-        )),
-        ["api", "v1", rest @ ..] => {
-            resource_request(&shared, &method, "", "v1", rest, &query, &headers, &body).await
-        }
-        ["apis", group, version, rest @ ..] => {
-            resource_request(
-                &shared, &method, group, version, rest, &query, &headers, &body,
-            )
-            .await
-        }
-        _ => status(Status::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            json!({}),
-        )),
-    }
+    )
+}
+
+/// `/api/v1/…`: core resources.
+async fn core_request(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rest = segments(&uri, 2);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    resource_request(&shared, &method, "", "v1", &rest, &query(&uri), &headers, &body).await
+}
+
+/// `/apis/GROUP/VERSION/…`: resources of an API group (built-in or a CRD's).
+async fn group_request(
+    State(shared): State<Arc<Shared>>,
+    Path((group, version, _)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rest = segments(&uri, 3);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    resource_request(
+        &shared, &method, &group, &version, &rest, &query(&uri), &headers, &body,
+    )
+    .await
 }
 
 pub(crate) struct Target<'a> {
