@@ -5,9 +5,14 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::State as Extract;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use futures::future::BoxFuture;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
@@ -81,43 +86,124 @@ pub fn endpoint_label(method: &Method, segs: &[String]) -> String {
     format!("{method} /{}", parts.join("/"))
 }
 
-/// Entry point for every request: answers it, then logs it (arrival, endpoint, status, and for
-/// a 429 the end of the wait it asked for, in seconds or as an HTTP date).
-pub async fn handle(
-    state: axum::extract::State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+/// The emulator's routes under `/api/v4`, its control surface under `/-/emulator/`, and the
+/// request log around all of them.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/version", get(endpoint(version)))
+        .route(
+            "/personal_access_tokens/self",
+            get(endpoint(access_token_self)),
+        )
+        .route("/user", get(endpoint(user)))
+        .route("/projects/{id}", get(endpoint(project)))
+        .route("/groups/{id}", get(endpoint(group)))
+        .route(
+            "/runners",
+            get(endpoint(|st, ctx| list_runners(st, ctx, ListKind::Owned)))
+                .post(endpoint(register_legacy))
+                .delete(endpoint(delete_by_token)),
+        )
+        .route(
+            "/runners/all",
+            get(endpoint(|st, ctx| list_runners(st, ctx, ListKind::All))),
+        )
+        .route("/runners/verify", post(endpoint(verify)))
+        .route(
+            "/runners/reset_authentication_token",
+            post(endpoint(reset_by_token)),
+        )
+        .route(
+            "/runners/reset_registration_token",
+            post(endpoint(reset_instance_registration_token)),
+        )
+        .route("/runners/{id}", any(endpoint(one_runner)))
+        .route("/runners/{id}/{*rest}", any(endpoint(one_runner)))
+        .route("/user/runners", post(endpoint(create_user_runner)))
+        .route(
+            "/projects/{id}/runners",
+            get(endpoint(|st, ctx| {
+                list_runners(st, ctx, ListKind::Project(ctx.segs[1].clone()))
+            }))
+            .post(endpoint(|st, ctx| assign(st, ctx, &ctx.segs[1]))),
+        )
+        .route(
+            "/projects/{id}/runners/reset_registration_token",
+            post(endpoint(reset_project_registration_token)),
+        )
+        .route(
+            "/projects/{id}/runners/{runner_id}",
+            delete(endpoint(|st, ctx| {
+                unassign(st, ctx, &ctx.segs[1], &ctx.segs[3])
+            })),
+        )
+        .route(
+            "/groups/{id}/runners",
+            get(endpoint(|st, ctx| {
+                list_runners(st, ctx, ListKind::Group(ctx.segs[1].clone()))
+            })),
+        )
+        .route(
+            "/groups/{id}/runners/reset_registration_token",
+            post(endpoint(reset_group_registration_token)),
+        )
+        .fallback(endpoint(|_, _| Err(error(404, "404 Not Found"))))
+        .method_not_allowed_fallback(endpoint(|_, _| Err(error(404, "404 Not Found"))));
+    Router::new()
+        .nest("/api/v4", api)
+        .route(
+            "/-/emulator/{*rest}",
+            any(
+                |Extract(shared): Extract<Arc<Shared>>, method: Method, uri: Uri, body: Bytes| async move {
+                    super::control::handle(&shared, &method, uri.path(), &body)
+                },
+            ),
+        )
+        .route(
+            "/api/v3/{*rest}",
+            any(|| async { error(410, "API V3 is no longer supported. Use API V4 instead.") }),
+        )
+        .fallback(|| async { error(404, "404 Not Found") })
+        .layer(middleware::from_fn_with_state(shared.clone(), log))
+        .with_state(shared)
+}
+
+/// An endpoint: `f` answers from the state and the parsed request, after the faults (which
+/// model the network and proxies in front of GitLab) had their say.
+fn endpoint(
+    f: fn(&mut State, &Ctx) -> Reply,
+) -> impl Fn(State_, Method, Uri, HeaderMap, Bytes) -> BoxFuture<'static, Response>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |Extract(shared), method, uri, headers, body| {
+        Box::pin(async move { answer(&shared, &method, &uri, &headers, &body, f).await })
+    }
+}
+
+type State_ = Extract<Arc<Shared>>;
+
+/// Logs every request after it was answered (arrival, endpoint, status, and for a 429 the end
+/// of the wait it asked for, in seconds or as an HTTP date).
+async fn log(
+    Extract(shared): Extract<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
 ) -> Response {
     let at = std::time::SystemTime::now();
-    let shared = state.0;
-    let path = uri.path().to_string();
+    let path = req.uri().path().to_string();
     if path.starts_with("/-/emulator/") {
-        return super::control::handle(&shared, &method, &path, &body);
+        return next.run(req).await;
     }
-    let segs: Vec<String> = path
-        .trim_start_matches("/api/v4/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    let label = endpoint_label(&method, &segs);
-    let token = headers
+    let label = endpoint_label(req.method(), &segments(&path));
+    let token = req
+        .headers()
         .get("private-token")
-        .or_else(|| headers.get("authorization"))
+        .or_else(|| req.headers().get("authorization"))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start_matches("Bearer ").to_string());
-    let req = Request {
-        method: &method,
-        uri: &uri,
-        path: &path,
-        segs: &segs,
-        label: &label,
-        headers: &headers,
-        body: &body,
-    };
-    let mut resp = answer(&shared, &req).await;
+    let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     let mut retry_until = None;
     if status == 429 {
@@ -166,33 +252,27 @@ pub async fn handle(
     resp
 }
 
-/// What `handle` parsed once: the path, its decoded segments and the endpoint label.
-pub(crate) struct Request<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) uri: &'a Uri,
-    pub(crate) path: &'a str,
-    pub(crate) segs: &'a [String],
-    pub(crate) label: &'a str,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) body: &'a Bytes,
+/// The decoded segments after `/api/v4/`.
+fn segments(path: &str) -> Vec<String> {
+    path.trim_start_matches("/api/v4/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
 }
 
-pub(crate) async fn answer(shared: &Arc<Shared>, req: &Request<'_>) -> Response {
-    let Request {
-        method,
-        uri,
-        path,
-        segs,
-        label,
-        headers,
-        body,
-    } = *req;
-    if path.starts_with("/api/v3/") {
-        return error(410, "API V3 is no longer supported. Use API V4 instead.");
-    }
-    if !path.starts_with("/api/v4/") {
-        return error(404, "404 Not Found");
-    }
+pub(crate) async fn answer(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    f: fn(&mut State, &Ctx) -> Reply,
+) -> Response {
+    let path = uri.path();
+    let segs = segments(path);
+    let label = endpoint_label(method, &segs);
+    let (segs, label) = (&segs, &label);
 
     // Faults first: they model the network and proxies in front of GitLab.
     let fault = shared.take_fault(label, path);
@@ -250,7 +330,7 @@ pub(crate) async fn answer(shared: &Arc<Shared>, req: &Request<'_>) -> Response 
         headers,
         base_url: &base_url,
     };
-    let answer = route(&mut st, &ctx).unwrap_or_else(|e| e);
+    let answer = f(&mut st, &ctx).unwrap_or_else(|e| e);
     if lose_answer {
         return dropped_connection();
     }
@@ -277,106 +357,93 @@ pub(crate) struct Ctx<'a> {
     pub(crate) base_url: &'a str,
 }
 
-pub(crate) fn route(st: &mut State, ctx: &Ctx) -> Reply {
-    let segs: Vec<&str> = ctx.segs.iter().map(String::as_str).collect();
-    let m = ctx.method.clone();
-    match (m, segs.as_slice()) {
-        (Method::GET, ["version"]) => {
-            authenticate(st, ctx, ScopeKind::Other)?;
-            Ok(json_reply(
-                200,
-                json!({"version": st.settings.version, "revision": "abcdef12", "kas": {"enabled": false}, "enterprise": true}),
-            ))
-        }
-        (Method::GET, ["personal_access_tokens", "self"]) => {
-            if !st.settings.personal_access_token_self {
-                return Err(error(404, "404 Not Found"));
-            }
-            authed(st, ctx, ScopeKind::AnyScope)?;
-            let t = presented_token(ctx)
-                .and_then(|k| st.tokens.get(&k))
-                .ok_or_else(|| message(401, "401 Unauthorized"))?;
-            Ok(json_reply(
-                200,
-                json!({"id": t.id, "name": t.name, "revoked": t.revoked, "created_at": "2026-01-05T10:00:00.000Z",
-                       "description": null, "scopes": t.scopes, "user_id": t.user_id, "last_used_at": null,
-                       "active": !t.revoked && !t.expired, "expires_at": t.expires_at}),
-            ))
-        }
-        (Method::GET, ["user"]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            Ok(json_reply(
-                200,
-                json!({"id": u.id, "username": u.username, "name": u.username, "state": "active", "is_admin": u.admin}),
-            ))
-        }
-        (Method::GET, ["projects", id]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            let p = visible_project(st, &u, id)?;
-            Ok(json_reply(200, st.project_entity(&p)))
-        }
-        (Method::GET, ["groups", id]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            let g = visible_group(st, &u, id)?;
-            Ok(json_reply(200, st.group_entity(&g)))
-        }
-        (Method::GET, ["runners"]) => list_runners(st, ctx, ListKind::Owned),
-        (Method::GET, ["runners", "all"]) => list_runners(st, ctx, ListKind::All),
-        (Method::GET, ["projects", id, "runners"]) => {
-            list_runners(st, ctx, ListKind::Project(id.to_string()))
-        }
-        (Method::GET, ["groups", id, "runners"]) => {
-            list_runners(st, ctx, ListKind::Group(id.to_string()))
-        }
-        (Method::POST, ["user", "runners"]) => create_user_runner(st, ctx),
-        (Method::POST, ["runners"]) => register_legacy(st, ctx),
-        (Method::DELETE, ["runners"]) => delete_by_token(st, ctx),
-        (Method::POST, ["runners", "verify"]) => verify(st, ctx),
-        (Method::POST, ["runners", "reset_authentication_token"]) => reset_by_token(st, ctx),
-        (Method::POST, ["runners", "reset_registration_token"]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            if !st.settings.allow_runner_registration_token || !u.admin {
-                return Err(message(403, "403 Forbidden"));
-            }
-            st.settings.registration_token = random_string(20);
-            Ok(json_reply(
-                201,
-                json!({"token": st.settings.registration_token}),
-            ))
-        }
-        (Method::POST, ["projects", id, "runners", "reset_registration_token"]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            let p = visible_project(st, &u, id)?;
-            if !st.settings.allow_runner_registration_token
-                || !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer))
-            {
-                return Err(message(403, "403 Forbidden"));
-            }
-            let token = format!("GR1348941{}", random_string(20));
-            if let Some(p) = st.projects.get_mut(&p.id) {
-                p.registration_token = token.clone();
-            }
-            Ok(json_reply(201, json!({"token": token})))
-        }
-        (Method::POST, ["groups", id, "runners", "reset_registration_token"]) => {
-            let u = authed(st, ctx, ScopeKind::Other)?;
-            let g = visible_group(st, &u, id)?;
-            if !st.settings.allow_runner_registration_token
-                || !(u.admin || st.group_role(&u, g.id) == Some(Role::Owner))
-            {
-                return Err(message(403, "403 Forbidden"));
-            }
-            let token = format!("GR1348941{}", random_string(20));
-            if let Some(g) = st.groups.get_mut(&g.id) {
-                g.registration_token = token.clone();
-            }
-            Ok(json_reply(201, json!({"token": token})))
-        }
-        (Method::POST, ["projects", id, "runners"]) => assign(st, ctx, id),
-        (Method::DELETE, ["projects", id, "runners", runner_id]) => {
-            unassign(st, ctx, id, runner_id)
-        }
-        (_, ["runners", id, rest @ ..]) => runner_by_id(st, ctx, id, rest),
-        _ => Err(error(404, "404 Not Found")),
+fn version(st: &mut State, ctx: &Ctx) -> Reply {
+    authenticate(st, ctx, ScopeKind::Other)?;
+    Ok(json_reply(
+        200,
+        json!({"version": st.settings.version, "revision": "abcdef12", "kas": {"enabled": false}, "enterprise": true}),
+    ))
+}
+
+fn access_token_self(st: &mut State, ctx: &Ctx) -> Reply {
+    if !st.settings.personal_access_token_self {
+        return Err(error(404, "404 Not Found"));
     }
+    authed(st, ctx, ScopeKind::AnyScope)?;
+    let t = presented_token(ctx)
+        .and_then(|k| st.tokens.get(&k))
+        .ok_or_else(|| message(401, "401 Unauthorized"))?;
+    Ok(json_reply(
+        200,
+        json!({"id": t.id, "name": t.name, "revoked": t.revoked, "created_at": "2026-01-05T10:00:00.000Z",
+               "description": null, "scopes": t.scopes, "user_id": t.user_id, "last_used_at": null,
+               "active": !t.revoked && !t.expired, "expires_at": t.expires_at}),
+    ))
+}
+
+fn user(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    Ok(json_reply(
+        200,
+        json!({"id": u.id, "username": u.username, "name": u.username, "state": "active", "is_admin": u.admin}),
+    ))
+}
+
+fn project(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    let p = visible_project(st, &u, &ctx.segs[1])?;
+    Ok(json_reply(200, st.project_entity(&p)))
+}
+
+fn group(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    let g = visible_group(st, &u, &ctx.segs[1])?;
+    Ok(json_reply(200, st.group_entity(&g)))
+}
+
+fn one_runner(st: &mut State, ctx: &Ctx) -> Reply {
+    let rest: Vec<&str> = ctx.segs[2..].iter().map(String::as_str).collect();
+    runner_by_id(st, ctx, &ctx.segs[1], &rest)
+}
+
+fn reset_instance_registration_token(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    if !st.settings.allow_runner_registration_token || !u.admin {
+        return Err(message(403, "403 Forbidden"));
+    }
+    st.settings.registration_token = random_string(20);
+    Ok(json_reply(
+        201,
+        json!({"token": st.settings.registration_token}),
+    ))
+}
+
+fn reset_project_registration_token(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    let p = visible_project(st, &u, &ctx.segs[1])?;
+    if !st.settings.allow_runner_registration_token
+        || !(u.admin || st.project_role(&u, p.id) >= Some(Role::Maintainer))
+    {
+        return Err(message(403, "403 Forbidden"));
+    }
+    let token = format!("GR1348941{}", random_string(20));
+    if let Some(p) = st.projects.get_mut(&p.id) {
+        p.registration_token = token.clone();
+    }
+    Ok(json_reply(201, json!({"token": token})))
+}
+
+fn reset_group_registration_token(st: &mut State, ctx: &Ctx) -> Reply {
+    let u = authed(st, ctx, ScopeKind::Other)?;
+    let g = visible_group(st, &u, &ctx.segs[1])?;
+    if !st.settings.allow_runner_registration_token
+        || !(u.admin || st.group_role(&u, g.id) == Some(Role::Owner))
+    {
+        return Err(message(403, "403 Forbidden"));
+    }
+    let token = format!("GR1348941{}", random_string(20));
+    if let Some(g) = st.groups.get_mut(&g.id) {
+        g.registration_token = token.clone();
+    }
+    Ok(json_reply(201, json!({"token": token})))
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::middleware;
-use axum::routing::{any, get};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::registry::ResourceDef;
@@ -73,7 +73,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/{*rest}", any(core_request))
         .route("/apis/{group}/{version}/{*rest}", any(group_request))
         .fallback(|| async { not_found("the server could not find the requested resource") })
-        .layer(middleware::from_fn_with_state(shared.clone(), counts_and_faults))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            counts_and_faults,
+        ))
         .with_state(shared)
 }
 
@@ -226,7 +229,17 @@ async fn core_request(
 ) -> Response {
     let rest = segments(&uri, 2);
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    resource_request(&shared, &method, "", "v1", &rest, &query(&uri), &headers, &body).await
+    resource_request(
+        &shared,
+        &method,
+        "",
+        "v1",
+        &rest,
+        &query(&uri),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 /// `/apis/GROUP/VERSION/…`: resources of an API group (built-in or a CRD's).
@@ -241,7 +254,14 @@ async fn group_request(
     let rest = segments(&uri, 3);
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     resource_request(
-        &shared, &method, &group, &version, &rest, &query(&uri), &headers, &body,
+        &shared,
+        &method,
+        &group,
+        &version,
+        &rest,
+        &query(&uri),
+        &headers,
+        &body,
     )
     .await
 }
