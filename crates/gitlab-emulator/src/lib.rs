@@ -9,6 +9,7 @@ mod control;
 pub mod fixtures;
 pub mod model;
 mod server;
+mod text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
