@@ -5,13 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use kube::ResourceExt;
-
 use crate::controller::{Context, Settings, connection, runner};
 use crate::crd::{
     AccessLevel, Adopt, ConnectionKind, ConnectionRef, Runner, RunnerSpec, RunnerType, TokenSecret,
 };
-use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails, RunnerFilter};
+use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -367,13 +365,12 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
         };
         let (gl, namespace, claims) = match &args.gitlab_url {
             Some(url) => {
-                let token = std::env::var(&args.token_env)
-                    .ok()
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| format!("--gitlab-url needs the access token in the environment variable {} (set it, or name another with --token-env)", args.token_env))?;
-                let gl = GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
-                    .map_err(|e| format!("--gitlab-url: {e}"))?;
-                (std::sync::Arc::new(gl) as std::sync::Arc<dyn GitLabApi>, args.namespace.clone().unwrap_or_else(|| "default".into()), Claims::new())
+                let gl = crate::preview::gitlab_from_env(url, &args.token_env)?;
+                (
+                    std::sync::Arc::new(gl) as std::sync::Arc<dyn GitLabApi>,
+                    args.namespace.clone().unwrap_or_else(|| "default".into()),
+                    Claims::new(),
+                )
             }
             None => {
                 let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
@@ -398,13 +395,21 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
         };
         let imported = import(&*gl, &sel, &target, &claims).await?;
         for m in &imported.managed {
-            let what = if args.include_managed { "written anyway (--include-managed)" } else { "skipped (--include-managed writes it)" };
-            eprintln!("runner {} is managed by Runner {}: {what}", m.runner_id, m.by);
+            let what = if args.include_managed {
+                "written anyway (--include-managed)"
+            } else {
+                "skipped (--include-managed writes it)"
+            };
+            eprintln!(
+                "runner {} is managed by Runner {}: {what}",
+                m.runner_id, m.by
+            );
         }
         match &args.output_dir {
             None => print!("{}", to_yaml(&imported)?),
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
                 for (name, r) in &imported.manifests {
                     let path = dir.join(format!("{name}.yaml"));
                     std::fs::write(&path, document(r)?)
@@ -417,30 +422,23 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
             "{} runner(s) imported, {} managed elsewhere{}",
             imported.manifests.len(),
             imported.managed.len(),
-            if args.include_managed { "" } else { " (skipped)" }
+            if args.include_managed {
+                ""
+            } else {
+                " (skipped)"
+            }
         );
         Ok(())
     })
 }
 
-/// Runners of the cluster that recorded a GitLab runner in status (none when they cannot be
-/// listed: then only markers tell).
+/// Runners of the cluster that recorded a GitLab runner in status: `plan`'s listing, by name.
 pub async fn claims(client: &kube::Client) -> Claims {
-    let mut out = Claims::new();
-    if let Ok(list) = kube::Api::<Runner>::all(client.clone())
-        .list(&Default::default())
+    crate::preview::claims(client)
         .await
-    {
-        for r in list.items {
-            if let Some(id) = r.status.as_ref().and_then(|s| s.runner_id) {
-                out.insert(
-                    id,
-                    format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
-                );
-            }
-        }
-    }
-    out
+        .into_iter()
+        .filter_map(|(id, who)| Some((id, who.into_iter().next()?.1)))
+        .collect()
 }
 
 #[cfg(test)]

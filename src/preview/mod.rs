@@ -213,20 +213,27 @@ pub enum Source {
 /// Plans every Runner given (each with the live object of the same name, when a cluster is
 /// read). Never fails as a whole: a Runner that cannot be planned is an `error` entry.
 pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
-    let ctx = match source {
-        Source::Cluster(c) => Some(Context::new(c.clone(), Settings::default())),
-        Source::GitLab(_) => None,
+    // What each Runner is planned through: its connection in the cluster, or the one GitLab.
+    enum Access {
+        Cluster(Box<Context>),
+        GitLab(std::sync::Arc<dyn GitLabApi>),
+    }
+    let (access, claims) = match source {
+        Source::Cluster(c) => (
+            Access::Cluster(Box::new(Context::new(c.clone(), Settings::default()))),
+            claims(c).await,
+        ),
+        Source::GitLab(gl) => (Access::GitLab(gl.clone()), BTreeMap::new()),
     };
-    let claims = match source {
-        Source::Cluster(c) => claims(c).await,
-        Source::GitLab(_) => BTreeMap::new(),
+    let ctx = match &access {
+        Access::Cluster(ctx) => Some(&**ctx),
+        Access::GitLab(_) => None,
     };
     let mut out = vec![];
     for runner in runners {
         let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
-        let gl = match (source, &ctx) {
-            (Source::GitLab(gl), _) => Ok(gl.clone()),
-            (Source::Cluster(_), Some(ctx)) => connection::for_runner(
+        let gl = match &access {
+            Access::Cluster(ctx) => connection::for_runner(
                 ctx,
                 &ns,
                 runner.spec.connection_ref.kind,
@@ -234,10 +241,10 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
             )
             .await
             .map(|c| c.client),
-            (Source::Cluster(_), None) => unreachable_source(),
+            Access::GitLab(gl) => Ok(gl.clone()),
         };
         let plan = match gl {
-            Ok(gl) => one(ctx.as_ref(), &*gl, &runner, &claims).await,
+            Ok(gl) => one(ctx, &*gl, &runner, &claims).await,
             Err(e) => Err(e),
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
@@ -269,10 +276,6 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
     }
 }
 
-fn unreachable_source() -> Result<std::sync::Arc<dyn GitLabApi>, Error> {
-    Err(Error::Connection("no cluster and no --gitlab-url".into()))
-}
-
 fn empty(ns: &str, name: &str) -> RunnerPlan {
     RunnerPlan {
         namespace: ns.into(),
@@ -287,10 +290,10 @@ fn empty(ns: &str, name: &str) -> RunnerPlan {
     }
 }
 
-/// GitLab runner id → (uid, namespace/name) of each Runner in the cluster that recorded it.
-async fn claims(client: &kube::Client) -> BTreeMap<i64, Vec<(String, String)>> {
+/// GitLab runner id → (uid, namespace/name) of each Runner in the cluster that recorded it in
+/// status (none when Runners cannot be listed in every namespace: then only markers tell).
+pub async fn claims(client: &kube::Client) -> BTreeMap<i64, Vec<(String, String)>> {
     let mut out: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
-    // Not allowed to list every namespace: claims are then checked through markers only.
     if let Ok(list) = Api::<Runner>::all(client.clone())
         .list(&Default::default())
         .await
@@ -305,6 +308,21 @@ async fn claims(client: &kube::Client) -> BTreeMap<i64, Vec<(String, String)>> {
         }
     }
     out
+}
+
+/// A client for `--gitlab-url`, its token read from the environment variable `var` (never a
+/// flag value, so it stays out of shell history).
+pub fn gitlab_from_env(url: &str, var: &str) -> Result<GitLabClient, String> {
+    let token = std::env::var(var)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "--gitlab-url needs the access token in the environment variable {var} (set it, or name another with --token-env)"
+            )
+        })?;
+    GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
+        .map_err(|e| format!("--gitlab-url: {e}"))
 }
 
 async fn one(
@@ -376,10 +394,7 @@ async fn one(
                         RunnerType::InstanceType => None,
                     },
                     recreated,
-                    fields: fields(plan::field_changes(None, &attrs.all()))
-                        .into_iter()
-                        .map(|f| Field { before: None, ..f })
-                        .collect(),
+                    fields: fields(plan::field_changes(None, &attrs.all())),
                 });
             }
             Step::Adopt(id) => {
@@ -558,17 +573,7 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
         }
         let (source, runners) = match &args.gitlab_url {
             Some(url) => {
-                let token = std::env::var(&args.token_env)
-                    .ok()
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| {
-                        format!(
-                            "--gitlab-url needs the access token in the environment variable {} (set it, or name another with --token-env)",
-                            args.token_env
-                        )
-                    })?;
-                let gl = GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
-                    .map_err(|e| format!("--gitlab-url: {e}"))?;
+                let gl = gitlab_from_env(url, &args.token_env)?;
                 let runners = input::with_namespace(from_files, args.namespace.as_deref());
                 (Source::GitLab(std::sync::Arc::new(gl)), runners)
             }
@@ -582,8 +587,11 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
                         .namespace
                         .clone()
                         .unwrap_or_else(|| client.default_namespace().to_string());
-                    input::with_live(&client, input::with_namespace(from_files, Some(&default_ns)))
-                        .await?
+                    input::with_live(
+                        &client,
+                        input::with_namespace(from_files, Some(&default_ns)),
+                    )
+                    .await?
                 };
                 (Source::Cluster(client), runners)
             }

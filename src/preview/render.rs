@@ -14,14 +14,7 @@ pub fn to_output(doc: &PlanDocument, yaml: bool) -> Result<String, String> {
 }
 
 fn field(f: &Field) -> String {
-    crate::controller::plan::FieldChange {
-        field: "",
-        before: f.before.clone(),
-        after: f.after.clone(),
-    }
-    .text()
-    .trim_start_matches(": ")
-    .to_string()
+    crate::controller::plan::before_after(f.before.as_ref(), &f.after)
 }
 
 fn project(id: i64, path: &Option<String>) -> String {
@@ -65,11 +58,7 @@ fn runner_text(p: &RunnerPlan, out: &mut String) {
                     out.push_str(&format!(
                         "      {}: {}\n",
                         f.field,
-                        field(&Field {
-                            before: None,
-                            ..f.clone()
-                        })
-                        .trim_start_matches("? → ")
+                        crate::controller::plan::shown(&f.after)
                     ));
                 }
             }

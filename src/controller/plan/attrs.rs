@@ -82,9 +82,22 @@ pub struct FieldChange {
 impl FieldChange {
     /// `field: before → after`, long texts shortened.
     pub fn text(&self) -> String {
-        let before = self.before.as_ref().map_or("?".to_string(), show);
-        format!("{}: {before} → {}", self.field, show(&self.after))
+        format!(
+            "{}: {}",
+            self.field,
+            before_after(self.before.as_ref(), &self.after)
+        )
     }
+}
+
+/// `before → after` as people read it (`?` when not known, long texts shortened).
+pub fn before_after(before: Option<&serde_json::Value>, after: &serde_json::Value) -> String {
+    format!("{} → {}", before.map_or("?".to_string(), show), show(after))
+}
+
+/// One value as people read it (`none` for null, long texts shortened, lists sorted).
+pub fn shown(v: &serde_json::Value) -> String {
+    show(v)
 }
 
 fn show(v: &serde_json::Value) -> String {
