@@ -53,6 +53,9 @@ pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Family<ResultLabels, Histogram>,
+    /// Passes that did not check GitLab (nothing changed and no check due; or a periodic
+    /// check stepped aside for new work).
+    pub passes_skipped: Family<ResultLabels, Counter>,
     pub gitlab_requests: Family<RequestLabels, Counter>,
     pub gitlab_request_duration: Family<EndpointLabels, Histogram>,
     pub rate_limit_waits: Counter,
@@ -77,6 +80,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("runner_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
+        let passes_skipped = Family::<ResultLabels, Counter>::default();
         let reconcile_duration = Family::<ResultLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -100,6 +104,11 @@ impl Default for Metrics {
             "reconciles",
             "Runner reconciles by result",
             reconciles.clone(),
+        );
+        registry.register(
+            "passes_skipped",
+            "Runner reconciles that did not check GitLab: unchanged since the last check (not due), or deferred (a periodic check stepping aside for queued work)",
+            passes_skipped.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -152,6 +161,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             reconciles,
+            passes_skipped,
             reconcile_duration,
             gitlab_requests,
             gitlab_request_duration,
@@ -168,6 +178,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn pass_skipped(&self, why: &str) {
+        self.passes_skipped
+            .get_or_create(&ResultLabels { result: why.into() })
+            .inc();
+    }
+
     pub fn reconciled(&self, result: &str, took: Duration) {
         let l = ResultLabels {
             result: result.into(),

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::access_token;
+use super::caches::Cached;
 use super::context::Context;
 use super::error::Error;
 use crate::crd::{
@@ -27,6 +28,8 @@ pub struct Resolved {
     pub client: Arc<dyn GitLabApi>,
     pub url: String,
     pub key: String,
+    /// The connection's rate limiter (periodic checks step aside when it is busy).
+    pub limiter: Option<Arc<crate::gitlab::RateLimiter>>,
 }
 
 async fn secret_value(
@@ -134,30 +137,59 @@ async fn build(
         if let Some((fp, client)) = cache.get(&key)
             && *fp == fingerprint
         {
+            let limiter = ctx
+                .limiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
             return Ok(Resolved {
                 client: client.clone(),
                 url: url.to_string(),
                 key,
+                limiter,
             });
         }
     }
+    // Each connection keeps its own rate (and its queue across rebuilds); a 429 holds back
+    // every connection using the same GitLab and token.
+    let pause = ctx
+        .gates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(format!(
+            "{}|{}",
+            url.trim_end_matches('/'),
+            super::secret::token_hash(&token)
+        ))
+        .or_default()
+        .clone();
     let gate = {
-        let mut gates = ctx.gates.lock().unwrap_or_else(|p| p.into_inner());
-        let gate = gates
-            .entry(format!(
-                "{}|{}",
-                url.trim_end_matches('/'),
-                super::secret::token_hash(&token)
-            ))
-            .or_insert_with(|| Arc::new(crate::gitlab::RateLimiter::new(rps, burst)))
+        let mut limiters = ctx.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let limiter = limiters
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(crate::gitlab::RateLimiter::with_gate(
+                    rps,
+                    burst,
+                    pause.clone(),
+                ))
+            })
             .clone();
-        gate.reconfigure(rps, burst);
-        gate
+        if !limiter.shares(&pause) {
+            // The token or URL changed: a fresh limiter on the new gate.
+            let fresh = Arc::new(crate::gitlab::RateLimiter::with_gate(rps, burst, pause));
+            limiters.insert(key.clone(), fresh.clone());
+            fresh
+        } else {
+            limiter.reconfigure(rps, burst);
+            limiter
+        }
     };
     let mut config = ClientConfig::new(url, SecretString::from(token));
     config.requests_per_second = rps;
     config.burst = burst;
-    config.limiter = Some(gate);
+    config.limiter = Some(gate.clone());
     config.timeout = timeout;
     config.ca_bundle_pem = ca.map(String::into_bytes);
     config.insecure_skip_tls_verify = settings.insecure_skip_tls_verify.unwrap_or(false);
@@ -176,10 +208,13 @@ async fn build(
         client,
         url: url.to_string(),
         key,
+        limiter: Some(gate),
     })
 }
 
-/// The connection a Runner in `ns` refers to, if it may use it.
+/// The connection a Runner in `ns` refers to, if it may use it. Read from the connection
+/// controller's cache where there is one; its token is read again only when the connection
+/// changed since this process last resolved it (the connection's own checks re-read it).
 pub async fn for_runner(
     ctx: &Context,
     ns: &str,
@@ -188,45 +223,95 @@ pub async fn for_runner(
 ) -> Result<Resolved, Error> {
     match kind {
         ConnectionKind::GitLabConnection => {
-            let conn = Api::<GitLabConnection>::namespaced(ctx.client.clone(), ns)
-                .get_opt(name)
-                .await
-                .map_err(Error::kube(format!("reading GitLabConnection {ns}/{name}")))?
-                .ok_or_else(|| Error::Connection(format!("GitLabConnection {ns}/{name} does not exist: create it, or point spec.connectionRef at an existing one")))?;
-            let s = &conn.spec;
-            let key = format!("GitLabConnection/{ns}/{name}");
-            build(
-                ctx,
-                key,
-                &s.url,
-                (
-                    ns,
-                    &s.token_secret_ref.name,
-                    s.token_secret_ref.key.as_deref().unwrap_or("token"),
-                ),
-                &s.client,
-                ns,
-            )
-            .await
+            let conn = match ctx.caches.connection(ns, name).await {
+                Cached::Found(c) => c,
+                Cached::NoCache => Api::<GitLabConnection>::namespaced(ctx.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::kube(format!("reading GitLabConnection {ns}/{name}")))?
+                    .map(Arc::new),
+            }
+            .ok_or_else(|| Error::Connection(format!("GitLabConnection {ns}/{name} does not exist: create it, or point spec.connectionRef at an existing one")))?;
+            if let Some(r) = reuse(ctx, &namespaced_key(&conn), &*conn) {
+                return Ok(r);
+            }
+            resolve_namespaced(ctx, &conn).await
         }
         ConnectionKind::ClusterGitLabConnection => {
-            let conn = Api::<ClusterGitLabConnection>::all(ctx.client.clone())
-                .get_opt(name)
-                .await
-                .map_err(Error::kube(format!(
-                    "reading ClusterGitLabConnection {name}"
-                )))?
-                .ok_or_else(|| {
-                    Error::Connection(format!("ClusterGitLabConnection {name} does not exist"))
-                })?;
+            let conn = match ctx.caches.cluster_connection(name).await {
+                Cached::Found(c) => c,
+                Cached::NoCache => Api::<ClusterGitLabConnection>::all(ctx.client.clone())
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::kube(format!(
+                        "reading ClusterGitLabConnection {name}"
+                    )))?
+                    .map(Arc::new),
+            }
+            .ok_or_else(|| {
+                Error::Connection(format!("ClusterGitLabConnection {name} does not exist"))
+            })?;
             if !namespace_allowed(ctx, &conn, ns).await? {
                 return Err(Error::NotAllowed(format!(
                     "ClusterGitLabConnection {name} does not allow namespace {ns}: add it to the connection's spec.allowedNamespaces (names, or a label its namespace selector matches), or use another connection; nothing was done in GitLab"
                 )));
             }
+            if let Some(r) = reuse(ctx, &cluster_key(&conn), &*conn) {
+                return Ok(r);
+            }
             resolve_cluster(ctx, &conn).await
         }
     }
+}
+
+pub(crate) fn namespaced_key(conn: &GitLabConnection) -> String {
+    format!(
+        "GitLabConnection/{}/{}",
+        conn.namespace().unwrap_or_default(),
+        conn.name_any()
+    )
+}
+
+pub(crate) fn cluster_key(conn: &ClusterGitLabConnection) -> String {
+    format!("ClusterGitLabConnection/{}", conn.name_any())
+}
+
+/// The client resolved for this very version of the connection, if any.
+fn reuse<K: kube::Resource>(ctx: &Context, key: &str, conn: &K) -> Option<Resolved> {
+    let version = conn.meta().resource_version.as_deref()?;
+    let resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
+    resolved
+        .get(key)
+        .filter(|(v, _)| v == version)
+        .map(|(_, r)| r.clone())
+}
+
+fn remember<K: kube::Resource>(ctx: &Context, conn: &K, r: &Result<Resolved, Error>) {
+    let mut resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
+    if let (Ok(r), Some(v)) = (r, conn.meta().resource_version.clone()) {
+        resolved.insert(r.key.clone(), (v, r.clone()));
+    }
+}
+
+/// Resolves a namespaced connection: reads its token (and CA) and builds or reuses its client.
+async fn resolve_namespaced(ctx: &Context, conn: &GitLabConnection) -> Result<Resolved, Error> {
+    let s = &conn.spec;
+    let ns = conn.namespace().unwrap_or_default();
+    let r = build(
+        ctx,
+        namespaced_key(conn),
+        &s.url,
+        (
+            &ns,
+            &s.token_secret_ref.name,
+            s.token_secret_ref.key.as_deref().unwrap_or("token"),
+        ),
+        &s.client,
+        &ns,
+    )
+    .await;
+    remember(ctx, conn, &r);
+    r
 }
 
 async fn namespace_allowed(
@@ -471,13 +556,7 @@ pub async fn reconcile_namespaced(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
-    let resolved = for_runner(
-        &ctx,
-        &ns,
-        ConnectionKind::GitLabConnection,
-        &conn.name_any(),
-    )
-    .await;
+    let resolved = resolve_namespaced(&ctx, &conn).await;
     let api = Api::<GitLabConnection>::namespaced(ctx.client.clone(), &ns);
     check_and_report(
         &ctx,
@@ -515,10 +594,9 @@ async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Resul
         .namespace
         .clone()
         .unwrap_or_else(|| ctx.settings.namespace.clone());
-    let key = format!("ClusterGitLabConnection/{}", conn.name_any());
-    build(
+    let r = build(
         ctx,
-        key,
+        cluster_key(conn),
         &s.url,
         (
             &token_ns,
@@ -528,7 +606,9 @@ async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Resul
         &s.client,
         &token_ns,
     )
-    .await
+    .await;
+    remember(ctx, conn, &r);
+    r
 }
 
 #[cfg(test)]

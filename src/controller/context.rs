@@ -90,9 +90,6 @@ pub type Client = Arc<dyn GitLabApi>;
 /// Wraps every GitLab client the context builds (tests: faults, "fail after the n-th write").
 pub type GitLabLayer = Arc<dyn Fn(Arc<dyn GitLabApi>) -> Arc<dyn GitLabApi> + Send + Sync>;
 
-/// A controller's cache of Runners.
-pub(crate) type RunnerStore = kube::runtime::reflector::Store<kube::core::DeserializeGuard<Runner>>;
-
 /// Connection key, "project" or "group", path.
 pub type PathKey = (String, &'static str, String);
 
@@ -102,10 +99,15 @@ pub struct Context {
     pub settings: Settings,
     /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
     pub gitlab: Mutex<HashMap<String, (String, Client)>>,
-    /// One rate limiter per GitLab and access token (key: URL and token hash), shared by every
-    /// connection and client using them and kept across client rebuilds: GitLab limits per
-    /// user, and after a 429 nothing may reach it before Retry-After.
-    pub gates: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
+    /// Each connection as last resolved, by the connection's resourceVersion: Runner passes
+    /// reuse it without reading the token Secret again.
+    pub(crate) resolved: Mutex<HashMap<String, (String, super::connection::Resolved)>>,
+    /// One 429 pause per GitLab and access token (key: URL and token hash), shared by every
+    /// connection using them: GitLab limits per user, and after a 429 nothing may reach it
+    /// before Retry-After.
+    pub gates: Mutex<HashMap<String, Arc<crate::gitlab::PauseGate>>>,
+    /// One rate limiter per connection (its own rateLimit), kept across client rebuilds.
+    pub limiters: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
     /// GitLab runner id → uid its marker names (None: no marker), as first read. A marker is
     /// set when the runner is created and never changes hands afterwards, so the search for a
     /// runner lost mid-create reads each candidate's note once per process.
@@ -121,9 +123,10 @@ pub struct Context {
     path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last read each Runner's managers (key: uid).
     pub managers_checked: Mutex<HashMap<String, tokio::time::Instant>>,
-    /// The Runner caches of the running controllers (one per watched scope): who claims which
-    /// GitLab runner, without a request.
-    pub(crate) runner_stores: Mutex<Vec<RunnerStore>>,
+    /// The running controllers' caches (none in `plan` and `import`).
+    pub caches: super::caches::Caches,
+    /// What this process last wrote and checked per Runner.
+    pub recent: super::recent::Recent,
     /// Put around each connection's client; None in production.
     pub gitlab_layer: Option<GitLabLayer>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -146,14 +149,17 @@ impl Context {
             recorder,
             settings,
             gitlab: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
             invalid_reported: Mutex::new(Default::default()),
             marker_owners: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             managers_checked: Mutex::new(HashMap::new()),
             paths: Mutex::new(HashMap::new()),
             path_locks: Mutex::new(HashMap::new()),
-            runner_stores: Mutex::new(vec![]),
+            caches: Default::default(),
+            recent: Default::default(),
             gitlab_layer: None,
             metrics: Arc::default(),
             clock: Arc::new(super::clock::SystemClock),
@@ -164,8 +170,7 @@ impl Context {
     /// know it: `(namespace, name)`.
     pub fn claimant(&self, id: i64, uid: &str) -> Option<(String, String)> {
         use kube::{Resource, ResourceExt};
-        let stores = self.runner_stores.lock().unwrap_or_else(|p| p.into_inner());
-        stores.iter().flat_map(|s| s.state()).find_map(|g| {
+        self.caches.runners().into_iter().find_map(|g| {
             let r = g.0.as_ref().ok()?;
             (r.uid().as_deref() != Some(uid)
                 && r.meta().deletion_timestamp.is_none()
@@ -246,6 +251,14 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, object).await {
             tracing::warn!(error = %e, reason, "could not publish an event");
         }
+    }
+
+    /// Forgets how a connection was resolved (its token or CA Secret changed).
+    pub fn forget_resolved(&self, conn: &str) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(conn);
     }
 
     /// Forgets a connection's resolved paths (GitLab said a project or group is gone).

@@ -1,6 +1,7 @@
 //! The controllers: Runners (observe, plan, act, report) and connections (live checks).
 
 pub mod access_token;
+pub mod caches;
 pub mod clock;
 pub mod connection;
 pub mod consumers;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod managers;
 pub mod plan;
 pub mod reasons;
+pub mod recent;
 pub mod runner;
 pub mod secret;
 
@@ -21,7 +23,8 @@ use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 pub use context::{ConsumerRestarts, Context, Settings};
@@ -57,10 +60,12 @@ pub async fn run(
         watcher::Config::default(),
     );
     let cluster_store = cluster_controller.store();
+    ctx.caches.set_cluster_connections(cluster_store.clone());
     // Cluster-wide releases may list Secrets everywhere: re-check a connection as soon as its
     // token or CA Secret changes. (Namespaced releases rely on the periodic check.)
     let cluster_controller = if options.namespaces.is_empty() {
         let operator_ns = ctx.settings.namespace.clone();
+        let ctx_c = ctx.clone();
         cluster_controller.watches(
             Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
             watcher::Config::default(),
@@ -84,7 +89,12 @@ pub async fn run(
                                     .as_ref()
                                     .is_some_and(|r| r.name == name))
                     })
-                    .map(|c| ObjectRef::from_obj(&*c))
+                    .map(|c| {
+                        // Runner passes read the token again instead of reusing the client.
+                        ctx_c.forget_resolved(&connection::cluster_key(&c));
+                        ObjectRef::from_obj(&*c)
+                    })
+                    .collect::<Vec<_>>()
             },
         )
     } else {
@@ -137,7 +147,7 @@ async fn run_scope(
     if let Some(sel) = &options.label_selector {
         runner_cfg = runner_cfg.labels(sel);
     }
-    let secrets: Api<Secret> = match &namespace {
+    let secrets: Api<PartialObjectMeta<Secret>> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -146,22 +156,47 @@ async fn run_scope(
         secret::LABEL_MANAGED_BY,
         secret::MANAGED_BY
     ));
-    let controller = Controller::new(runners, runner_cfg)
+    // The caches keep no managedFields or last-applied copies (most of a Runner's bytes).
+    let (store, runner_writer) = reflector::store();
+    let runner_stream = reflector(
+        runner_writer,
+        watcher(runners, runner_cfg).default_backoff().modify(
+            |g: &mut DeserializeGuard<Runner>| {
+                if let Ok(r) = g.0.as_mut() {
+                    caches::slim(r);
+                }
+            },
+        ),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(runner_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(options.concurrency));
-    let store = controller.store();
     let store2 = store.clone();
-    ctx.runner_stores
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(store.clone());
-    let conns: Api<GitLabConnection> = match &namespace {
+    // Owned token Secrets: metadata only, kept in a store the passes read instead of the API.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_stream = reflector(
+        secret_writer,
+        watcher(secrets, secret_cfg)
+            .default_backoff()
+            .modify(caches::slim),
+    )
+    .touched_objects();
+    let conn_api: Api<GitLabConnection> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let conn_controller = Controller::new(conn_api.clone(), watcher::Config::default());
+    let conn_store = conn_controller.store();
+    ctx.caches.add_scope(caches::Scope {
+        namespace: namespace.clone(),
+        runners: store.clone(),
+        connections: conn_store.clone(),
+        token_secrets: secret_store,
+    });
     let runner_loop = controller
-        .owns(secrets, secret_cfg)
+        .owns_stream(secret_stream)
         .watches(
-            conns,
+            conn_api,
             watcher::Config::default(),
             move |conn: GitLabConnection| {
                 let ns = conn.namespace();
@@ -203,17 +238,12 @@ async fn run_scope(
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let conn_api: Api<GitLabConnection> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let conn_controller = Controller::new(conn_api, watcher::Config::default());
-    let conn_store = conn_controller.store();
     // Metadata only: an Api of PartialObjectMeta makes kube ask for metadata, never data.
     let secrets_meta: Api<PartialObjectMeta<Secret>> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let ctx_n = ctx.clone();
     let conn_loop = conn_controller
         // A connection's token or CA Secret changed or vanished: re-check it now, not at the
         // next resync (metadata only; the token is read when the check runs).
@@ -234,7 +264,12 @@ async fn run_scope(
                                     .as_ref()
                                     .is_some_and(|r| r.name == name))
                     })
-                    .map(|c| ObjectRef::from_obj(&*c))
+                    .map(|c| {
+                        // Runner passes read the token again instead of reusing the client.
+                        ctx_n.forget_resolved(&connection::namespaced_key(&c));
+                        ObjectRef::from_obj(&*c)
+                    })
+                    .collect::<Vec<_>>()
             },
         )
         .graceful_shutdown_on(shutdown.clone())

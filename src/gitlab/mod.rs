@@ -10,5 +10,5 @@ pub mod types;
 pub use api::GitLabApi;
 pub use client::{ClientConfig, GitLabClient, RetryPolicy};
 pub use error::{GitLabError, Refusal};
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{PauseGate, RateLimiter};
 pub use types::*;

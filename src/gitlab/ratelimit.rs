@@ -1,8 +1,9 @@
 //! A per-connection rate limit (governor's GCRA) with a gate on top that holds every caller back
-//! after a 429 until GitLab's deadline.
+//! after a 429 until GitLab's deadline. The gate is shared by every connection using the same
+//! GitLab and token (GitLab limits per user); each connection keeps its own rate.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,18 +27,25 @@ impl Clock for TokioClock {
 type Bucket =
     governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
-/// The rate limit shared by all callers of one GitLab connection (and token).
+/// After a 429: nothing leaves before this (shared per GitLab and token).
+#[derive(Debug, Default)]
+pub struct PauseGate {
+    until: Mutex<Option<Instant>>,
+}
+
+/// The rate limit shared by all callers of one GitLab connection.
 #[derive(Debug)]
 pub struct RateLimiter {
     /// Replaced when the connection's rateLimit is edited.
-    bucket: Mutex<(Arc<Bucket>, NonZeroU32)>,
-    /// After a 429: nothing leaves before this.
-    paused_until: Mutex<Option<Instant>>,
+    bucket: Mutex<(Arc<Bucket>, NonZeroU32, f64)>,
+    paused_until: Arc<PauseGate>,
+    /// Callers waiting for a slot right now.
+    waiting: AtomicUsize,
     waits: AtomicU64,
     waited_micros: AtomicU64,
 }
 
-fn bucket(rate: f64, burst: u32) -> (Arc<Bucket>, NonZeroU32) {
+fn bucket(rate: f64, burst: u32) -> (Arc<Bucket>, NonZeroU32, f64) {
     let rate = if rate.is_finite() && rate > 0.0 {
         rate
     } else {
@@ -51,15 +59,22 @@ fn bucket(rate: f64, burst: u32) -> (Arc<Bucket>, NonZeroU32) {
     (
         Arc::new(Bucket::direct_with_clock(quota, TokioClock)),
         burst,
+        rate,
     )
 }
 
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Self {
+        Self::with_gate(rate, burst, Arc::default())
+    }
+
+    /// A limiter whose 429 pauses `gate` shares with other limiters (same GitLab and token).
+    pub fn with_gate(rate: f64, burst: u32, gate: Arc<PauseGate>) -> Self {
         RateLimiter {
             bucket: Mutex::new(bucket(rate, burst)),
-            paused_until: Mutex::new(None),
+            paused_until: gate,
+            waiting: AtomicUsize::new(0),
             waits: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
         }
@@ -69,9 +84,14 @@ impl RateLimiter {
     /// for its slot holds that caller back too: nothing leaves before the pause ends.
     pub async fn acquire(&self) -> Duration {
         let start = Instant::now();
+        let mut counted = false;
         loop {
             let pause = self.paused_for(Instant::now());
             if !pause.is_zero() {
+                if !counted {
+                    counted = true;
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                }
                 tokio::time::sleep(pause).await;
                 continue;
             }
@@ -84,9 +104,16 @@ impl RateLimiter {
             match bucket.check() {
                 Ok(()) => break,
                 Err(not_until) => {
+                    if !counted {
+                        counted = true;
+                        self.waiting.fetch_add(1, Ordering::Relaxed);
+                    }
                     tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
                 }
             }
+        }
+        if counted {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
         let waited = start.elapsed();
         if !waited.is_zero() {
@@ -99,7 +126,12 @@ impl RateLimiter {
 
     /// What is left of a 429 pause at `now`.
     fn paused_for(&self, now: Instant) -> Duration {
-        match *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) {
+        match *self
+            .paused_until
+            .until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             Some(until) if until > now => until - now,
             _ => Duration::ZERO,
         }
@@ -115,13 +147,17 @@ impl RateLimiter {
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
         {
-            let mut p = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self
+                .paused_until
+                .until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if p.is_some_and(|u| u >= until) {
                 return;
             }
             *p = Some(until);
         }
-        let (bucket, burst) = self
+        let (bucket, burst, _) = self
             .bucket
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -131,6 +167,24 @@ impl RateLimiter {
                 break;
             }
         }
+    }
+
+    /// How long a new caller would wait at least, when callers are queued or a 429 holds
+    /// everyone back; None when the limiter has room. Periodic checks use it to step aside
+    /// for new work.
+    pub fn backlog(&self) -> Option<Duration> {
+        let pause = self.paused_for(Instant::now());
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        if pause.is_zero() && waiting == 0 {
+            return None;
+        }
+        let rate = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).2;
+        Some(pause + Duration::from_secs_f64(waiting as f64 / rate))
+    }
+
+    /// Whether this limiter's 429 pauses go through `gate`.
+    pub fn shares(&self, gate: &Arc<PauseGate>) -> bool {
+        Arc::ptr_eq(&self.paused_until, gate)
     }
 
     /// Whether a 429 currently holds every caller back.
@@ -178,6 +232,31 @@ mod tests {
         limiter.pause_for(Duration::from_secs(5)); // a 429 arrives meanwhile
         let went = waiting.await.unwrap();
         assert!(went >= start + Duration::from_secs(5), "{:?}", went - start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_is_shared_through_the_gate_but_rates_are_not() {
+        let gate = Arc::new(PauseGate::default());
+        let slow = Arc::new(RateLimiter::with_gate(1.0, 1, gate.clone()));
+        let fast = RateLimiter::with_gate(1000.0, 100, gate);
+        slow.acquire().await;
+        // The slow connection's queue does not slow the fast one.
+        let l = slow.clone();
+        let queued = tokio::spawn(async move { l.acquire().await });
+        tokio::task::yield_now().await;
+        assert!(slow.backlog().is_some());
+        let start = Instant::now();
+        for _ in 0..50 {
+            fast.acquire().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(100));
+        assert!(fast.backlog().is_none());
+        // A 429 on one holds the other back.
+        slow.pause_for(Duration::from_secs(3));
+        let start = Instant::now();
+        fast.acquire().await;
+        assert!(start.elapsed() >= Duration::from_secs(3));
+        queued.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

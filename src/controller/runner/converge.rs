@@ -6,7 +6,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::error::Error;
 use crate::controller::plan::{self, Desired, GitLabState, Reason, SecretState, Step};
-use crate::controller::{consumers, secret};
+use crate::controller::{caches, consumers, secret};
 use crate::crd::Runner;
 
 use super::*;
@@ -40,26 +40,11 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     .into(),
         });
     }
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let drift_possible =
         runner.status.as_ref().and_then(|s| s.observed_generation) == runner.meta().generation;
     for _round in 0..4 {
-        let secret_obj = secrets
-            .get_opt(&runner.token_secret_name())
-            .await
-            .map_err(Error::kube("reading the token Secret"))?;
-        let secret_state = secret::observe(
-            secret_obj.as_ref(),
-            runner,
-            pass.status.token_hash.as_deref(),
-        );
-        let known_id = pass.status.runner_id.or_else(|| {
-            secret_obj
-                .as_ref()
-                .filter(|_| secret_state != SecretState::Foreign)
-                .and_then(secret::runner_id)
-        });
+        let (secret_state, id_in_secret) = observe_secret(pass).await?;
+        let known_id = pass.status.runner_id.or(id_in_secret);
         let recorded = pass.status.runner_id;
         let gitlab = match known_id {
             Some(id) => match fetch(pass.gl(), id).await? {
@@ -237,6 +222,47 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         "GitLab did not reach the spec after four rounds of changes (another writer may be undoing them); retrying".into(),
     ));
     Ok(())
+}
+
+/// The token Secret: from the cache when it is the version this process wrote or checked and
+/// status names the same token, else read (the token itself is read only then). Also the
+/// runner id it records, when status lost it.
+pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Option<i64>), Error> {
+    let (ctx, runner) = (pass.ctx, pass.runner);
+    let (ns, name) = (
+        runner.namespace().unwrap_or_default(),
+        runner.token_secret_name(),
+    );
+    let uid = runner.uid().unwrap_or_default();
+    let known = ctx.recent.secret_version(&uid);
+    if let (caches::Cached::Found(Some(meta)), Some((version, hash))) =
+        (ctx.caches.token_secret(&ns, &name).await, &known)
+        && meta.resource_version().as_ref() == Some(version)
+        && pass.status.token_hash.as_ref() == Some(hash)
+        && pass.status.runner_id.is_some()
+    {
+        return Ok((SecretState::Valid, None));
+    }
+    let secret_obj = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("reading the token Secret"))?;
+    let state = secret::observe(
+        secret_obj.as_ref(),
+        runner,
+        pass.status.token_hash.as_deref(),
+    );
+    let version = secret_obj
+        .as_ref()
+        .and_then(|s| s.resource_version())
+        .zip(pass.status.token_hash.clone())
+        .filter(|_| state == SecretState::Valid);
+    ctx.recent.set_secret_version(&uid, version);
+    let id = secret_obj
+        .as_ref()
+        .filter(|_| state != SecretState::Foreign)
+        .and_then(secret::runner_id);
+    Ok((state, id))
 }
 
 pub(crate) async fn adopt(

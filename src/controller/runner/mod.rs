@@ -193,11 +193,16 @@ pub(crate) async fn warn_event(ctx: &Context, runner: &Runner, e: &Error) {
 }
 
 /// The Runner as the API server has it now: the watch cache can lag behind our own status
-/// writes, and acting on a stale status would redo work (a second reset, a lost runner id).
+/// writes, and acting on a stale status would redo work (a second reset, a lost runner id). The
+/// copy our last write returned stands in for the cache until the cache catches up; only a
+/// server whose resourceVersions cannot be ordered costs a read.
 pub(crate) async fn fresh(
     runner: Arc<Runner>,
     ctx: &Context,
 ) -> Result<Option<Arc<Runner>>, Error> {
+    if let Some(newest) = ctx.recent.newest(runner.clone()) {
+        return Ok(Some(newest));
+    }
     let api: Api<Runner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let latest = api

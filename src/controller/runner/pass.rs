@@ -100,13 +100,20 @@ impl Pass<'_> {
             self.ctx.client.clone(),
             &self.runner.namespace().unwrap_or_default(),
         );
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&s),
-        )
-        .await
-        .map_err(Error::kube(format!("writing the token Secret {name}")))?;
+        let written = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&s),
+            )
+            .await
+            .map_err(Error::kube(format!("writing the token Secret {name}")))?;
+        self.ctx.recent.set_secret_version(
+            &self.runner.uid().unwrap_or_default(),
+            written
+                .resource_version()
+                .map(|v| (v, secret::token_hash(token.expose_secret()))),
+        );
         self.status.token_secret_name = Some(name);
         self.status.token_hash = Some(secret::token_hash(token.expose_secret()));
         self.status.token_issued_at = Some(issued);

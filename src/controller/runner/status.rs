@@ -16,6 +16,7 @@ use crate::controller::consumers;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::plan::{self};
+use crate::controller::recent;
 use crate::crd::{self, READY, Runner, RunnerStatus, condition, set_condition};
 
 use super::*;
@@ -26,7 +27,12 @@ pub(crate) async fn write_status(
     runner: &Runner,
     status: &RunnerStatus,
 ) -> Result<(), Error> {
-    if let Some(old) = &runner.status {
+    // Compared with what the server has: our last write in this pass, if any.
+    let last = ctx
+        .recent
+        .written_status(&runner.uid().unwrap_or_default())
+        .or_else(|| runner.status.clone());
+    if let Some(old) = &last {
         let mut a = old.clone();
         let mut b = status.clone();
         let same_conditions = crd::same_ignoring_time(&a.conditions, &b.conditions);
@@ -39,13 +45,15 @@ pub(crate) async fn write_status(
     let api: Api<Runner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
-    api.patch_status(
-        &runner.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube("writing the Runner status"))?;
+    let written = api
+        .patch_status(
+            &runner.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(Error::kube("writing the Runner status"))?;
+    ctx.recent.wrote(written);
     Ok(())
 }
 
@@ -53,6 +61,144 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
     let Some(runner) = fresh(runner, &ctx).await? else {
         return Ok(Action::await_change());
     };
+    let uid = runner.uid().unwrap_or_default();
+    // Without caches (none in `plan`) every pass checks.
+    let inputs = gate_inputs(&ctx, &runner).await;
+    let mut periodic = false;
+    if let Some((conn_generation, secret_version)) = &inputs {
+        let fp = recent::fingerprint(&runner, *conn_generation, secret_version.as_deref());
+        let first = settled(&runner, secret_version.is_some())
+            .then(|| first_check(&ctx, &runner, &uid))
+            .flatten();
+        let now = ctx.clock.now();
+        match recent::gate(ctx.recent.memo(&uid), fp, now, first) {
+            recent::Gate::Wait(wait) => {
+                if ctx.recent.memo(&uid).is_none() {
+                    ctx.recent.set_memo(
+                        &uid,
+                        Some(recent::Memo {
+                            fingerprint: fp,
+                            due: now + wait,
+                        }),
+                    );
+                }
+                ctx.metrics.pass_skipped("unchanged");
+                return Ok(Action::requeue(wait));
+            }
+            recent::Gate::Run { periodic: p } => periodic = p,
+        }
+    }
+    let outcome = checked(&ctx, &runner, periodic).await;
+    match (&outcome, &inputs) {
+        (Ok(Checked::Done(wait)), Some((conn_generation, cached_secret))) => {
+            // What the next trigger will see: our own Secret write, if any, is the version
+            // the cache is about to hold.
+            let secret = ctx
+                .recent
+                .secret_version(&uid)
+                .map(|(v, _)| v)
+                .or_else(|| cached_secret.clone());
+            let fp = recent::fingerprint(&runner, *conn_generation, secret.as_deref());
+            ctx.recent.set_memo(
+                &uid,
+                Some(recent::Memo {
+                    fingerprint: fp,
+                    due: ctx.clock.now() + *wait,
+                }),
+            );
+        }
+        (Ok(Checked::Deferred(_)), _) => {}
+        _ => ctx.recent.set_memo(&uid, None),
+    }
+    outcome.map(|c| match c {
+        Checked::Done(wait) | Checked::Deferred(wait) => Action::requeue(wait),
+    })
+}
+
+/// How a pass that checked GitLab ended: when to check again, or stepped aside (a periodic
+/// check while the connection's rate limit has callers queued) and when to try again.
+enum Checked {
+    Done(Duration),
+    Deferred(Duration),
+}
+
+/// The connection's generation and the token Secret's resourceVersion, from the caches; None
+/// without caches.
+async fn gate_inputs(ctx: &Context, runner: &Runner) -> Option<(Option<i64>, Option<String>)> {
+    use crate::controller::caches::Cached;
+    let ns = runner.namespace().unwrap_or_default();
+    let r = &runner.spec.connection_ref;
+    let conn_generation = match r.kind {
+        crd::ConnectionKind::GitLabConnection => match ctx.caches.connection(&ns, &r.name).await {
+            Cached::Found(c) => c.and_then(|c| c.meta().generation),
+            Cached::NoCache => return None,
+        },
+        crd::ConnectionKind::ClusterGitLabConnection => {
+            match ctx.caches.cluster_connection(&r.name).await {
+                Cached::Found(c) => c.and_then(|c| c.meta().generation),
+                Cached::NoCache => return None,
+            }
+        }
+    };
+    let secret = match ctx
+        .caches
+        .token_secret(&ns, &runner.token_secret_name())
+        .await
+    {
+        Cached::Found(m) => m.and_then(|m| m.resource_version()),
+        Cached::NoCache => return None,
+    };
+    Some((conn_generation, secret))
+}
+
+/// The status says the Runner was settled when last checked: Ready for its current spec,
+/// nothing half-done, no rotation request pending, its Secret present.
+fn settled(runner: &Runner, secret_present: bool) -> bool {
+    let Some(st) = &runner.status else {
+        return false;
+    };
+    secret_present
+        && runner.meta().deletion_timestamp.is_none()
+        && st.observed_generation.is_some()
+        && st.observed_generation == runner.meta().generation
+        && st.runner_id.is_some()
+        && st.creation_started.is_none()
+        && st.pending_rotation.is_none()
+        && st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+        && runner
+            .annotations()
+            .get(ROTATE_ANNOTATION)
+            .is_none_or(|a| st.handled_rotate_request.as_ref() == Some(a))
+}
+
+/// When a settled Runner's first check after a start is due: its place in the resync period,
+/// or its next token deadline if that comes first.
+fn first_check(ctx: &Context, runner: &Runner, uid: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let due = ctx.clock.now() + recent::spread(uid, ctx.settings.resync);
+    let policy = rotation_policy(runner).ok()?;
+    let st = runner.status.as_ref()?;
+    let next = plan::next_rotation(
+        &policy,
+        ts(st.token_issued_at.as_deref()),
+        ts(st.token_expires_at.as_deref()),
+    );
+    Some(match next {
+        Some((_, at)) if at < due => at,
+        _ => due,
+    })
+}
+
+/// A pass that checks GitLab: connection, converge, report.
+async fn checked(
+    ctx: &Arc<Context>,
+    runner: &Arc<Runner>,
+    periodic: bool,
+) -> Result<Checked, Error> {
+    let ctx = ctx.clone();
+    let runner = runner.clone();
     let generation = runner.meta().generation;
     let mut status = runner.status.clone().unwrap_or_default();
     let set = |status: &mut RunnerStatus, type_: &str, ok: bool, reason: &str, message: String| {
@@ -101,6 +247,15 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
             return Err(e);
         }
     };
+    // New work first: a periodic check steps aside while the connection's limit has callers
+    // queued (or a 429 holds everyone), and tries again once they are likely through.
+    if periodic && let Some(backlog) = conn.limiter.as_ref().and_then(|l| l.backlog()) {
+        let wait = backlog
+            .mul_f64(1.0 + fastrand::f64())
+            .clamp(Duration::from_secs(1), ctx.settings.resync);
+        ctx.metrics.pass_skipped("deferred");
+        return Ok(Checked::Deferred(wait));
+    }
     let mut pass = Pass {
         ctx: &ctx,
         runner: &runner,
@@ -220,7 +375,7 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
                     until + fastrand::f64() * until.min(60.0) * 0.1,
                 ));
             }
-            Ok(Action::requeue(wait))
+            Ok(Checked::Done(wait))
         }
     }
 }

@@ -82,6 +82,14 @@ pub(crate) fn maybe_table(
         .get("accept")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if accept.contains("as=PartialObjectMetadata") {
+        // Metadata only (kube's metadata watcher): what the real server sends for it.
+        let metas: Vec<Value> = items.iter().map(partial).collect();
+        if is_list {
+            return json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": rv.to_string()}, "items": metas});
+        }
+        return metas.into_iter().next().unwrap_or(Value::Null);
+    }
     if !accept.contains("as=Table") {
         if is_list {
             return json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind), "metadata": {"resourceVersion": rv.to_string()}, "items": items});
@@ -130,6 +138,19 @@ pub(crate) fn maybe_table(
         })
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string()}, "columnDefinitions": columns, "rows": rows})
+}
+
+/// Whether the client asked for metadata only (`as=PartialObjectMetadata[List]`).
+pub(crate) fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+/// An object as `PartialObjectMetadata`: its metadata, nothing of its data.
+pub(crate) fn partial(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
 }
 
 pub(crate) fn age(ts: &str) -> String {

@@ -393,7 +393,9 @@ pub(crate) async fn resource_request(
         }
     };
     let result: Result<(u16, Value), Status> = match (method.clone(), target.name) {
-        (Method::GET, None) if q.flag("watch") => return watch(shared, res, ns, q).await,
+        (Method::GET, None) if q.flag("watch") => {
+            return watch(shared, res, ns, q, discovery::wants_metadata(headers)).await;
+        }
         (Method::GET, None) => list(shared, res, ns, q, headers),
         (Method::GET, Some(name)) => {
             let st = shared.lock();

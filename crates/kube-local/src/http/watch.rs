@@ -57,7 +57,15 @@ pub(crate) async fn watch(
     res: &ResourceDef,
     ns: Option<&str>,
     q: &Query,
+    meta_only: bool,
 ) -> Response {
+    let line = move |type_: &str, o: &Value| {
+        if meta_only && type_ != "ERROR" {
+            event_line(type_, &super::discovery::partial(o))
+        } else {
+            event_line(type_, o)
+        }
+    };
     let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or("")) {
         Ok(l) => l,
         Err(e) => return status(Status::bad_request(e)),
@@ -86,7 +94,7 @@ pub(crate) async fn watch(
                         && labels.matches(&e.object["metadata"]["labels"])
                         && fields.matches(&e.object)
                 }) {
-                    queue.push_back(event_line(e.type_, &e.object));
+                    queue.push_back(line(e.type_, &e.object));
                 }
                 last_rv = st.rv;
             }
@@ -98,7 +106,7 @@ pub(crate) async fn watch(
         },
         None => {
             for o in st.list(res, ns, &labels, &fields) {
-                queue.push_back(event_line("ADDED", &o));
+                queue.push_back(line("ADDED", &o));
             }
             last_rv = st.rv;
         }
@@ -122,7 +130,7 @@ pub(crate) async fn watch(
         labels,
         fields,
     };
-    let stream = futures::stream::unfold(state, |mut s| async move {
+    let stream = futures::stream::unfold(state, move |mut s| async move {
         loop {
             if let Some(line) = s.queue.pop_front() {
                 return Some((Ok::<Bytes, std::io::Error>(line), s));
@@ -135,7 +143,7 @@ pub(crate) async fn watch(
                     Ok(e) => {
                         if s.wants(&e) {
                             s.last_rv = e.rv;
-                            s.queue.push_back(event_line(e.type_, &e.object));
+                            s.queue.push_back(line(e.type_, &e.object));
                         }
                         s.seen_rv = s.seen_rv.max(e.rv);
                     }

@@ -1,0 +1,283 @@
+//! What this process last did for each Runner, so that passes cost nothing they need not:
+//! the Runner as the operator last wrote it (the watch cache can lag behind that write), the
+//! token Secret version it wrote or checked, and when its last full pass is due again and what
+//! it had seen (a pass triggered by the operator's own writes then does nothing).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::caches::revision;
+use crate::crd::Runner;
+
+#[derive(Default)]
+struct Entry {
+    written: Option<Arc<Runner>>,
+    /// (resourceVersion, token hash) of the token Secret.
+    secret_version: Option<(String, String)>,
+    pass: Option<Memo>,
+}
+
+/// The last full pass: what triggered it may change, and when the next one is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memo {
+    pub fingerprint: u64,
+    pub due: Timestamp,
+}
+
+#[derive(Default)]
+pub struct Recent {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Recent {
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(uid.to_string()).or_default())
+    }
+
+    /// The newer of the cached Runner and the one the operator last wrote. A copy that cannot
+    /// be ordered (a server whose resourceVersions are not numbers) is `None`: read it live.
+    pub fn newest(&self, cached: Arc<Runner>) -> Option<Arc<Runner>> {
+        let uid = cached.uid().unwrap_or_default();
+        self.with(&uid, |e| {
+            let Some(w) = e.written.clone() else {
+                return Some(cached.clone());
+            };
+            match (revision(&*cached), revision(&*w)) {
+                (Some(c), Some(ours)) if c >= ours => {
+                    // The cache caught up: forget the copy.
+                    e.written = None;
+                    Some(cached)
+                }
+                (Some(_), Some(_)) => Some(w),
+                _ => None,
+            }
+        })
+    }
+
+    /// The Runner as the API server answered the operator's write.
+    pub fn wrote(&self, mut runner: Runner) {
+        super::caches::slim(&mut runner);
+        let uid = runner.uid().unwrap_or_default();
+        self.with(&uid, |e| e.written = Some(Arc::new(runner)));
+    }
+
+    /// The status of the operator's last write the cache has not caught up with.
+    pub fn written_status(&self, uid: &str) -> Option<crate::crd::RunnerStatus> {
+        self.with(uid, |e| e.written.as_ref().and_then(|w| w.status.clone()))
+    }
+
+    /// The token Secret's resourceVersion and the hash of the token it holds, as the
+    /// operator wrote it or last checked it.
+    pub fn secret_version(&self, uid: &str) -> Option<(String, String)> {
+        self.with(uid, |e| e.secret_version.clone())
+    }
+
+    pub fn set_secret_version(&self, uid: &str, version: Option<(String, String)>) {
+        self.with(uid, |e| e.secret_version = version);
+    }
+
+    pub fn memo(&self, uid: &str) -> Option<Memo> {
+        self.with(uid, |e| e.pass)
+    }
+
+    pub fn set_memo(&self, uid: &str, memo: Option<Memo>) {
+        self.with(uid, |e| e.pass = memo);
+    }
+
+    /// The Runner is gone: nothing to remember.
+    pub fn forget(&self, uid: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a pass depends on besides GitLab and the clock: the Runner's spec (generation), its
+/// labels and annotations (the rotate-token request), its deletion, the connection's spec and
+/// the token Secret's version. The operator's own status writes change none of these.
+pub fn fingerprint(
+    runner: &Runner,
+    connection_generation: Option<i64>,
+    secret_version: Option<&str>,
+) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let meta = runner.meta();
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
+        .for_each(|kv| kv.hash(&mut h));
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    connection_generation.hash(&mut h);
+    secret_version.hash(&mut h);
+    h.finish()
+}
+
+/// Whether a pass checks GitLab now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Check now: something changed (`periodic: false`), or the resync is due.
+    Run { periodic: bool },
+    /// Nothing changed since the last check and the next is not due: wake then.
+    Wait(std::time::Duration),
+}
+
+/// Decides whether a pass checks GitLab. `memo`: the last full pass in this process;
+/// `first_check`: for a Runner this process has not checked yet whose status says it was
+/// settled (Ready, current generation, nothing pending), when its first check is due.
+pub fn gate(
+    memo: Option<Memo>,
+    fingerprint: u64,
+    now: Timestamp,
+    first_check: Option<Timestamp>,
+) -> Gate {
+    // Below this, waking again costs more than checking.
+    const SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+    let until =
+        |due: Timestamp| std::time::Duration::try_from(due.duration_since(now)).unwrap_or_default();
+    match (memo, first_check) {
+        (Some(m), _) if m.fingerprint == fingerprint => match until(m.due) {
+            wait if wait > SLACK => Gate::Wait(wait),
+            _ => Gate::Run { periodic: true },
+        },
+        (Some(_), _) => Gate::Run { periodic: false },
+        (None, Some(due)) if until(due) > SLACK => Gate::Wait(until(due)),
+        (None, _) => Gate::Run { periodic: false },
+    }
+}
+
+/// Where in the resync period a Runner's first check after a start falls: spread evenly by
+/// its uid, so a restart does not check every Runner at once.
+pub fn spread(uid: &str, period: std::time::Duration) -> std::time::Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    let frac = (h.finish() % 10_000) as f64 / 10_000.0;
+    period.mul_f64(frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn runner(rv: &str, generation: i64) -> Runner {
+        serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "r", "namespace": "ci", "uid": "u-1", "resourceVersion": rv, "generation": generation}, "spec": {"connectionRef": {"name": "g"}, "runnerType": "instance_type"}})).unwrap()
+    }
+
+    #[test]
+    fn newest_prefers_our_write_until_the_cache_catches_up() {
+        let recent = Recent::default();
+        let cached = Arc::new(runner("10", 1));
+        assert_eq!(
+            recent
+                .newest(cached.clone())
+                .unwrap()
+                .resource_version()
+                .as_deref(),
+            Some("10")
+        );
+        recent.wrote(runner("12", 1));
+        assert_eq!(
+            recent.newest(cached).unwrap().resource_version().as_deref(),
+            Some("12")
+        );
+        let caught_up = Arc::new(runner("13", 1));
+        assert_eq!(
+            recent
+                .newest(caught_up.clone())
+                .unwrap()
+                .resource_version()
+                .as_deref(),
+            Some("13")
+        );
+        // Forgotten once seen: an older copy is no longer replaced.
+        recent.wrote(runner("20", 1));
+        assert!(recent.newest(Arc::new(runner("abc", 1))).is_none());
+    }
+
+    #[test]
+    fn fingerprint_ignores_status_but_not_spec_annotations_or_secret() {
+        let a = runner("1", 1);
+        let mut b = runner("2", 1);
+        b.status = Some(Default::default());
+        assert_eq!(
+            fingerprint(&a, Some(1), Some("5")),
+            fingerprint(&b, Some(1), Some("5"))
+        );
+        assert_ne!(
+            fingerprint(&a, Some(1), Some("5")),
+            fingerprint(&runner("3", 2), Some(1), Some("5"))
+        );
+        assert_ne!(
+            fingerprint(&a, Some(1), Some("5")),
+            fingerprint(&a, Some(2), Some("5"))
+        );
+        assert_ne!(
+            fingerprint(&a, Some(1), Some("5")),
+            fingerprint(&a, Some(1), Some("6"))
+        );
+        let mut c = runner("4", 1);
+        c.annotations_mut().insert(
+            "gitlab.runner-operator.dev/rotate-token".into(),
+            "now".into(),
+        );
+        assert_ne!(
+            fingerprint(&a, Some(1), Some("5")),
+            fingerprint(&c, Some(1), Some("5"))
+        );
+    }
+
+    #[test]
+    fn gate_runs_changes_at_once_and_resyncs_when_due() {
+        let now: Timestamp = "2026-11-30T10:00:00Z".parse().unwrap();
+        let later = |s: i64| now + std::time::Duration::from_secs(s as u64);
+        let memo = |due| {
+            Some(Memo {
+                fingerprint: 7,
+                due,
+            })
+        };
+        let secs = std::time::Duration::from_secs;
+        // The operator's own writes: same fingerprint, not due.
+        assert_eq!(gate(memo(later(60)), 7, now, None), Gate::Wait(secs(60)));
+        // Due (or within the slack): a periodic check.
+        assert_eq!(gate(memo(now), 7, now, None), Gate::Run { periodic: true });
+        assert_eq!(
+            gate(memo(later(0)), 7, later(30), None),
+            Gate::Run { periodic: true }
+        );
+        // Anything that matters changed: now, whatever is due.
+        assert_eq!(
+            gate(memo(later(60)), 8, now, Some(later(5))),
+            Gate::Run { periodic: false }
+        );
+        // First sight after a start: settled Runners wait for their place in the period.
+        assert_eq!(gate(None, 7, now, Some(later(42))), Gate::Wait(secs(42)));
+        assert_eq!(gate(None, 7, now, Some(now)), Gate::Run { periodic: false });
+        assert_eq!(gate(None, 7, now, None), Gate::Run { periodic: false });
+    }
+
+    #[test]
+    fn spread_falls_within_the_period() {
+        let p = std::time::Duration::from_secs(600);
+        let d: Vec<_> = (0..100).map(|i| spread(&format!("uid-{i}"), p)).collect();
+        assert!(d.iter().all(|x| *x < p));
+        assert!(d.iter().any(|x| *x < p / 4) && d.iter().any(|x| *x > p * 3 / 4));
+    }
+}
