@@ -1,45 +1,41 @@
-//! Scale benchmark: N Runners against the GitLab emulator with a fixed latency per call.
+//! Scale benchmark: the operator binary, as its own process, against the GitLab emulator (a
+//! fixed latency per call) and the local Kubernetes API, both in this process.
 //!
 //! ```text
-//! cargo run --release --example bench -- --runners 1000 --latency-ms 20 --concurrency 32 --rps 500
+//! cargo build --release --bin runner-operator --example bench
+//! target/release/examples/bench --runners 1000 --rps 10 --json a.json
+//! target/release/examples/bench --render a.json b.json     # the table in docs/benchmarks.md
 //! ```
-//! Prints the time until every Runner is Ready, GitLab requests per Runner to create, GitLab
-//! requests per Runner per resync at steady state, and the peak RSS.
-//!
-//! `--operator-bin target/release/runner-operator` runs the operator as its own process (the
-//! stand-ins stay in this one): then the RSS and CPU are the operator's alone, Kubernetes
-//! requests are counted too, and a restart (SIGKILL, start again) is measured. Without it the
-//! operator runs in this process and the RSS includes both stand-ins. Results go into
-//! docs/benchmarks.md.
+//! `scripts/bench.sh` runs both sizes and rewrites the table. Phases: create N Runners (time to
+//! all Ready against the rate-limit bound, GitLab and Kubernetes requests per Runner); steady
+//! state; runner processes contacting GitLab (`--live-resyncs`); a rotation request on every
+//! Runner at once; SIGKILL and start again with a new Runner applied at once. RSS and CPU are
+//! the operator process's own (`/proc`), reconciles come from its `/metrics`, Kubernetes
+//! requests are the local API's counts minus the bench's own.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube_local::KubeApiServer;
-use runner_operator::controller::{self, Context, Options, Settings};
 use runner_operator::crd::{GitLabConnection, Runner};
-use serde_json::json;
+use serde_json::{Value, json};
 
-fn arg(name: &str, default: u64) -> u64 {
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn peak_rss_mib() -> f64 {
-    peak_rss_of("self")
+fn num(name: &str, default: u64) -> u64 {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// VmHWM of a process (`self` or a pid), MiB.
-fn peak_rss_of(pid: &str) -> f64 {
+/// VmHWM of a process, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -65,25 +61,14 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The operator, in this process or as its own.
-enum Operator {
-    InProcess(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    Process {
-        child: std::process::Child,
-        metrics: String,
-    },
+/// The operator binary, running.
+struct Operator {
+    child: std::process::Child,
+    metrics: String,
 }
 
 impl Operator {
-    fn spawn(
-        bin: &str,
-        kubeconfig: &std::path::Path,
-        resync: Duration,
-        concurrency: u16,
-    ) -> Operator {
+    fn spawn(bin: &str, kubeconfig: &std::path::Path, resync: Duration, concurrency: u64) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -111,76 +96,115 @@ impl Operator {
                 None => std::process::Stdio::null(),
             })
             .spawn()
-            .expect("the operator binary starts");
-        Operator::Process {
+            .expect("the operator binary starts (build it with cargo build --release)");
+        Operator {
             child,
             metrics: format!("http://127.0.0.1:{port}/metrics"),
         }
     }
 
-    /// Reconciles so far (the operator's own counter), when it runs as a process.
-    async fn reconciles(&self) -> f64 {
-        let Operator::Process { metrics, .. } = self else {
-            return 0.0;
-        };
-        let Ok(resp) = reqwest::get(metrics).await else {
+    /// The sum of a counter family on the operator's /metrics.
+    async fn counter(&self, family: &str) -> f64 {
+        let Ok(resp) = reqwest::get(&self.metrics).await else {
             return 0.0;
         };
         resp.text()
             .await
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with("runner_operator_reconciles_total"))
+            .filter(|l| l.starts_with(family))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Operator::Process { child, .. } => Some(child.id()),
-            Operator::InProcess(..) => None,
-        }
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    async fn stop(self) {
-        match self {
-            Operator::InProcess(tx, op) => {
-                let _ = tx.send(());
-                let _ = tokio::time::timeout(Duration::from_secs(10), op).await;
-            }
-            Operator::Process { mut child, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+    /// CPU seconds, reconciles, and reconciles that checked GitLab, so far.
+    async fn work(&self) -> (f64, f64, f64) {
+        let reconciles = self.counter("runner_operator_reconciles_total").await;
+        let skipped = self.counter("runner_operator_passes_skipped_total").await;
+        (cpu_seconds(self.pid()), reconciles, reconciles - skipped)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn total(
-    counts: &BTreeMap<String, u64>,
-    before: &BTreeMap<String, u64>,
-    pred: impl Fn(&str) -> bool,
-) -> u64 {
-    counts
+type Counts = BTreeMap<String, u64>;
+
+fn delta(after: &Counts, before: &Counts, pred: impl Fn(&str) -> bool) -> u64 {
+    after
         .iter()
         .filter(|(k, _)| pred(k))
         .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
         .sum()
 }
 
+fn by_endpoint(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// Kubernetes requests grouped as "METHOD kind" (the last plural in the path).
+fn kube_by_kind(after: &Counts, before: &Counts) -> Counts {
+    let mut out = Counts::new();
+    for (k, v) in by_endpoint(after, before) {
+        let (method, path) = k.split_once(' ').unwrap_or(("?", &k));
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let kind = [
+            "runners",
+            "secrets",
+            "events",
+            "gitlabconnections",
+            "clustergitlabconnections",
+            "leases",
+            "deployments",
+            "namespaces",
+        ]
+        .iter()
+        .find(|p| segs.contains(p))
+        .copied()
+        .unwrap_or("other");
+        let sub = if segs.last() == Some(&"status") {
+            "/status"
+        } else {
+            ""
+        };
+        *out.entry(format!("{method} {kind}{sub}")).or_default() += v;
+    }
+    out
+}
+
+fn is_ready(r: &Runner) -> bool {
+    r.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
+    if let Some(i) = std::env::args().position(|a| a == "--render") {
+        let files: Vec<String> = std::env::args().skip(i + 1).collect();
+        print!("{}", render(&files));
+        return;
     }
-    let n = arg("--runners", 1000);
-    let latency = arg("--latency-ms", 20);
-    let concurrency = arg("--concurrency", 32) as u16;
-    let rps = arg("--rps", 500);
-    let resync = Duration::from_secs(arg("--resync-s", 60));
+    let n = num("--runners", 1000);
+    let latency = num("--latency-ms", 20);
+    let concurrency = num("--concurrency", 32);
+    // 0: the connection's default rate limit (10 requests/s, burst 20).
+    let rps = num("--rps", 0);
+    let resync = Duration::from_secs(num("--resync-s", 60));
+    let live_resyncs = num("--live-resyncs", 3);
+    let bin = arg("--operator-bin").unwrap_or_else(|| "target/release/runner-operator".into());
     runner_operator::tls::install_crypto_provider();
     let gitlab = GitLabEmulator::start(&default_seed())
         .await
@@ -198,47 +222,33 @@ async fn main() {
     runner_operator::sandbox::bootstrap(&client, &gitlab.url())
         .await
         .expect("bootstrap");
-    Api::<GitLabConnection>::namespaced(client.clone(), "ci")
-        .patch(
-            "gitlab",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": rps, "burst": rps}}})),
-        )
-        .await
-        .expect("rate limit");
-    let bin = std::env::args()
-        .skip_while(|a| a != "--operator-bin")
-        .nth(1);
+    let effective_rps = if rps > 0 {
+        Api::<GitLabConnection>::namespaced(client.clone(), "ci")
+            .patch(
+                "gitlab",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"rateLimit": {"requestsPerSecond": rps, "burst": rps}}}),
+                ),
+            )
+            .await
+            .expect("rate limit");
+        rps
+    } else {
+        10
+    };
     let kubeconfig = std::env::temp_dir().join(format!("bench-{}.kubeconfig", std::process::id()));
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let start_operator = || match &bin {
-        Some(bin) => Operator::spawn(bin, &kubeconfig, resync, concurrency),
-        None => {
-            let settings = Settings {
-                resync,
-                namespace: "runner-operator".into(),
-                ..Settings::default()
-            };
-            let ctx = Arc::new(Context::new(client.clone(), settings));
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let op = tokio::spawn(controller::run(
-                ctx,
-                Options {
-                    concurrency,
-                    namespaces: vec![],
-                    label_selector: None,
-                },
-                rx.map(|_| ()).boxed().shared(),
-            ));
-            Operator::InProcess(tx, op)
-        }
-    };
-    let mut operator = start_operator();
-    // The bench's own Kubernetes requests (creates, readiness polls) are not the operator's.
-    let mut own_kube_requests = 0u64;
-    let kube_before = kube.request_counts();
+    let mut out = json!({
+        "runners": n, "latency_ms": latency, "concurrency": concurrency, "rps": effective_rps,
+        "default_rate_limit": rps == 0, "resync_s": resync.as_secs(),
+    });
+    let mut operator = Operator::spawn(&bin, &kubeconfig, resync, concurrency);
     let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
-    let before = gitlab.request_counts();
+
+    // 1. Create N Runners; wait until every one is Ready.
+    let mut own = 0u64;
+    let (k0, g0) = (kube.request_counts(), gitlab.request_counts());
     let start = Instant::now();
     for i in 0..n {
         let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": format!("r{i}"), "namespace": "ci"},
@@ -248,154 +258,69 @@ async fn main() {
             .create(&PostParams::default(), &r)
             .await
             .expect("create");
-        own_kube_requests += 1;
+        own += 1;
     }
-    loop {
-        own_kube_requests += 1;
-        let list = runners.list(&ListParams::default()).await.expect("list");
-        let ready = list
-            .items
-            .iter()
-            .filter(|r| {
-                r.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready as u64 == n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let converge = start.elapsed();
-    let created = gitlab.request_counts();
-    let kube_created = kube.request_counts();
-    let kube_reqs = total(&kube_created, &kube_before, |_| true).saturating_sub(own_kube_requests);
-    let create_reqs = total(&created, &before, |k| {
-        k.starts_with("POST /user/runners")
-            || k.starts_with("GET /runners/:id")
-            || k.starts_with("GET /projects")
-            || k.contains("runners/:id")
+    own += wait_all(&runners, n, |r| is_ready(r)).await;
+    let took = start.elapsed().as_secs_f64();
+    let (k1, g1) = (kube.request_counts(), gitlab.request_counts());
+    let bound = 2.0 * n as f64 / effective_rps as f64;
+    out["create"] = json!({
+        "seconds": took, "bound_seconds": bound,
+        "gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
+        "gitlab_by_endpoint": by_endpoint(&g1, &g0),
+        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+        "kube_by_kind": kube_by_kind(&k1, &k0),
+        "bench_own_kube_requests": own,
     });
-    let all_reqs = total(&created, &before, |_| true);
-    println!(
-        "runners: {n}, latency per GitLab call: {latency} ms, concurrency: {concurrency}, client rate limit: {rps}/s"
+    eprintln!("create: {}", out["create"]);
+
+    // 2. Steady state: 2.2 resync periods with nothing changing.
+    let resyncs = 2.2;
+    let (g0, k0, w0) = (
+        gitlab.request_counts(),
+        kube.request_counts(),
+        operator.work().await,
     );
-    println!("time until all Ready: {:.1} s", converge.as_secs_f64());
-    println!(
-        "GitLab requests to create, per runner: {:.2} (runner endpoints and lookups: {:.2})",
-        all_reqs as f64 / n as f64,
-        create_reqs as f64 / n as f64
+    tokio::time::sleep(resync.mul_f64(resyncs)).await;
+    let (g1, k1, w1) = (
+        gitlab.request_counts(),
+        kube.request_counts(),
+        operator.work().await,
     );
-    if bin.is_some() {
-        println!(
-            "Kubernetes requests by the operator to create, per runner: {:.2}",
-            kube_reqs as f64 / n as f64
-        );
-    }
-    println!(
-        "requests by endpoint during creation: {:?}",
-        created
-            .iter()
-            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-            .filter(|(_, v)| *v > 0)
-            .collect::<BTreeMap<_, _>>()
-    );
-    // Steady state: wait for resyncs to go by.
-    let window = resync.mul_f64(2.2);
-    let before = gitlab.request_counts();
-    let kube_before = kube.request_counts();
-    let reconciles_before = operator.reconciles().await;
-    let cpu_before = operator.pid().map(cpu_seconds).unwrap_or(0.0);
-    tokio::time::sleep(window).await;
-    let after = gitlab.request_counts();
-    if let Some(pid) = operator.pid() {
-        let kube_after = kube.request_counts();
-        let reconciles = operator.reconciles().await - reconciles_before;
-        let cpu = cpu_seconds(pid) - cpu_before;
-        println!(
-            "steady state, operator process: Kubernetes requests per runner per resync: {:.2} ({:?}); reconciles: {reconciles:.0}; CPU per reconcile: {:.2} ms",
-            total(&kube_after, &kube_before, |_| true) as f64
-                / n as f64
-                / (window.as_secs_f64() / resync.as_secs_f64()),
-            kube_after
-                .iter()
-                .map(|(k, v)| (
-                    k.split('?').next().unwrap_or(k).to_string(),
-                    v - kube_before.get(k).copied().unwrap_or(0)
-                ))
-                .filter(|(_, v)| *v > 0)
-                .fold(BTreeMap::<String, u64>::new(), |mut m, (k, v)| {
-                    let kind = k
-                        .split('/')
-                        .filter(|s| !s.is_empty())
-                        .take(6)
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    *m.entry(kind).or_default() += v;
-                    m
-                }),
-            if reconciles > 0.0 {
-                cpu * 1000.0 / reconciles
-            } else {
-                0.0
-            }
-        );
-    }
-    let resyncs = window.as_secs_f64() / resync.as_secs_f64();
-    let gets = total(&after, &before, |k| k == "GET /runners/:id");
-    let writes = total(&after, &before, |k| !k.starts_with("GET "));
-    let other_gets = total(&after, &before, |k| {
-        k.starts_with("GET ") && k != "GET /runners/:id" && k != "GET /version" && k != "GET /user"
+    let per = |x: u64| x as f64 / n as f64 / resyncs;
+    out["steady"] = json!({
+        "gitlab_gets_per_runner_per_resync": per(delta(&g1, &g0, |k| k == "GET /runners/:id")),
+        "gitlab_per_runner_per_resync": per(delta(&g1, &g0, |_| true)),
+        "gitlab_writes": delta(&g1, &g0, |k| !k.starts_with("GET ")),
+        "gitlab_by_endpoint": by_endpoint(&g1, &g0),
+        "kube_per_runner_per_resync": per(delta(&k1, &k0, |_| true)),
+        "kube_by_kind": kube_by_kind(&k1, &k0),
+        "reconciles": w1.1 - w0.1, "checks": w1.2 - w0.2,
+        "cpu_ms_per_reconcile": (w1.0 - w0.0) * 1000.0 / (w1.1 - w0.1).max(1.0),
+        "cpu_ms_per_check": (w1.0 - w0.0) * 1000.0 / (w1.2 - w0.2).max(1.0),
     });
-    println!(
-        "steady state over {:.0} s (~{resyncs:.1} resyncs of {} s): GET /runners/:id per runner per resync: {:.2}; other GETs: {other_gets}; writes: {writes}",
-        window.as_secs_f64(),
-        resync.as_secs(),
-        gets as f64 / n as f64 / resyncs
-    );
-    // Live runners: a runner process per Runner contacts GitLab, so GitLab's status turns
-    // online and the operator reads the managers once, then every tenth resync.
-    let live_resyncs = arg("--live-resyncs", 10);
+    eprintln!("steady: {}", out["steady"]);
+
+    // 3. Runner processes contact GitLab (GitLab's status turns online, managers appear).
     if live_resyncs > 0 {
-        let ids: Vec<i64> = gitlab.runners().iter().map(|r| r.id).collect();
-        let before = gitlab.request_counts();
-        for id in &ids {
+        for r in gitlab.runners() {
             gitlab.add_manager(
-                *id,
-                &format!("s_{id}"),
+                r.id,
+                &format!("s_{}", r.id),
                 "18.6.0",
                 "linux",
                 "amd64",
                 Duration::ZERO,
             );
         }
-        // The transition (status online: one read of the managers, one status write).
+        let (g0, k0) = (gitlab.request_counts(), kube.request_counts());
         tokio::time::sleep(resync * 2).await;
-        let after = gitlab.request_counts();
-        println!(
-            "runner processes appear: per runner GET /runners/:id/managers {:.2}, GET /runners/:id {:.2} over 2 resyncs",
-            total(&after, &before, |x| x == "GET /runners/:id/managers") as f64 / n as f64,
-            total(&after, &before, |x| x == "GET /runners/:id") as f64 / n as f64,
-        );
-        let before = after;
-        let window = resync * live_resyncs as u32;
-        tokio::time::sleep(window).await;
-        let after = gitlab.request_counts();
-        let per =
-            |k: &str| total(&after, &before, |x| x == k) as f64 / n as f64 / live_resyncs as f64;
-        let all_gitlab = total(&after, &before, |k| k != "GET /version" && k != "GET /user");
-        println!(
-            "then live runners over {live_resyncs} resyncs: per runner per resync GET /runners/:id {:.2}, GET /runners/:id/managers {:.2}, all GitLab requests {:.2}; writes: {}",
-            per("GET /runners/:id"),
-            per("GET /runners/:id/managers"),
-            all_gitlab as f64 / n as f64 / live_resyncs as f64,
-            total(&after, &before, |k| !k.starts_with("GET "))
-        );
+        let (g1, k1) = (gitlab.request_counts(), kube.request_counts());
+        tokio::time::sleep(resync * live_resyncs as u32).await;
+        let (g2, k2) = (gitlab.request_counts(), kube.request_counts());
+        let per = |x: u64| x as f64 / n as f64 / live_resyncs as f64;
         let list = runners.list(&ListParams::default()).await.expect("list");
-        let summarized = list
+        let shown = list
             .items
             .iter()
             .filter(|r| {
@@ -406,62 +331,251 @@ async fn main() {
                     .is_some_and(|m| m.summary == "1/1")
             })
             .count();
-        println!("Runners showing their manager (1/1): {summarized} of {n}");
+        out["live"] = json!({
+            "transition_gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
+            "transition_kube_per_runner": delta(&k1, &k0, |_| true) as f64 / n as f64,
+            "resyncs": live_resyncs,
+            "gitlab_per_runner_per_resync": per(delta(&g2, &g1, |_| true)),
+            "gitlab_by_endpoint": by_endpoint(&g2, &g1),
+            "kube_per_runner_per_resync": per(delta(&k2, &k1, |_| true)),
+            "writes": delta(&g2, &g1, |k| !k.starts_with("GET ")) + delta(&k2, &k1, |k| !k.starts_with("GET ")),
+            "runners_showing_their_manager": shown,
+        });
+        eprintln!("live: {}", out["live"]);
     }
-    if let Some(pid) = operator.pid() {
-        println!(
-            "peak RSS of the operator process: {:.0} MiB; CPU time: {:.1} s",
-            peak_rss_of(&pid.to_string()),
-            cpu_seconds(pid)
-        );
-        // Restart: SIGKILL, start again, and see how soon a new Runner gets its turn.
-        operator.stop().await;
-        let before = gitlab.request_counts();
-        let kube_before = kube.request_counts();
-        let restarted = Instant::now();
-        operator = start_operator();
-        let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "after-restart", "namespace": "ci"},
-            "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tags": ["bench"]}}))
-        .expect("runner");
+
+    // 4. A rotation request on every Runner at once.
+    let (g0, k0) = (gitlab.request_counts(), kube.request_counts());
+    let mut own = 0u64;
+    let start = Instant::now();
+    for i in 0..n {
         runners
-            .create(&PostParams::default(), &r)
+            .patch(
+                &format!("r{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "bench"}}})),
+            )
             .await
-            .expect("create");
-        let mut polls = 1u64;
-        loop {
-            polls += 1;
-            let ready = runners
-                .get("after-restart")
-                .await
-                .ok()
-                .and_then(|r| r.status)
-                .is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                });
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .expect("annotate");
+        own += 1;
+    }
+    own += wait_all(&runners, n, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.handled_rotate_request.as_deref())
+            == Some("bench")
+            && is_ready(r)
+    })
+    .await;
+    let (g1, k1) = (gitlab.request_counts(), kube.request_counts());
+    out["rotate"] = json!({
+        "seconds": start.elapsed().as_secs_f64(),
+        "gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
+        "gitlab_by_endpoint": by_endpoint(&g1, &g0),
+        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+    });
+    eprintln!("rotate: {}", out["rotate"]);
+    let (cpu, reconciles, checks) = operator.work().await;
+    out["process"] = json!({
+        "peak_rss_mib": peak_rss_mib(operator.pid()),
+        "cpu_seconds": cpu, "reconciles": reconciles, "checks": checks,
+    });
+
+    // 5. SIGKILL, start again, apply a new Runner at once.
+    operator.kill();
+    let (g0, k0) = (gitlab.request_counts(), kube.request_counts());
+    let restarted = Instant::now();
+    operator = Operator::spawn(&bin, &kubeconfig, resync, concurrency);
+    let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "after-restart", "namespace": "ci"},
+        "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tags": ["bench"]}}))
+    .expect("runner");
+    runners
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("create");
+    let mut own = 1u64;
+    loop {
+        own += 1;
+        if runners
+            .get("after-restart")
+            .await
+            .ok()
+            .is_some_and(|r| is_ready(&r))
+        {
+            break;
         }
-        let new_ready = restarted.elapsed();
-        tokio::time::sleep(resync).await;
-        let after = gitlab.request_counts();
-        println!(
-            "restart: a new Runner Ready {:.1} s after the operator started again; over the first {} s: GitLab requests per runner {:.2}, Kubernetes requests per runner {:.2}",
-            new_ready.as_secs_f64(),
-            (restarted.elapsed()).as_secs(),
-            total(&after, &before, |_| true) as f64 / n as f64,
-            total(&kube.request_counts(), &kube_before, |_| true).saturating_sub(polls) as f64
-                / n as f64,
-        );
-    } else {
-        println!(
-            "peak RSS (operator + both emulators in one process): {:.0} MiB",
-            peak_rss_mib()
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_ready = restarted.elapsed().as_secs_f64();
+    tokio::time::sleep(resync.saturating_sub(restarted.elapsed())).await;
+    let (g1, k1) = (gitlab.request_counts(), kube.request_counts());
+    out["restart"] = json!({
+        "new_runner_ready_seconds": new_ready,
+        "first_resync_gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
+        "first_resync_kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+        "gitlab_by_endpoint": by_endpoint(&g1, &g0),
+        "kube_by_kind": kube_by_kind(&k1, &k0),
+        "peak_rss_mib": peak_rss_mib(operator.pid()),
+    });
+    eprintln!("restart: {}", out["restart"]);
+    operator.kill();
+    let _ = std::fs::remove_file(&kubeconfig);
+    let text = serde_json::to_string_pretty(&out).expect("json");
+    match arg("--json") {
+        Some(path) => std::fs::write(&path, text).expect("write the results"),
+        None => println!("{text}"),
+    }
+}
+
+/// Polls the Runners until `n` satisfy `done`; returns how many requests that took.
+async fn wait_all(runners: &Api<Runner>, n: u64, done: impl Fn(&Runner) -> bool) -> u64 {
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let list = runners.list(&ListParams::default()).await.expect("list");
+        if list.items.iter().filter(|r| done(r)).count() as u64 >= n {
+            return polls;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The goal table of issue 15, one column per results file.
+fn render(files: &[String]) -> String {
+    let runs: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            serde_json::from_str(&std::fs::read_to_string(f).expect("results file")).expect("json")
+        })
+        .collect();
+    let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let mut s = String::from("| measure | goal |");
+    for r in &runs {
+        s += &format!(
+            " N = {}, {} req/s{} |",
+            f(r, "/runners"),
+            f(r, "/rps"),
+            if r["default_rate_limit"] == true {
+                " (default)"
+            } else {
+                ""
+            }
         );
     }
-    operator.stop().await;
-    let _ = std::fs::remove_file(&kubeconfig);
+    s += "\n|---|---|";
+    s += &"---|".repeat(runs.len());
+    s += "\n";
+    let rows: Vec<(&str, &str, Box<dyn Fn(&Value) -> String>)> = vec![
+        (
+            "GitLab requests per Runner created",
+            "≤ 2.0",
+            Box::new(move |r| format!("{:.2}", f(r, "/create/gitlab_per_runner"))),
+        ),
+        (
+            "time to all Ready (bound: 2.0 × N ÷ rate limit)",
+            "≤ 1.1 × bound",
+            Box::new(move |r| {
+                format!(
+                    "{:.1} s (bound {:.0} s: {:.2} ×)",
+                    f(r, "/create/seconds"),
+                    f(r, "/create/bound_seconds"),
+                    f(r, "/create/seconds") / f(r, "/create/bound_seconds")
+                )
+            }),
+        ),
+        (
+            "Kubernetes requests per Runner created",
+            "≤ 5",
+            Box::new(move |r| format!("{:.2}", f(r, "/create/kube_per_runner"))),
+        ),
+        (
+            "steady state, per Runner per resync: GitLab / Kubernetes requests",
+            "1 GET / 0",
+            Box::new(move |r| {
+                format!(
+                    "{:.2} / {:.3}",
+                    f(r, "/steady/gitlab_per_runner_per_resync"),
+                    f(r, "/steady/kube_per_runner_per_resync")
+                )
+            }),
+        ),
+        (
+            "steady state with runners contacting GitLab: GitLab requests per Runner per resync; writes",
+            "1 GET, 0 writes",
+            Box::new(move |r| {
+                if r.get("live").is_some() {
+                    format!(
+                        "{:.2}; {} writes",
+                        f(r, "/live/gitlab_per_runner_per_resync"),
+                        f(r, "/live/writes")
+                    )
+                } else {
+                    "not run".into()
+                }
+            }),
+        ),
+        (
+            "a rotation request on every Runner: GitLab requests per Runner",
+            "≤ 1.5",
+            Box::new(move |r| {
+                format!(
+                    "{:.2} ({:.1} s)",
+                    f(r, "/rotate/gitlab_per_runner"),
+                    f(r, "/rotate/seconds")
+                )
+            }),
+        ),
+        (
+            "peak RSS of the operator process",
+            "< 64 MiB at 10,000",
+            Box::new(move |r| format!("{:.0} MiB", f(r, "/process/peak_rss_mib"))),
+        ),
+        (
+            "CPU per reconcile / per GitLab check (steady state)",
+            "≤ 1 ms",
+            Box::new(move |r| {
+                format!(
+                    "{:.2} / {:.2} ms",
+                    f(r, "/steady/cpu_ms_per_reconcile"),
+                    f(r, "/steady/cpu_ms_per_check")
+                )
+            }),
+        ),
+        (
+            "CPU over the whole run, per GitLab check",
+            "",
+            Box::new(move |r| {
+                format!(
+                    "{:.2} ms ({:.0} s for {:.0} checks)",
+                    f(r, "/process/cpu_seconds") * 1000.0 / f(r, "/process/checks"),
+                    f(r, "/process/cpu_seconds"),
+                    f(r, "/process/checks")
+                )
+            }),
+        ),
+        (
+            "restart: a new Runner Ready after",
+            "< 5 s",
+            Box::new(move |r| format!("{:.1} s", f(r, "/restart/new_runner_ready_seconds"))),
+        ),
+        (
+            "restart, first resync period: GitLab / Kubernetes requests per Runner",
+            "",
+            Box::new(move |r| {
+                format!(
+                    "{:.2} / {:.2}",
+                    f(r, "/restart/first_resync_gitlab_per_runner"),
+                    f(r, "/restart/first_resync_kube_per_runner")
+                )
+            }),
+        ),
+    ];
+    for (what, goal, cell) in rows {
+        s += &format!("| {what} | {goal} |");
+        for r in &runs {
+            s += &format!(" {} |", cell(r));
+        }
+        s += "\n";
+    }
+    s
 }

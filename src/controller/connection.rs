@@ -276,20 +276,21 @@ pub(crate) fn cluster_key(conn: &ClusterGitLabConnection) -> String {
     format!("ClusterGitLabConnection/{}", conn.name_any())
 }
 
-/// The client resolved for this very version of the connection, if any.
+/// The client resolved for this spec (generation) of the connection, if any. Status writes do
+/// not count; a change of its token or CA Secret forgets the entry (`Context::forget_resolved`).
 fn reuse<K: kube::Resource>(ctx: &Context, key: &str, conn: &K) -> Option<Resolved> {
-    let version = conn.meta().resource_version.as_deref()?;
+    let generation = conn.meta().generation?;
     let resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
     resolved
         .get(key)
-        .filter(|(v, _)| v == version)
+        .filter(|(g, _)| *g == generation)
         .map(|(_, r)| r.clone())
 }
 
 fn remember<K: kube::Resource>(ctx: &Context, conn: &K, r: &Result<Resolved, Error>) {
     let mut resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
-    if let (Ok(r), Some(v)) = (r, conn.meta().resource_version.clone()) {
-        resolved.insert(r.key.clone(), (v, r.clone()));
+    if let (Ok(r), Some(g)) = (r, conn.meta().generation) {
+        resolved.insert(r.key.clone(), (g, r.clone()));
     }
 }
 

@@ -99,9 +99,9 @@ pub struct Context {
     pub settings: Settings,
     /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
     pub gitlab: Mutex<HashMap<String, (String, Client)>>,
-    /// Each connection as last resolved, by the connection's resourceVersion: Runner passes
-    /// reuse it without reading the token Secret again.
-    pub(crate) resolved: Mutex<HashMap<String, (String, super::connection::Resolved)>>,
+    /// Each connection as last resolved, by the connection's generation: Runner passes reuse it
+    /// without reading the token Secret again (the connection's own checks read it).
+    pub(crate) resolved: Mutex<HashMap<String, (i64, super::connection::Resolved)>>,
     /// One 429 pause per GitLab and access token (key: URL and token hash), shared by every
     /// connection using them: GitLab limits per user, and after a 429 nothing may reach it
     /// before Retry-After.

@@ -25,7 +25,11 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memo {
     pub fingerprint: u64,
+    /// The fingerprint without the rotate-token annotation.
+    pub base: u64,
     pub due: Timestamp,
+    /// The pass ended Ready.
+    pub ready: bool,
 }
 
 #[derive(Default)]
@@ -109,11 +113,12 @@ impl Recent {
 /// What a pass depends on besides GitLab and the clock: the Runner's spec (generation), its
 /// labels and annotations (the rotate-token request), its deletion, the connection's spec and
 /// the token Secret's version. The operator's own status writes change none of these.
+/// Returns the fingerprint with and without the rotate-token annotation.
 pub fn fingerprint(
     runner: &Runner,
     connection_generation: Option<i64>,
     secret_version: Option<&str>,
-) -> u64 {
+) -> (u64, u64) {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let meta = runner.meta();
     meta.generation.hash(&mut h);
@@ -121,12 +126,20 @@ pub fn fingerprint(
     meta.annotations
         .iter()
         .flatten()
-        .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
+        .filter(|(k, _)| {
+            k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
+                && k.as_str() != super::runner::ROTATE_ANNOTATION
+        })
         .for_each(|kv| kv.hash(&mut h));
     meta.deletion_timestamp.is_some().hash(&mut h);
     connection_generation.hash(&mut h);
     secret_version.hash(&mut h);
-    h.finish()
+    let base = h.finish();
+    runner
+        .annotations()
+        .get(super::runner::ROTATE_ANNOTATION)
+        .hash(&mut h);
+    (h.finish(), base)
 }
 
 /// Whether a pass checks GitLab now.
@@ -134,6 +147,10 @@ pub fn fingerprint(
 pub enum Gate {
     /// Check now: something changed (`periodic: false`), or the resync is due.
     Run { periodic: bool },
+    /// Only the rotate-token request changed since a check that ended Ready: reset the token
+    /// without reading the runner first (a runner gone meanwhile answers 404, and then the
+    /// pass checks everything).
+    Rotate,
     /// Nothing changed since the last check and the next is not due: wake then.
     Wait(std::time::Duration),
 }
@@ -143,7 +160,7 @@ pub enum Gate {
 /// settled (Ready, current generation, nothing pending), when its first check is due.
 pub fn gate(
     memo: Option<Memo>,
-    fingerprint: u64,
+    (fingerprint, base): (u64, u64),
     now: Timestamp,
     first_check: Option<Timestamp>,
 ) -> Gate {
@@ -156,6 +173,7 @@ pub fn gate(
             wait if wait > SLACK => Gate::Wait(wait),
             _ => Gate::Run { periodic: true },
         },
+        (Some(m), _) if m.base == base && m.ready => Gate::Rotate,
         (Some(_), _) => Gate::Run { periodic: false },
         (None, Some(due)) if until(due) > SLACK => Gate::Wait(until(due)),
         (None, _) => Gate::Run { periodic: false },
@@ -250,27 +268,54 @@ mod tests {
         let memo = |due| {
             Some(Memo {
                 fingerprint: 7,
+                base: 70,
                 due,
+                ready: true,
             })
         };
         let secs = std::time::Duration::from_secs;
         // The operator's own writes: same fingerprint, not due.
-        assert_eq!(gate(memo(later(60)), 7, now, None), Gate::Wait(secs(60)));
-        // Due (or within the slack): a periodic check.
-        assert_eq!(gate(memo(now), 7, now, None), Gate::Run { periodic: true });
         assert_eq!(
-            gate(memo(later(0)), 7, later(30), None),
+            gate(memo(later(60)), (7, 70), now, None),
+            Gate::Wait(secs(60))
+        );
+        // Due (or within the slack): a periodic check.
+        assert_eq!(
+            gate(memo(now), (7, 70), now, None),
+            Gate::Run { periodic: true }
+        );
+        assert_eq!(
+            gate(memo(later(0)), (7, 70), later(30), None),
             Gate::Run { periodic: true }
         );
         // Anything that matters changed: now, whatever is due.
         assert_eq!(
-            gate(memo(later(60)), 8, now, Some(later(5))),
+            gate(memo(later(60)), (8, 80), now, Some(later(5))),
+            Gate::Run { periodic: false }
+        );
+        // Only the rotate-token request changed after a Ready check: reset without reading.
+        assert_eq!(gate(memo(later(60)), (8, 70), now, None), Gate::Rotate);
+        let not_ready = Some(Memo {
+            ready: false,
+            ..memo(later(60)).unwrap()
+        });
+        assert_eq!(
+            gate(not_ready, (8, 70), now, None),
             Gate::Run { periodic: false }
         );
         // First sight after a start: settled Runners wait for their place in the period.
-        assert_eq!(gate(None, 7, now, Some(later(42))), Gate::Wait(secs(42)));
-        assert_eq!(gate(None, 7, now, Some(now)), Gate::Run { periodic: false });
-        assert_eq!(gate(None, 7, now, None), Gate::Run { periodic: false });
+        assert_eq!(
+            gate(None, (7, 70), now, Some(later(42))),
+            Gate::Wait(secs(42))
+        );
+        assert_eq!(
+            gate(None, (7, 70), now, Some(now)),
+            Gate::Run { periodic: false }
+        );
+        assert_eq!(
+            gate(None, (7, 70), now, None),
+            Gate::Run { periodic: false }
+        );
     }
 
     #[test]

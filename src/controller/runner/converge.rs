@@ -42,17 +42,38 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
     }
     let drift_possible =
         runner.status.as_ref().and_then(|s| s.observed_generation) == runner.meta().generation;
+    if pass.rotation_only
+        && let Some(id) = pass.status.runner_id
+    {
+        // Only the rotate-token request changed since a check that found GitLab matching: reset
+        // without reading the runner first. A runner gone meanwhile answers 404; then the
+        // rounds below look at everything.
+        let request = runner.annotations().get(ROTATE_ANNOTATION);
+        if request.is_none() || request == pass.status.handled_rotate_request.as_ref() {
+            return Ok(());
+        }
+        match pass.rotate(id, Reason::Requested).await {
+            Ok(()) => return Ok(()),
+            Err(Error::GitLab { source, .. }) if source.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // What GitLab answered to the operator's own writes, when that says all it stored: the
+    // next round needs no read.
+    let mut answered: Option<crate::gitlab::RunnerDetails> = None;
     for _round in 0..4 {
         let (secret_state, id_in_secret) = observe_secret(pass).await?;
         let known_id = pass.status.runner_id.or(id_in_secret);
         let recorded = pass.status.runner_id;
-        let gitlab = match known_id {
-            Some(id) => match fetch(pass.gl(), id).await? {
+        let reuse = answered.take().filter(|d| Some(d.id) == known_id);
+        let gitlab = match (known_id, reuse) {
+            (Some(_), Some(d)) => GitLabState::Present(Box::new(d)),
+            (Some(id), None) => match fetch(pass.gl(), id).await? {
                 Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
                 Some(d) => GitLabState::NotOurs(Box::new(d)),
                 None => GitLabState::Gone,
             },
-            None => match desired.adopt {
+            (None, _) => match desired.adopt {
                 Some(id) => match fetch(pass.gl(), id).await? {
                     Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
                     Some(d) => GitLabState::NotOurs(Box::new(d)),
@@ -112,6 +133,18 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             pass.blocked = None;
             return Ok(());
         }
+        // A token reset changes nothing else GitLab shows, an update answers with the runner
+        // as stored, and an (un)assignment GitLab accepted changes only the project list:
+        // after only those, the next round reuses what is known instead of reading again.
+        let known_after = steps.iter().all(|s| {
+            matches!(
+                s,
+                Step::Update { .. }
+                    | Step::RotateToken { .. }
+                    | Step::Assign { .. }
+                    | Step::Unassign { .. }
+            )
+        });
         for step in steps {
             tracing::debug!(namespace = %runner.namespace().unwrap_or_default(), name = %runner.name_any(), ?step, "acting");
             match step {
@@ -171,6 +204,15 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             ))(e));
                         }
                     }
+                    if let Some(d) = pass.details.as_mut()
+                        && !d.projects.iter().any(|p| p.id == project)
+                    {
+                        d.projects.push(crate::gitlab::ProjectRef {
+                            id: project,
+                            name: None,
+                            path_with_namespace: None,
+                        });
+                    }
                     event(
                         ctx,
                         runner,
@@ -194,6 +236,9 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             ))(e));
                         }
                     }
+                    if let Some(d) = pass.details.as_mut() {
+                        d.projects.retain(|p| p.id != project);
+                    }
                     event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
                 }
                 Step::RotateToken {
@@ -214,6 +259,9 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             if pass.blocked.is_some() {
                 return Ok(());
             }
+        }
+        if known_after {
+            answered = pass.details.clone();
         }
     }
     // Ready only from what was observed after acting: changes that did not stick are no match.
@@ -242,6 +290,17 @@ pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Opti
         && pass.status.runner_id.is_some()
     {
         return Ok((SecretState::Valid, None));
+    }
+    let cached = ctx.caches.token_secret(&ns, &name).await;
+    if matches!(cached, caches::Cached::Found(None))
+        && known.is_none()
+        && pass.status.runner_id.is_none()
+        && pass.status.creation_started.is_none()
+        && runner.spec.adopt.is_none()
+    {
+        // Nothing created yet and the cache has no Secret: creation writes it (after a dry
+        // run) whatever a read would say.
+        return Ok((SecretState::Missing, None));
     }
     let secret_obj = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&name)

@@ -27,6 +27,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) warnings: Vec<consumers::Warning>,
     /// Consumers were rolled in this pass (their conditions are fresh).
     pub(crate) rolled: bool,
+    /// Only the rotate-token request changed since a check that ended Ready.
+    pub(crate) rotation_only: bool,
 }
 
 impl Pass<'_> {

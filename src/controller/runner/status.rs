@@ -64,7 +64,7 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
     let uid = runner.uid().unwrap_or_default();
     // Without caches (none in `plan`) every pass checks.
     let inputs = gate_inputs(&ctx, &runner).await;
-    let mut periodic = false;
+    let (mut periodic, mut rotation_only) = (false, false);
     if let Some((conn_generation, secret_version)) = &inputs {
         let fp = recent::fingerprint(&runner, *conn_generation, secret_version.as_deref());
         let first = settled(&runner, secret_version.is_some())
@@ -77,8 +77,10 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
                     ctx.recent.set_memo(
                         &uid,
                         Some(recent::Memo {
-                            fingerprint: fp,
+                            fingerprint: fp.0,
+                            base: fp.1,
                             due: now + wait,
+                            ready: true,
                         }),
                     );
                 }
@@ -86,11 +88,12 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
                 return Ok(Action::requeue(wait));
             }
             recent::Gate::Run { periodic: p } => periodic = p,
+            recent::Gate::Rotate => rotation_only = true,
         }
     }
-    let outcome = checked(&ctx, &runner, periodic).await;
+    let outcome = checked(&ctx, &runner, periodic, rotation_only).await;
     match (&outcome, &inputs) {
-        (Ok(Checked::Done(wait)), Some((conn_generation, cached_secret))) => {
+        (Ok(Checked::Done(wait, ready)), Some((conn_generation, cached_secret))) => {
             // What the next trigger will see: our own Secret write, if any, is the version
             // the cache is about to hold.
             let secret = ctx
@@ -102,8 +105,10 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
             ctx.recent.set_memo(
                 &uid,
                 Some(recent::Memo {
-                    fingerprint: fp,
+                    fingerprint: fp.0,
+                    base: fp.1,
                     due: ctx.clock.now() + *wait,
+                    ready: *ready,
                 }),
             );
         }
@@ -111,14 +116,15 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
         _ => ctx.recent.set_memo(&uid, None),
     }
     outcome.map(|c| match c {
-        Checked::Done(wait) | Checked::Deferred(wait) => Action::requeue(wait),
+        Checked::Done(wait, _) | Checked::Deferred(wait) => Action::requeue(wait),
     })
 }
 
 /// How a pass that checked GitLab ended: when to check again, or stepped aside (a periodic
 /// check while the connection's rate limit has callers queued) and when to try again.
 enum Checked {
-    Done(Duration),
+    /// When to check again; whether the pass ended Ready.
+    Done(Duration, bool),
     Deferred(Duration),
 }
 
@@ -196,6 +202,7 @@ async fn checked(
     ctx: &Arc<Context>,
     runner: &Arc<Runner>,
     periodic: bool,
+    rotation_only: bool,
 ) -> Result<Checked, Error> {
     let ctx = ctx.clone();
     let runner = runner.clone();
@@ -265,6 +272,7 @@ async fn checked(
         blocked: None,
         warnings: vec![],
         rolled: false,
+        rotation_only,
     };
     let span = pass.log();
     let outcome = converge(&mut pass).instrument(span).await;
@@ -375,7 +383,7 @@ async fn checked(
                     until + fastrand::f64() * until.min(60.0) * 0.1,
                 ));
             }
-            Ok(Checked::Done(wait))
+            Ok(Checked::Done(wait, ready))
         }
     }
 }

@@ -172,15 +172,48 @@ pub(crate) async fn project_paths_are_resolved_once_per_connection(backend: Back
 
 pub(crate) async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
     let env = Env::start(backend, None).await;
+    let start = env.gitlab.request_counts();
     env.apply("steady", project_spec()).await;
     env.ready("steady").await;
     // One resync first, so nothing of the creation is still in flight.
     env.passes(1).await;
+    let created = env.gitlab.request_counts();
+    let grew = |after: &std::collections::BTreeMap<String, u64>,
+                before: &std::collections::BTreeMap<String, u64>,
+                k: &str| {
+        after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0)
+    };
+    // A create is one POST and one GET; the passes the operator's own Secret and status
+    // writes trigger read nothing; then the one resync waited for.
+    assert_eq!(grew(&created, &start, "POST /user/runners"), 1);
+    assert_eq!(
+        grew(&created, &start, "GET /runners/:id"),
+        2,
+        "the check after creating, then one resync: {created:?}"
+    );
     let before = env.gitlab.request_counts();
     let rv_before = env.kube.local().map(|k| k.resource_version());
     let objects_before = env.fingerprint().await;
+    let kube_before = env.kube.local().map(|k| k.request_counts());
     let started = std::time::Instant::now();
     env.passes(3).await;
+    if let (Some(k), Some(kube_before)) = (env.kube.local(), kube_before) {
+        let kube_after = k.request_counts();
+        let (per_connection, per_runner): (Vec<_>, Vec<_>) = kube_after
+            .iter()
+            .filter(|(k, v)| kube_before.get(*k) != Some(*v))
+            .map(|(k, v)| (k, v - kube_before.get(k).copied().unwrap_or(0)))
+            .partition(|(k, _)| k.ends_with("-token") && !k.contains("steady"));
+        assert!(
+            per_runner.is_empty(),
+            "no Kubernetes requests for the Runner at steady state (reads come from the caches): {per_runner:?}"
+        );
+        // Each connection's own check reads its access token, once per resync.
+        assert!(
+            per_connection.iter().all(|(_, n)| *n <= 4),
+            "{per_connection:?}"
+        );
+    }
     // Three resyncs of 2 s (jittered ±10 %): not sooner, or passes are being triggered.
     assert!(
         started.elapsed() >= Duration::from_millis(3_500),
@@ -207,6 +240,34 @@ pub(crate) async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
         env.fingerprint().await,
         objects_before,
         "no Kubernetes writes at steady state either"
+    );
+    // A rotation request after a check that found GitLab matching: one reset, no read first.
+    let before = env.gitlab.request_counts();
+    env.runners()
+        .patch(
+            "steady",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"gitlab.runner-operator.dev/rotate-token": "cost"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait("rotation handled", || async {
+        let st = env.runners().get("steady").await.ok()?.status?;
+        (st.handled_rotate_request.as_deref() == Some("cost")).then_some(())
+    })
+    .await;
+    let after = env.gitlab.request_counts();
+    assert_eq!(
+        grew(
+            &after,
+            &before,
+            "POST /runners/:id/reset_authentication_token"
+        ),
+        1
+    );
+    assert!(
+        grew(&after, &before, "GET /runners/:id") <= 1,
+        "no read before the reset (at most a resync in between): {after:?}"
     );
 }
 
