@@ -260,7 +260,7 @@ async fn main() {
             .expect("create");
         own += 1;
     }
-    own += wait_all(&runners, n, |r| is_ready(r)).await;
+    own += wait_all(&runners, n, is_ready).await;
     let took = start.elapsed().as_secs_f64();
     let (k1, g1) = (kube.request_counts(), gitlab.request_counts());
     let bound = 2.0 * n as f64 / effective_rps as f64;
@@ -465,7 +465,8 @@ fn render(files: &[String]) -> String {
     s += "\n|---|---|";
     s += &"---|".repeat(runs.len());
     s += "\n";
-    let rows: Vec<(&str, &str, Box<dyn Fn(&Value) -> String>)> = vec![
+    type Cell = Box<dyn Fn(&Value) -> String>;
+    let rows: Vec<(&str, &str, Cell)> = vec![
         (
             "GitLab requests per Runner created",
             "≤ 2.0",
