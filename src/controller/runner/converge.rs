@@ -291,17 +291,8 @@ pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Opti
     {
         return Ok((SecretState::Valid, None));
     }
-    let cached = ctx.caches.token_secret(&ns, &name).await;
-    if matches!(cached, caches::Cached::Found(None))
-        && known.is_none()
-        && pass.status.runner_id.is_none()
-        && pass.status.creation_started.is_none()
-        && runner.spec.adopt.is_none()
-    {
-        // Nothing created yet and the cache has no Secret: creation writes it (after a dry
-        // run) whatever a read would say.
-        return Ok((SecretState::Missing, None));
-    }
+    // The cache holds only Secrets labelled as ours: its not having one proves nothing (a
+    // Secret someone else made under that name must be found, and never overwritten).
     let secret_obj = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&name)
         .await
