@@ -18,6 +18,8 @@ struct Entry {
     written: Option<Arc<Runner>>,
     /// (resourceVersion, token hash) of the token Secret.
     secret_version: Option<(String, String)>,
+    /// When this process last wrote the token Secret, until a pass saw the cache hold it.
+    secret_written: Option<std::time::Instant>,
     pass: Option<Memo>,
 }
 
@@ -83,6 +85,38 @@ impl Recent {
 
     pub fn set_secret_version(&self, uid: &str, version: Option<(String, String)>) {
         self.with(uid, |e| e.secret_version = version);
+    }
+
+    /// The operator wrote the token Secret: this is its version now.
+    pub fn wrote_secret(&self, uid: &str, version: Option<(String, String)>) {
+        self.with(uid, |e| {
+            e.secret_version = version;
+            e.secret_written = Some(std::time::Instant::now());
+        });
+    }
+
+    /// Whether the cache's copy of the token Secret (its resourceVersion, None: no copy) only
+    /// lags behind the operator's own write: older than that write, or not there yet within a
+    /// few seconds of it. Then a pass would read what it already knows.
+    pub fn secret_cache_lags(&self, uid: &str, cached: Option<&str>) -> bool {
+        const LAG: std::time::Duration = std::time::Duration::from_secs(30);
+        self.with(uid, |e| {
+            let Some((ours, _)) = &e.secret_version else {
+                return false;
+            };
+            match cached {
+                Some(c) if c == ours => {
+                    // Caught up: from now on, no copy means the Secret is gone.
+                    e.secret_written = None;
+                    false
+                }
+                Some(c) => matches!(
+                    (c.parse::<u64>(), ours.parse::<u64>()),
+                    (Ok(c), Ok(o)) if c < o
+                ),
+                None => e.secret_written.is_some_and(|t| t.elapsed() < LAG),
+            }
+        })
     }
 
     pub fn memo(&self, uid: &str) -> Option<Memo> {
@@ -227,6 +261,33 @@ mod tests {
         // Forgotten once seen: an older copy is no longer replaced.
         recent.wrote(runner("20", 1));
         assert!(recent.newest(Arc::new(runner("abc", 1))).is_none());
+    }
+
+    #[test]
+    fn a_secret_cache_behind_our_write_lags_a_newer_or_missing_one_does_not() {
+        let recent = Recent::default();
+        assert!(!recent.secret_cache_lags("u", Some("5")), "nothing written");
+        recent.set_secret_version("u", Some(("10".into(), "h".into())));
+        assert!(
+            !recent.secret_cache_lags("u", None),
+            "checked, not written: gone"
+        );
+        recent.wrote_secret("u", Some(("10".into(), "h".into())));
+        assert!(recent.secret_cache_lags("u", Some("9")));
+        assert!(
+            recent.secret_cache_lags("u", None),
+            "just written, not cached yet"
+        );
+        assert!(!recent.secret_cache_lags("u", Some("11")), "changed since");
+        assert!(!recent.secret_cache_lags("u", Some("10")));
+        assert!(
+            !recent.secret_cache_lags("u", None),
+            "seen, then gone: deleted"
+        );
+        assert!(
+            !recent.secret_cache_lags("u", Some("x")),
+            "cannot be ordered"
+        );
     }
 
     #[test]

@@ -109,8 +109,10 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             pass.details = Some((**d).clone());
         }
         if let GitLabState::Present(d) = &gitlab {
-            // Known from the Secret after a crash before the status write: record it now.
+            // Known from the Secret after a crash before the status write: record it now
+            // (and the create it came from is over).
             pass.status.runner_id = Some(d.id);
+            pass.status.creation_started = None;
             // GitLab moves a runner to its oldest other project when its owner project is
             // deleted: that is no drift to revert, and the spec cannot be met as written.
             if let (Some(want), Some(owner)) = (owner_project, d.projects.first())
@@ -283,12 +285,18 @@ pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Opti
     );
     let uid = runner.uid().unwrap_or_default();
     let known = ctx.recent.secret_version(&uid);
-    if let (caches::Cached::Found(Some(meta)), Some((version, hash))) =
-        (ctx.caches.token_secret(&ns, &name).await, &known)
-        && meta.resource_version().as_ref() == Some(version)
+    let cached = match ctx.caches.token_secret(&ns, &name).await {
+        caches::Cached::Found(m) => Some(m.and_then(|m| m.resource_version())),
+        caches::Cached::NoCache => None,
+    };
+    if let (Some(cached), Some((version, hash))) = (&cached, &known)
         && pass.status.token_hash.as_ref() == Some(hash)
         && pass.status.runner_id.is_some()
+        && (cached.as_ref() == Some(version)
+            || (pass.rolled && ctx.recent.secret_cache_lags(&uid, cached.as_deref())))
     {
+        // The version this process wrote or checked (or wrote in this very pass, before the
+        // cache caught up).
         return Ok((SecretState::Valid, None));
     }
     // The cache holds only Secrets labelled as ours: its not having one proves nothing (a

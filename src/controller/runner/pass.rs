@@ -110,7 +110,7 @@ impl Pass<'_> {
             )
             .await
             .map_err(Error::kube(format!("writing the token Secret {name}")))?;
-        self.ctx.recent.set_secret_version(
+        self.ctx.recent.wrote_secret(
             &self.runner.uid().unwrap_or_default(),
             written
                 .resource_version()
@@ -226,7 +226,8 @@ impl Pass<'_> {
             .into(),
         );
         self.status.pending_rotation = None;
-        self.save().await?;
+        // No status write here: the pass writes status once at its end, and a crash before
+        // that finds the runner through the id in the Secret.
         let (reason, note) = if recreated {
             (
                 "Recreated",
@@ -283,7 +284,8 @@ impl Pass<'_> {
             self.status.handled_rotate_request =
                 self.runner.annotations().get(ROTATE_ANNOTATION).cloned();
         }
-        self.save().await?;
+        // No status write here: the pass writes status once at its end (a crash before that
+        // leaves pendingRotation recorded, and the next pass resets once more).
         let why = match reason {
             Reason::Interval => "the rotation interval elapsed",
             Reason::Expiry => "the token nears its expiry",

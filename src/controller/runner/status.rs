@@ -65,6 +65,12 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
     // Without caches (none in `plan`) every pass checks.
     let inputs = gate_inputs(&ctx, &runner).await;
     let (mut periodic, mut rotation_only) = (false, false);
+    if let Some((_, secret_version)) = &inputs
+        && secret_cache_lags(&ctx, &runner, secret_version.as_deref())
+    {
+        ctx.metrics.pass_skipped("cache-lag");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if let Some((conn_generation, secret_version)) = &inputs {
         let fp = recent::fingerprint(&runner, *conn_generation, secret_version.as_deref());
         let first = settled(&runner, secret_version.is_some())
@@ -155,6 +161,14 @@ async fn gate_inputs(ctx: &Context, runner: &Runner) -> Option<(Option<i64>, Opt
         Cached::NoCache => return None,
     };
     Some((conn_generation, secret))
+}
+
+/// The cache has not caught up with the operator's own write of the token Secret: a pass now
+/// would read the Secret only to learn what the operator wrote. The watch event that brings
+/// the cache up to date triggers the next pass.
+fn secret_cache_lags(ctx: &Context, runner: &Runner, cached: Option<&str>) -> bool {
+    ctx.recent
+        .secret_cache_lags(&runner.uid().unwrap_or_default(), cached)
 }
 
 /// The status says the Runner was settled when last checked: Ready for its current spec,
