@@ -41,6 +41,14 @@ pub enum Cached<T> {
 }
 
 impl Caches {
+    /// Whether the controllers' caches for `ns` exist but have not listed everything yet (just
+    /// after a start): a pass then had better wait a moment than read live.
+    pub fn listing(&self, ns: &str) -> bool {
+        self.scope(ns).is_some_and(|s| {
+            !ready(&s.connections) || !ready(&s.token_secrets) || !ready(&s.runners)
+        }) || self.cluster_connections.get().is_some_and(|c| !ready(c))
+    }
+
     pub fn add_scope(&self, scope: Scope) {
         lock(&self.scopes).push(scope);
     }

@@ -62,9 +62,17 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
         return Ok(Action::await_change());
     };
     let uid = runner.uid().unwrap_or_default();
+    let (mut periodic, mut rotation_only) = (false, false);
+    if ctx.caches.listing(&runner.namespace().unwrap_or_default()) {
+        // Just started: the caches are still listing. Checking now would read live what they
+        // are about to hold, and leave nothing to compare the next pass with.
+        ctx.metrics.pass_skipped("cache-listing");
+        return Ok(Action::requeue(Duration::from_millis(
+            500 + fastrand::u64(0..1000),
+        )));
+    }
     // Without caches (none in `plan`) every pass checks.
     let inputs = gate_inputs(&ctx, &runner).await;
-    let (mut periodic, mut rotation_only) = (false, false);
     if let Some((_, secret_version)) = &inputs
         && secret_cache_lags(&ctx, &runner, secret_version.as_deref())
     {
