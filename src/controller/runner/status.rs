@@ -279,8 +279,9 @@ async fn checked(
     // New work first: a periodic check steps aside while the connection's limit has callers
     // queued (or a 429 holds everyone), and tries again once they are likely through.
     if periodic && let Some(backlog) = conn.limiter.as_ref().and_then(|l| l.backlog()) {
-        let wait = backlog
-            .mul_f64(1.0 + fastrand::f64())
+        // Past the queue, and spread over a fifth of the period: when periodic checks alone
+        // exceed the rate limit, stepping aside must not turn into a busy loop.
+        let wait = (backlog + ctx.settings.resync.mul_f64(0.05 + 0.2 * fastrand::f64()))
             .clamp(Duration::from_secs(1), ctx.settings.resync);
         ctx.metrics.pass_skipped("deferred");
         return Ok(Checked::Deferred(wait));
