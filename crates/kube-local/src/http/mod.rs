@@ -387,7 +387,7 @@ pub(crate) async fn resource_request(
     let writable = || {
         let live = shared.lock();
         if dry {
-            StoreRef::Dry(Box::new(live.detached_copy()))
+            StoreRef::Dry(Box::new(live.detached_copy_for(res, ns, target.name)))
         } else {
             StoreRef::Live(live)
         }

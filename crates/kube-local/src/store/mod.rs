@@ -103,6 +103,50 @@ pub struct Store {
 }
 
 impl Store {
+    /// A copy for a dry run on one object (`name`), or on any object of its kind and namespace
+    /// (`None`, a create): only what that write can read — the objects of that kind there and
+    /// the namespaces — so a dry run does not copy the whole store.
+    pub fn detached_copy_for(
+        &self,
+        res: &ResourceDef,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Store {
+        let ns_key = if res.namespaced { ns.unwrap_or("") } else { "" };
+        let objects: BTreeMap<Key, Value> = self
+            .objects
+            .iter()
+            .filter(|((g, p, n, obj), _)| {
+                (p == "namespaces" && g.is_empty())
+                    || (*g == res.group
+                        && *p == res.plural
+                        && n == ns_key
+                        && name.is_none_or(|want| obj == want))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let uids: BTreeSet<&str> = objects
+            .values()
+            .filter_map(|o| o["metadata"]["uid"].as_str())
+            .collect();
+        Store {
+            rv: self.rv,
+            resources: self.resources.clone(),
+            owners: self
+                .owners
+                .iter()
+                .filter(|(uid, _)| uids.contains(uid.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            objects,
+            log: VecDeque::new(),
+            compacted_rv: self.compacted_rv,
+            log_capacity: self.log_capacity,
+            tx: broadcast::channel(1).0,
+            unchecked: self.unchecked,
+        }
+    }
+
     /// A copy whose writes reach no watcher: what a dry run acts on.
     pub fn detached_copy(&self) -> Store {
         Store {
