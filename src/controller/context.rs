@@ -96,6 +96,8 @@ pub type PathKey = (String, &'static str, String);
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
+    /// Who publishes the events (controller, pod).
+    pub reporter: Reporter,
     pub settings: Settings,
     /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
     pub gitlab: Mutex<HashMap<String, (String, Client)>>,
@@ -137,16 +139,15 @@ pub struct Context {
 impl Context {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
         let instance = std::env::var("POD_NAME").ok();
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "runner-operator".into(),
-                instance,
-            },
-        );
+        let reporter = Reporter {
+            controller: "runner-operator".into(),
+            instance,
+        };
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Context {
             client,
             recorder,
+            reporter,
             settings,
             gitlab: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
@@ -241,16 +242,70 @@ impl Context {
             EventType::Normal => tracing::info!(kind, namespace = ns, name, reason, "{note}"),
             EventType::Warning => tracing::warn!(kind, namespace = ns, name, reason, "{note}"),
         }
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1024).collect()),
-            action: action.into(),
-            secondary: None,
+        let note: String = note.chars().take(1024).collect();
+        let published = match type_ {
+            // Warnings repeat (a failing Runner retries): kube's recorder folds them into a
+            // series, keeping each for six minutes to do so.
+            EventType::Warning => {
+                let ev = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(note),
+                    action: action.into(),
+                    secondary: None,
+                };
+                self.recorder.publish(&ev, object).await
+            }
+            // Normal events report one change each: created as they are, nothing kept (the
+            // recorder's cache held one event per Runner, ~2 KB each, after a mass create).
+            EventType::Normal => self.create_event(object, reason, action, note).await,
         };
-        if let Err(e) = self.recorder.publish(&ev, object).await {
+        if let Err(e) = published {
             tracing::warn!(error = %e, reason, "could not publish an event");
         }
+    }
+
+    /// An events.k8s.io/v1 Event as kube's recorder would write it, without its cache.
+    async fn create_event(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let event = K8sEvent {
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(object.clone()),
+            note: Some(note),
+            metadata: ObjectMeta {
+                namespace: Some(ns.clone()),
+                name: Some(format!(
+                    "{}.{:x}",
+                    object.name.as_deref().unwrap_or(&self.reporter.controller),
+                    now.as_nanosecond()
+                )),
+                ..Default::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            type_: Some("Normal".into()),
+            ..Default::default()
+        };
+        kube::Api::<K8sEvent>::namespaced(self.client.clone(), &ns)
+            .create(&kube::api::PostParams::default(), &event)
+            .await
+            .map(|_| ())
     }
 
     /// Forgets how a connection was resolved (its token or CA Secret changed).

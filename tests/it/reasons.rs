@@ -43,6 +43,8 @@ const NOT_REASONS: &[&str] = &[
     "CheckConnection",
     // a tokenSecret.format value
     "GitLabRunnerOperator",
+    // an Event's type
+    "Normal",
     // condition.rs unit tests
     "Creating",
 ];
