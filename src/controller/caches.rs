@@ -122,6 +122,17 @@ pub fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// What the cache keeps of a token Secret's metadata: its name, namespace and resourceVersion
+/// (all a pass compares) and its owner (what maps a change to its Runner).
+pub fn slim_secret(meta: &mut PartialObjectMeta<Secret>) {
+    let m = &mut meta.metadata;
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+    m.creation_timestamp = None;
+    m.uid = None;
+}
+
 /// `resourceVersion` as a number, where the server uses numbers (etcd revisions, and the local
 /// API). Only used to tell whether a cached copy is older than one the operator wrote.
 pub fn revision<K: Resource>(obj: &K) -> Option<u64> {

@@ -178,7 +178,7 @@ async fn run_scope(
         secret_writer,
         watcher(secrets, secret_cfg)
             .default_backoff()
-            .modify(caches::slim),
+            .modify(caches::slim_secret),
     )
     .touched_objects();
     let conn_api: Api<GitLabConnection> = match &namespace {
