@@ -2,8 +2,9 @@
 //! fixed latency per call) and the local Kubernetes API, both in this process.
 //!
 //! ```text
-//! cargo build --release --bin runner-operator --example bench
-//! target/release/examples/bench --runners 1000 --rps 10 --json a.json
+//! cargo build --release --example bench
+//! cargo build --release --no-default-features --bin runner-operator   # the production build
+//! target/release/examples/bench --runners 1000 --json a.json
 //! target/release/examples/bench --render a.json b.json     # the table in docs/benchmarks.md
 //! ```
 //! `scripts/bench.sh` runs both sizes and rewrites the table. Phases: create N Runners (time to
