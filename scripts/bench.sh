@@ -19,7 +19,7 @@ import re, sys
 table, machine = sys.argv[1], sys.argv[2]
 path = "docs/benchmarks.md"
 doc = open(path).read()
-block = f"<!-- bench:start -->\nMeasured on {machine} by `scripts/bench.sh` (20 ms GitLab latency per call, `--concurrency 32`):\n\n{table}<!-- bench:end -->"
+block = f"<!-- bench:start -->\nMeasured on {machine} by `scripts/bench.sh` (20 ms GitLab latency per call, `--concurrency 32`):\n\n{table}\n<!-- bench:end -->"
 doc = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda _: block, doc, flags=re.S)
 open(path, "w").write(doc)
 PY
