@@ -69,16 +69,9 @@ impl Caches {
             .collect()
     }
 
-    pub fn runner(&self, ns: &str, name: &str) -> Cached<DeserializeGuard<Runner>> {
-        match self.scope(ns) {
-            Some(s) => Cached::Found(s.runners.get(&ObjectRef::new(name).within(ns))),
-            None => Cached::NoCache,
-        }
-    }
-
     /// A connection from the store the connection controller's watch fills, once that store
     /// has listed everything (a miss before that proves nothing).
-    pub async fn connection(&self, ns: &str, name: &str) -> Cached<GitLabConnection> {
+    pub fn connection(&self, ns: &str, name: &str) -> Cached<GitLabConnection> {
         let Some(s) = self.scope(ns) else {
             return Cached::NoCache;
         };
@@ -88,7 +81,7 @@ impl Caches {
         Cached::Found(s.connections.get(&ObjectRef::new(name).within(ns)))
     }
 
-    pub async fn cluster_connection(&self, name: &str) -> Cached<ClusterGitLabConnection> {
+    pub fn cluster_connection(&self, name: &str) -> Cached<ClusterGitLabConnection> {
         let Some(store) = self.cluster_connections.get() else {
             return Cached::NoCache;
         };
@@ -99,7 +92,7 @@ impl Caches {
     }
 
     /// A managed token Secret's metadata.
-    pub async fn token_secret(&self, ns: &str, name: &str) -> Cached<PartialObjectMeta<Secret>> {
+    pub fn token_secret(&self, ns: &str, name: &str) -> Cached<PartialObjectMeta<Secret>> {
         let Some(s) = self.scope(ns) else {
             return Cached::NoCache;
         };

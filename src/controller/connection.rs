@@ -223,7 +223,7 @@ pub async fn for_runner(
 ) -> Result<Resolved, Error> {
     match kind {
         ConnectionKind::GitLabConnection => {
-            let conn = match ctx.caches.connection(ns, name).await {
+            let conn = match ctx.caches.connection(ns, name) {
                 Cached::Found(c) => c,
                 Cached::NoCache => Api::<GitLabConnection>::namespaced(ctx.client.clone(), ns)
                     .get_opt(name)
@@ -238,7 +238,7 @@ pub async fn for_runner(
             resolve_namespaced(ctx, &conn).await
         }
         ConnectionKind::ClusterGitLabConnection => {
-            let conn = match ctx.caches.cluster_connection(name).await {
+            let conn = match ctx.caches.cluster_connection(name) {
                 Cached::Found(c) => c,
                 Cached::NoCache => Api::<ClusterGitLabConnection>::all(ctx.client.clone())
                     .get_opt(name)

@@ -40,6 +40,12 @@ pub struct Recent {
 }
 
 impl Recent {
+    /// Reads an entry without creating one.
+    fn get<T>(&self, uid: &str, f: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(uid).and_then(f)
+    }
+
     fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(uid.to_string()).or_default())
@@ -74,13 +80,13 @@ impl Recent {
 
     /// The status of the operator's last write the cache has not caught up with.
     pub fn written_status(&self, uid: &str) -> Option<crate::crd::RunnerStatus> {
-        self.with(uid, |e| e.written.as_ref().and_then(|w| w.status.clone()))
+        self.get(uid, |e| e.written.as_ref().and_then(|w| w.status.clone()))
     }
 
     /// The token Secret's resourceVersion and the hash of the token it holds, as the
     /// operator wrote it or last checked it.
     pub fn secret_version(&self, uid: &str) -> Option<(String, String)> {
-        self.with(uid, |e| e.secret_version.clone())
+        self.get(uid, |e| e.secret_version.clone())
     }
 
     pub fn set_secret_version(&self, uid: &str, version: Option<(String, String)>) {
@@ -120,7 +126,7 @@ impl Recent {
     }
 
     pub fn memo(&self, uid: &str) -> Option<Memo> {
-        self.with(uid, |e| e.pass)
+        self.get(uid, |e| e.pass)
     }
 
     pub fn set_memo(&self, uid: &str, memo: Option<Memo>) {
@@ -133,14 +139,6 @@ impl Recent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(uid);
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -285,7 +285,7 @@ pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Opti
     );
     let uid = runner.uid().unwrap_or_default();
     let known = ctx.recent.secret_version(&uid);
-    let cached = match ctx.caches.token_secret(&ns, &name).await {
+    let cached = match ctx.caches.token_secret(&ns, &name) {
         caches::Cached::Found(m) => Some(m.and_then(|m| m.resource_version())),
         caches::Cached::NoCache => None,
     };

@@ -72,10 +72,14 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
         )));
     }
     // Without caches (none in `plan`) every pass checks.
-    let inputs = gate_inputs(&ctx, &runner).await;
+    let inputs = gate_inputs(&ctx, &runner);
     if let Some((_, secret_version)) = &inputs
-        && secret_cache_lags(&ctx, &runner, secret_version.as_deref())
+        && ctx
+            .recent
+            .secret_cache_lags(&uid, secret_version.as_deref())
     {
+        // Reading the Secret now would only learn what the operator wrote; the watch event
+        // that brings the cache up to date triggers the next pass.
         ctx.metrics.pass_skipped("cache-lag");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -85,9 +89,10 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
             .then(|| first_check(&ctx, &runner, &uid))
             .flatten();
         let now = ctx.clock.now();
-        match recent::gate(ctx.recent.memo(&uid), fp, now, first) {
+        let memo = ctx.recent.memo(&uid);
+        match recent::gate(memo, fp, now, first) {
             recent::Gate::Wait(wait) => {
-                if ctx.recent.memo(&uid).is_none() {
+                if memo.is_none() {
                     ctx.recent.set_memo(
                         &uid,
                         Some(recent::Memo {
@@ -144,39 +149,27 @@ enum Checked {
 
 /// The connection's generation and the token Secret's resourceVersion, from the caches; None
 /// without caches.
-async fn gate_inputs(ctx: &Context, runner: &Runner) -> Option<(Option<i64>, Option<String>)> {
+fn gate_inputs(ctx: &Context, runner: &Runner) -> Option<(Option<i64>, Option<String>)> {
     use crate::controller::caches::Cached;
     let ns = runner.namespace().unwrap_or_default();
     let r = &runner.spec.connection_ref;
     let conn_generation = match r.kind {
-        crd::ConnectionKind::GitLabConnection => match ctx.caches.connection(&ns, &r.name).await {
+        crd::ConnectionKind::GitLabConnection => match ctx.caches.connection(&ns, &r.name) {
             Cached::Found(c) => c.and_then(|c| c.meta().generation),
             Cached::NoCache => return None,
         },
         crd::ConnectionKind::ClusterGitLabConnection => {
-            match ctx.caches.cluster_connection(&r.name).await {
+            match ctx.caches.cluster_connection(&r.name) {
                 Cached::Found(c) => c.and_then(|c| c.meta().generation),
                 Cached::NoCache => return None,
             }
         }
     };
-    let secret = match ctx
-        .caches
-        .token_secret(&ns, &runner.token_secret_name())
-        .await
-    {
+    let secret = match ctx.caches.token_secret(&ns, &runner.token_secret_name()) {
         Cached::Found(m) => m.and_then(|m| m.resource_version()),
         Cached::NoCache => return None,
     };
     Some((conn_generation, secret))
-}
-
-/// The cache has not caught up with the operator's own write of the token Secret: a pass now
-/// would read the Secret only to learn what the operator wrote. The watch event that brings
-/// the cache up to date triggers the next pass.
-fn secret_cache_lags(ctx: &Context, runner: &Runner, cached: Option<&str>) -> bool {
-    ctx.recent
-        .secret_cache_lags(&runner.uid().unwrap_or_default(), cached)
 }
 
 /// The status says the Runner was settled when last checked: Ready for its current spec,

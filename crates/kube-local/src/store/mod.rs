@@ -146,21 +146,6 @@ impl Store {
             unchecked: self.unchecked,
         }
     }
-
-    /// A copy whose writes reach no watcher: what a dry run acts on.
-    pub fn detached_copy(&self) -> Store {
-        Store {
-            rv: self.rv,
-            resources: self.resources.clone(),
-            objects: self.objects.clone(),
-            log: self.log.clone(),
-            compacted_rv: self.compacted_rv,
-            log_capacity: self.log_capacity,
-            owners: self.owners.clone(),
-            tx: broadcast::channel(1).0,
-            unchecked: self.unchecked,
-        }
-    }
 }
 
 pub fn now_rfc3339() -> String {
