@@ -413,9 +413,11 @@ impl GitLabEmulator {
         if let Some(r) = st.runners.get_mut(&runner_id) {
             r.managers.retain(|m| m.system_id != system_id);
             let mut m = model::Manager::new(id, system_id.into(), at);
-            m.version = version.into();
-            m.platform = platform.into();
-            m.architecture = architecture.into();
+            m.version = Some(version.into());
+            m.revision = Some("abcdef12".into());
+            m.platform = Some(platform.into());
+            m.architecture = Some(architecture.into());
+            m.executor = Some("shell".into());
             r.managers.push(m);
             r.contacted_at = r.managers.iter().map(|m| m.contacted_at).max();
         }

@@ -125,23 +125,47 @@ pub struct Manager {
     pub system_id: String,
     pub created_at: Millis,
     pub contacted_at: Millis,
-    /// What the runner process reports (GitLab records it from the process's job requests).
-    pub version: String,
-    pub platform: String,
-    pub architecture: String,
+    /// What the runner process reports in `info` (verify and job requests); null until it does.
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub platform: Option<String>,
+    pub architecture: Option<String>,
+    pub executor: Option<String>,
 }
 
 impl Manager {
-    /// A manager as `POST /runners/verify` creates it, reporting the current runner release.
+    /// A manager as the first verify or job request with a new `system_id` creates it.
     pub fn new(id: i64, system_id: String, now: Millis) -> Manager {
         Manager {
             id,
             system_id,
             created_at: now,
             contacted_at: now,
-            version: "18.6.0".into(),
-            platform: "linux".into(),
-            architecture: "amd64".into(),
+            version: None,
+            revision: None,
+            platform: None,
+            architecture: None,
+            executor: None,
+        }
+    }
+
+    /// Records what the runner process reported in `info` (GitLab's `ensure_runner_manager`
+    /// plus `heartbeat`): fields it sent replace the old ones, the others stay.
+    pub fn apply_info(&mut self, info: Option<&serde_json::Value>) {
+        let Some(info) = info.and_then(|v| v.as_object()) else {
+            return;
+        };
+        let field = |k: &str| info.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        for (slot, key) in [
+            (&mut self.version, "version"),
+            (&mut self.revision, "revision"),
+            (&mut self.platform, "platform"),
+            (&mut self.architecture, "architecture"),
+            (&mut self.executor, "executor"),
+        ] {
+            if let Some(v) = field(key) {
+                *slot = Some(v);
+            }
         }
     }
 }
@@ -522,7 +546,7 @@ impl State {
         obj.insert("maximum_timeout".into(), json!(r.maximum_timeout));
         obj.insert("access_level".into(), json!(r.access_level));
         obj.insert("version".into(), json!(manager.map(|m| &m.version)));
-        obj.insert("revision".into(), json!(manager.map(|_| "abcdef12")));
+        obj.insert("revision".into(), json!(manager.map(|m| &m.revision)));
         obj.insert("platform".into(), json!(manager.map(|m| &m.platform)));
         obj.insert(
             "architecture".into(),

@@ -109,6 +109,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(endpoint(|st, ctx| list_runners(st, ctx, ListKind::All))),
         )
         .route("/runners/verify", post(endpoint(verify)))
+        .route("/runners/managers", delete(endpoint(delete_manager)))
+        .route("/jobs/request", post(endpoint(request_job)))
         .route(
             "/runners/reset_authentication_token",
             post(endpoint(reset_by_token)),
@@ -314,13 +316,19 @@ pub(crate) async fn answer(
         Ok(p) => p,
         Err(resp) => return resp,
     };
+    // Routes are nested under /api/v4, which axum strips from the path: GitLab's links carry it.
+    let api_path = if path.starts_with("/api/v4/") {
+        path.to_string()
+    } else {
+        format!("/api/v4{path}")
+    };
     let base_url = format!(
         "http://{}{}",
         headers
             .get("host")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost"),
-        path
+        api_path
     );
     let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     let ctx = Ctx {

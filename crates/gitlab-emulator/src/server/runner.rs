@@ -53,8 +53,9 @@ pub(crate) fn delete_by_token(st: &mut State, ctx: &Ctx) -> Reply {
     Ok(no_content())
 }
 
-pub(crate) fn verify(st: &mut State, ctx: &Ctx) -> Reply {
-    let id = live_runner_by_token(st, ctx, "403 Forbidden")?;
+/// Marks a runner contacted by its own process, creating or updating the manager named by
+/// `system_id` from the process's `info` (GitLab: `ensure_runner_manager` and `heartbeat`).
+fn contact(st: &mut State, ctx: &Ctx, id: i64) -> Result<(), Response> {
     let system_id = p_str(ctx.params, "system_id")?;
     let now = st.now();
     let next_manager_id = st.alloc_id();
@@ -63,15 +64,58 @@ pub(crate) fn verify(st: &mut State, ctx: &Ctx) -> Reply {
     };
     r.contacted_at = Some(now);
     if let Some(sid) = system_id {
-        match r.managers.iter_mut().find(|m| m.system_id == sid) {
-            Some(m) => m.contacted_at = now,
-            None => r.managers.push(Manager::new(next_manager_id, sid, now)),
-        }
+        let m = match r.managers.iter().position(|m| m.system_id == sid) {
+            Some(i) => &mut r.managers[i],
+            None => {
+                r.managers.push(Manager::new(next_manager_id, sid, now));
+                r.managers.last_mut().expect("just pushed")
+            }
+        };
+        m.contacted_at = now;
+        m.apply_info(ctx.params.get("info"));
     }
+    Ok(())
+}
+
+pub(crate) fn verify(st: &mut State, ctx: &Ctx) -> Reply {
+    let id = live_runner_by_token(st, ctx, "403 Forbidden")?;
+    contact(st, ctx, id)?;
+    let r = st
+        .runners
+        .get(&id)
+        .ok_or_else(|| message(403, "403 Forbidden"))?;
     Ok(json_reply(
         200,
         json!({"id": r.id, "token": r.token, "token_expires_at": r.token_expires_at.map(iso)}),
     ))
+}
+
+/// `POST /jobs/request`: the runner process's poll. 403 for an unknown or expired token, else
+/// the contact is recorded and, with no job queued for it, 204 (GitLab's "no job for you").
+pub(crate) fn request_job(st: &mut State, ctx: &Ctx) -> Reply {
+    let id = live_runner_by_token(st, ctx, "403 Forbidden")?;
+    contact(st, ctx, id)?;
+    let mut resp = no_content();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&st.now().to_string()) {
+        resp.headers_mut().insert("x-gitlab-last-update", v);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /runners/managers`: a runner process unregistering its own manager.
+pub(crate) fn delete_manager(st: &mut State, ctx: &Ctx) -> Reply {
+    let id = live_runner_by_token(st, ctx, "403 Forbidden")?;
+    let system_id =
+        p_str(ctx.params, "system_id")?.ok_or_else(|| error(400, "system_id is missing"))?;
+    let Some(r) = st.runners.get_mut(&id) else {
+        return Err(message(403, "403 Forbidden"));
+    };
+    let before = r.managers.len();
+    r.managers.retain(|m| m.system_id != system_id);
+    if r.managers.len() == before {
+        return Err(message(404, "404 Runner manager not found"));
+    }
+    Ok(no_content())
 }
 
 pub(crate) fn reset_token(st: &mut State, id: i64) -> Response {
@@ -162,7 +206,7 @@ pub(crate) fn runner_by_id(st: &mut State, ctx: &Ctx, id: &str, rest: &[&str]) -
                 .managers
                 .iter()
                 .map(|m| {
-                    json!({"id": m.id, "system_id": m.system_id, "version": m.version, "revision": "abcdef12", "platform": m.platform,
+                    json!({"id": m.id, "system_id": m.system_id, "version": m.version, "revision": m.revision, "platform": m.platform,
                            "architecture": m.architecture, "created_at": iso(m.created_at), "contacted_at": iso(m.contacted_at),
                            "ip_address": null, "status": if m.contacted_at > now - 2 * 3600 * 1000 { "online" } else { "offline" },
                            "job_execution_status": "idle"})

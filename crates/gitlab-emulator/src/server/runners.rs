@@ -148,9 +148,11 @@ pub(crate) fn list_runners(st: &mut State, ctx: &Ctx, kind: ListKind) -> Reply {
         .filter(|r| paused.is_none_or(|p| r.paused == p))
         .filter(|r| tags.iter().all(|t| r.tags.contains(t)))
         .filter(|r| {
-            version_prefix
-                .as_deref()
-                .is_none_or(|vp| !r.managers.is_empty() && "18.6.0".starts_with(vp))
+            version_prefix.as_deref().is_none_or(|vp| {
+                r.managers
+                    .iter()
+                    .any(|m| m.version.as_deref().is_some_and(|v| v.starts_with(vp)))
+            })
         })
         .map(|r| st.runner_entity(r, now))
         .collect();

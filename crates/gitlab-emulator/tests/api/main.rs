@@ -10,6 +10,7 @@ use support::{check, create, emulator, raw};
 mod changes;
 mod create;
 mod extras;
+mod runner_side;
 mod tokens;
 
 #[tokio::test]
