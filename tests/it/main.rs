@@ -10,6 +10,7 @@ mod fail_after;
 mod faults;
 mod kubeapi;
 mod kubectl;
+mod node;
 mod operator;
 mod preview;
 mod process;
