@@ -88,7 +88,10 @@ async fn serve_ready(port: u16, ready: Arc<AtomicBool>) {
             let (status, body) = if ready.load(Ordering::Relaxed) {
                 ("200 OK", "ok\n")
             } else {
-                ("503 Service Unavailable", "token refused or not yet verified\n")
+                (
+                    "503 Service Unavailable",
+                    "token refused or not yet verified\n",
+                )
             };
             let reply = format!(
                 "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -103,10 +106,9 @@ fn system_id() -> String {
     // gitlab-runner derives s_<12 hex> from the machine id; a pod has none, so the pod's name
     // (its hostname) keeps one manager per pod, as the real agent's config file would.
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let digest: u64 = host
-        .trim()
-        .bytes()
-        .fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let digest: u64 = host.trim().bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     format!("s_{:012x}", digest & 0xffff_ffff_ffff)
 }
 
@@ -142,7 +144,9 @@ async fn main() {
 
     // register: the agent verifies the token first and stops if GitLab refuses it.
     let http = reqwest::Client::new();
-    let verify = url.join("api/v4/runners/verify").expect("static path joins");
+    let verify = url
+        .join("api/v4/runners/verify")
+        .expect("static path joins");
     match http
         .post(verify)
         .form(&[("token", token.as_str()), ("system_id", sid.as_str())])
