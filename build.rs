@@ -40,7 +40,10 @@ fn main() {
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         // A new commit moves the branch ref (or packed-refs); a checkout moves HEAD.
         println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+        // Only when it exists: a missing file counts as changed, rebuilding on every build.
+        if std::path::Path::new(&format!("{dir}/packed-refs")).exists() {
+            println!("cargo:rerun-if-changed={dir}/packed-refs");
+        }
         if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={dir}/{r}");
         }

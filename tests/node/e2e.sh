@@ -205,8 +205,10 @@ no_restarts() { # NAMESPACE APP
   local r; r=$(k get pod -n "$1" -l app="$2" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort -u)
   [ -z "$r" ] || [ "$r" = 0 ]
 }
-issued_ms() { # NAMESPACE RUNNER: status.tokenIssuedAt in ms
-  date -d "$(k get glrunner -n "$1" "$2" -o jsonpath='{.status.tokenIssuedAt}')" +%s%3N
+# When GitLab reset the token, in ms: status.tokenIssuedAt has whole seconds, but the expiry
+# GitLab returned with the token is exact, and the project's tokens live LIFETIME seconds.
+issued_ms() { # NAMESPACE RUNNER LIFETIME
+  echo $(( $(date -d "$(k get glrunner -n "$1" "$2" -o jsonpath='{.status.tokenExpiresAt}')" +%s%3N) - $3 * 1000 ))
 }
 
 scenario_rotation() {
@@ -245,7 +247,7 @@ EOF
     fi
     until_ok 120 "a $round rotation" sh -c "[ \"\$('$kubectl' get glrunner -n $ns builders -o jsonpath='{.status.lastRotationReason}')\" = $round ] && [ \"\$('$kubectl' get secret -n $ns builders-token -o jsonpath='{.data.runner-token}' | base64 -d)\" != '$old' ]"
     new=$(secret_token $ns builders-token)
-    issued=$(issued_ms $ns builders)
+    issued=$(issued_ms $ns builders 120)
     until_ok 120 "consumers rolled onto the $round token" rolled_out $ns builders-runner
     until_ok 30 "a new pod polling" has_new_poll $ns builders-runner
     first=$(first_new_poll_ms $ns builders-runner)

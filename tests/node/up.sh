@@ -24,6 +24,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/node/lib.sh
 . "$here/lib.sh"
 log() { echo "up: $*" >&2; }
+began=$(date +%s)
 fail() { log "$*"; log "logs in $dir"; exit 1; }
 
 [ "$(id -u)" = 0 ] || { log "needs root (containerd, kubelet, iptables)"; exit 3; }
@@ -229,5 +230,5 @@ export BUSYBOX_IMAGE=runner-operator.test/busybox:1
 export OPERATOR_IMAGE=$(cat "$images/operator.ref")
 export NODE_DIR=$dir
 EOF
-log "cluster up: node $node, API $server, GitLab http://$gateway:$gitlab_port, operator in namespace runner-operator"
+log "cluster up in $(( $(date +%s) - began )) s (builds included): node $node, API $server, GitLab http://$gateway:$gitlab_port, operator in namespace runner-operator"
 cat "$dir/env"
