@@ -30,6 +30,16 @@ pub struct Resolved {
     pub key: String,
     /// The connection's rate limiter (periodic checks step aside when it is busy).
     pub limiter: Option<Arc<crate::gitlab::RateLimiter>>,
+    /// A ClusterGitLabConnection's tenancy (its name, its rules or None for the default lane);
+    /// None for a namespace's own GitLabConnection, which is not limited.
+    pub lane: Option<Arc<Lane>>,
+}
+
+/// Whose token a Runner uses and what its namespace may do with it.
+#[derive(Debug)]
+pub struct Lane {
+    pub connection: String,
+    pub tenancy: Option<crate::crd::Tenancy>,
 }
 
 async fn secret_value(
@@ -148,6 +158,7 @@ async fn build(
                 url: url.to_string(),
                 key,
                 limiter,
+                lane: None,
             });
         }
     }
@@ -209,6 +220,7 @@ async fn build(
         url: url.to_string(),
         key,
         limiter: Some(gate),
+        lane: None,
     })
 }
 
@@ -607,7 +619,14 @@ async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Resul
         &s.client,
         &token_ns,
     )
-    .await;
+    .await
+    .map(|mut r| {
+        r.lane = Some(Arc::new(Lane {
+            connection: conn.name_any(),
+            tenancy: s.tenancy.clone(),
+        }));
+        r
+    });
     remember(ctx, conn, &r);
     r
 }

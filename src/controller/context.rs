@@ -93,6 +93,9 @@ pub type GitLabLayer = Arc<dyn Fn(Arc<dyn GitLabApi>) -> Arc<dyn GitLabApi> + Se
 /// Connection key, "project" or "group", path.
 pub type PathKey = (String, &'static str, String);
 
+/// (connection key, "project" or "group", id).
+pub type IdKey = (String, &'static str, i64);
+
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
@@ -121,6 +124,9 @@ pub struct Context {
     /// Project and group paths resolved to ids, per connection: many Runners name the same
     /// project (key: connection key, "project" or "group", path; value: id, when read).
     paths: Mutex<HashMap<PathKey, (i64, tokio::time::Instant)>>,
+    /// The other way round, for tenancy: GitLab's canonical full path of a project or group id
+    /// (key: connection key, "project" or "group", id; value: path, when read).
+    canonical_paths: Mutex<HashMap<IdKey, (String, tokio::time::Instant)>>,
     /// One lookup per path at a time (the others wait for its answer).
     path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last read each Runner's managers (key: uid).
@@ -158,6 +164,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             managers_checked: Mutex::new(HashMap::new()),
             paths: Mutex::new(HashMap::new()),
+            canonical_paths: Mutex::new(HashMap::new()),
             path_locks: Mutex::new(HashMap::new()),
             caches: Default::default(),
             recent: Default::default(),
@@ -322,6 +329,41 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(c, _, _), _| c != conn);
+        self.canonical_paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(c, _, _), _| c != conn);
+    }
+
+    /// A project's or group's canonical full path: from the cache when read within the resync
+    /// period (a move in GitLab is seen within one period), else from `fetch`.
+    pub async fn canonical_path<E, Fut>(
+        &self,
+        conn: &str,
+        kind: &'static str,
+        id: i64,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<String, E>
+    where
+        Fut: std::future::Future<Output = Result<String, E>>,
+    {
+        let key = (conn.to_string(), kind, id);
+        let cached = self
+            .canonical_paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < self.settings.resync)
+            .map(|(p, _)| p.clone());
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let path = fetch().await?;
+        self.canonical_paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (path.clone(), tokio::time::Instant::now()));
+        Ok(path)
     }
 
     pub fn resync(&self) -> Duration {

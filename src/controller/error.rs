@@ -15,6 +15,10 @@ pub enum Error {
     /// allowedNamespaces (or the Runner's connectionRef) helps.
     #[error("{0}")]
     NotAllowed(String),
+    /// The Runner asks for something outside the lane its ClusterGitLabConnection's tenancy
+    /// gives its namespace: nothing is done in GitLab.
+    #[error("{0}")]
+    Tenancy(String),
     /// GitLab refused or failed a call.
     #[error("{action}: {source}")]
     GitLab {
@@ -53,6 +57,7 @@ impl Error {
         match self {
             Error::Connection(_) => "ConnectionNotReady",
             Error::NotAllowed(_) => "ConnectionNotAllowed",
+            Error::Tenancy(_) => "TenancyViolation",
             Error::GitLab { source, .. } => match source.status() {
                 Some(401) => "GitLabUnauthorized",
                 Some(403) => "GitLabForbidden",

@@ -13,6 +13,7 @@ pub mod reasons;
 pub mod recent;
 pub mod runner;
 pub mod secret;
+pub mod tenancy;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -41,6 +41,13 @@ const fn r(
 use On::{Connection, Event, Runner};
 
 pub const ALL: &[Reason] = &[
+    r(
+        "LeftOutsideLane",
+        Event,
+        "",
+        "A Runner outside its tenancy lane was deleted: its GitLab runner was left registered (the namespace may not delete it).",
+        "Delete the runner in GitLab if it is no longer wanted (the connection's owners can), or restore the rule and recreate the Runner.",
+    ),
     // Runner: Ready
     r(
         "Reconciled",
@@ -62,6 +69,13 @@ pub const ALL: &[Reason] = &[
         "Ready",
         "The ClusterGitLabConnection does not admit the Runner's namespace; nothing was done in GitLab.",
         "Add the namespace to the connection's spec.allowedNamespaces (names, or a label its selector matches), or use another connection.",
+    ),
+    r(
+        "TenancyViolation",
+        Runner,
+        "Ready",
+        "The Runner asks for something its ClusterGitLabConnection's spec.tenancy does not give its namespace (a runner type, a path, an adoption), or no rule matches the namespace; nothing was done in GitLab, and a runner already managed is left as it is.",
+        "Change the Runner as the message says, or ask the connection's owners to extend the rule it names.",
     ),
     r(
         "GitLabUnauthorized",

@@ -104,8 +104,59 @@ pub struct ClusterGitLabConnectionSpec {
     /// Namespaces whose Runners may use this connection. Absent: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// What each namespace may do through this connection's token. Absent: project and group
+    /// runners anywhere the token reaches, no instance runners, no adoption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<Tenancy>,
     #[serde(flatten)]
     pub client: ClientSettings,
+}
+
+/// Tenancy rules: evaluated in order, the first whose `namespaces` match the Runner's namespace
+/// decides; a namespace no rule matches may do nothing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenancy {
+    /// The rules, first match wins (at most 64).
+    #[schemars(length(max = 64))]
+    pub rules: Vec<TenancyRule>,
+}
+
+/// What the namespaces a rule matches may do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenancyRule {
+    /// Named in conditions, events and status. Default: `rules[INDEX]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub name: Option<String>,
+    /// The namespaces this rule is for: listed by name or matched by labels (either suffices).
+    pub namespaces: AllowedNamespaces,
+    /// Runner types they may manage. Default: project_type and group_type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runner_types: Vec<crate::crd::RunnerType>,
+    /// Globs over the full paths of the owner project or group and of every assigned project:
+    /// `*` matches within one path segment, `**` any number of segments, `${namespace}` stands
+    /// for the Runner's namespace (e.g. `team/${namespace}/**`). Empty: any path the token
+    /// reaches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub paths: Vec<String>,
+    /// Whether they may adopt existing runners (`spec.adopt`). Default Never.
+    #[serde(default)]
+    pub adopt: AdoptPolicy,
+}
+
+/// Which existing runners a namespace may take over.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AdoptPolicy {
+    /// No adoption.
+    #[default]
+    Never,
+    /// Only runners whose owner project or group and every assigned project match `paths`.
+    WithinPaths,
+    /// Any runner the token reaches (that no other Runner manages).
+    Any,
 }
 
 /// Settings shared by both connection kinds.

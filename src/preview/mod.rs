@@ -249,7 +249,10 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
             outcome: match e {
-                Error::Invalid(_) | Error::Connection(_) | Error::NotAllowed(_) => Outcome::Blocked,
+                Error::Invalid(_)
+                | Error::Connection(_)
+                | Error::NotAllowed(_)
+                | Error::Tenancy(_) => Outcome::Blocked,
                 _ => Outcome::Error,
             },
             reason: Some(e.reason().into()),

@@ -57,6 +57,29 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
             return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
         }
     };
+    // A Runner outside its lane may not delete the runner either: it stays in GitLab.
+    if let Some(st) = runner.status.as_ref()
+        && let Some(id) = st.runner_id
+    {
+        let owner = st.project_ids.first().copied();
+        let assigned: BTreeSet<i64> = st.project_ids.iter().skip(1).copied().collect();
+        match check_lane(&ctx, &runner, &conn, st, (owner, st.group_id, &assigned)).await {
+            Err(Error::Tenancy(why)) => {
+                event(
+                    &ctx,
+                    &runner,
+                    EventType::Warning,
+                    "LeftOutsideLane",
+                    "Delete",
+                    format!("GitLab runner {id} is left registered: {why}"),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
     match delete_in_gitlab(&ctx, &runner, &*conn.client).await {
         // GitLab refuses the connection's token: only a person can fix that.
         Err(Error::GitLab { action, source }) if matches!(source.status(), Some(401 | 403)) => {

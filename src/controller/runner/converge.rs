@@ -23,6 +23,15 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         .chain(assigned.iter().copied())
         .collect();
     pass.status.group_id = owner_group;
+    // The tenancy lane first: outside it, nothing is written to GitLab.
+    check_lane(
+        ctx,
+        runner,
+        &pass.conn,
+        &pass.status,
+        (owner_project, owner_group, &assigned),
+    )
+    .await?;
     let desired = desired(runner, assigned)?;
     if runner.spec.adopt.is_none()
         && runner

@@ -7,6 +7,7 @@
 mod cleanup;
 mod converge;
 mod desired;
+mod lane;
 mod observe;
 mod pass;
 mod status;
@@ -29,6 +30,7 @@ use crate::crd::{READY, Runner};
 pub(crate) use cleanup::*;
 pub(crate) use converge::*;
 pub(crate) use desired::*;
+pub(crate) use lane::*;
 pub(crate) use observe::*;
 pub(crate) use pass::*;
 pub(crate) use status::*;

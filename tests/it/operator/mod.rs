@@ -21,11 +21,13 @@ use crate::cluster::{Backend, Cluster};
 mod connections;
 mod lifecycle;
 mod resilience;
+mod tenancy;
 mod tokens;
 
 use connections::*;
 use lifecycle::*;
 use resilience::*;
+use tenancy::*;
 use tokens::*;
 
 pub(crate) static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -300,7 +302,12 @@ impl Env {
     }
 
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
-        let evs = Api::<CoreEvent>::namespaced(self.client.clone(), "ci")
+        self.events_in_namespace("ci", name).await
+    }
+
+    /// (type, reason, message) of the events about `name` in `ns`.
+    pub async fn events_in_namespace(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
+        let evs = Api::<CoreEvent>::namespaced(self.client.clone(), ns)
             .list(&ListParams::default())
             .await
             .expect("events");
@@ -534,6 +541,7 @@ on_both_backends!(
     expired_tokens_are_replaced_through_the_management_api,
     many_rotations_at_once_stay_within_the_rate_limit,
     watch_namespaces_limit_what_is_reconciled,
+    tenants_stay_in_their_lane,
 );
 
 /// Scenarios run by the operator as the chart installs it: `helm install` into the real

@@ -202,7 +202,9 @@ pub(crate) async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(ba
     let yaml = import::to_yaml(&imported).unwrap();
     let docs = input::parse("import", &yaml).expect("import output parses");
     assert_eq!(docs.len(), 3);
-    let root_conn: Value = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": "gitlab-root"}, "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-root-token", "namespace": "runner-operator"}}});
+    let root_conn: Value = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": "gitlab-root"}, "spec": {"url": env.gitlab.url(), "allowInsecureHTTP": true, "tokenSecretRef": {"name": "gitlab-root-token", "namespace": "runner-operator"},
+        // Instance runners and adoption through a cluster connection are opted into.
+        "tenancy": {"rules": [{"name": "platform", "namespaces": {"names": ["ci"]}, "runnerTypes": ["instance_type", "group_type", "project_type"], "adopt": "Any"}]}}});
     let token: Secret = serde_json::from_value(
         json!({"metadata": {"name": "gitlab-root-token"}, "stringData": {"token": ROOT}}),
     )
