@@ -17,6 +17,24 @@ pub fn identity() -> String {
         })
 }
 
+/// The task holding (or competing for) the Lease.
+pub struct Election {
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Election {
+    /// Once every receiver is dropped the task releases the Lease: waits for that (at most
+    /// `limit`), so a successor leads at once instead of waiting for the Lease to lapse.
+    pub async fn release(self, limit: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(limit, self.task).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("releasing the Lease: {e}")),
+            Ok(Err(e)) => Err(format!("the lease task failed: {e}")),
+            Err(_) => Err(format!("releasing the Lease took longer than {limit:?}")),
+        }
+    }
+}
+
 /// Starts competing for the Lease `lease` in `namespace`; the receiver says whether this
 /// instance leads (it closes if the lease task dies). Lease duration 15 s, grace 5 s.
 pub async fn elect(
@@ -24,13 +42,13 @@ pub async fn elect(
     namespace: &str,
     lease: &str,
     identity: String,
-) -> Result<tokio::sync::watch::Receiver<bool>, String> {
+) -> Result<(tokio::sync::watch::Receiver<bool>, Election), String> {
     let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(namespace)
         .with_parameters(LeaseParams::new(identity, 15, 5))
         .build()
         .await
         .map_err(|e| format!("setting up leader election (Lease {namespace}/{lease}): {e}"))?;
-    let (rx, _task) = manager.watch().await;
-    Ok(rx)
+    let (rx, task) = manager.watch().await;
+    Ok((rx, Election { task }))
 }

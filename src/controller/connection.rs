@@ -489,6 +489,7 @@ where
             && o.username == status.username
             && o.token == status.token
             && o.observed_generation == status.observed_generation
+            && o.tenancy == status.tenancy
             && crate::crd::same_ignoring_time(&o.conditions, &status.conditions)
     });
     if unchanged {
@@ -513,6 +514,7 @@ async fn check_and_report<K>(
     old: Option<&ConnectionStatus>,
     insecure: bool,
     resolved: Result<Resolved, Error>,
+    tenancy: Option<crate::crd::TenancyStatus>,
 ) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -523,7 +525,7 @@ where
         Err(e) => Err(e),
     };
     let warn_before = ctx.settings.token_expiry_warning;
-    let status = connection_status(
+    let mut status = connection_status(
         conn.meta().generation,
         old,
         &result,
@@ -531,6 +533,7 @@ where
         warn_before,
         ctx.clock.now(),
     );
+    status.tenancy = tenancy;
     if let Some(key) = key {
         let expiry = result
             .as_ref()
@@ -578,6 +581,7 @@ pub async fn reconcile_namespaced(
         conn.status.as_ref(),
         conn.spec.client.insecure_skip_tls_verify.unwrap_or(false),
         resolved,
+        None,
     )
     .await
 }
@@ -588,6 +592,7 @@ pub async fn reconcile_cluster(
 ) -> Result<Action, Error> {
     let resolved = resolve_cluster(&ctx, &conn).await;
     let api = Api::<ClusterGitLabConnection>::all(ctx.client.clone());
+    let tenancy = tenancy_status(&ctx, &conn).await?;
     check_and_report(
         &ctx,
         api,
@@ -595,8 +600,79 @@ pub async fn reconcile_cluster(
         conn.status.as_ref(),
         conn.spec.client.insecure_skip_tls_verify.unwrap_or(false),
         resolved,
+        Some(tenancy),
     )
     .await
+}
+
+/// The Runners using a ClusterGitLabConnection, counted per deciding tenancy rule (from the
+/// Runner cache; the namespaces' labels are listed once when a rule has a selector).
+async fn tenancy_status(
+    ctx: &Context,
+    conn: &ClusterGitLabConnection,
+) -> Result<crate::crd::TenancyStatus, Error> {
+    use std::collections::BTreeMap;
+    let name = conn.name_any();
+    let tenancy = conn.spec.tenancy.as_ref();
+    let namespaces: Vec<String> = ctx
+        .caches
+        .runners()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| {
+            r.spec.connection_ref.kind == ConnectionKind::ClusterGitLabConnection
+                && r.spec.connection_ref.name == name
+        })
+        .map(|r| r.namespace().unwrap_or_default())
+        .collect();
+    // Each namespace read once (the chart grants get on namespaces, not list).
+    let mut labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    if super::tenancy::needs_labels(tenancy) {
+        for ns in &namespaces {
+            if labels.contains_key(ns) {
+                continue;
+            }
+            let l = Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(ns)
+                .await
+                .map_err(Error::kube(format!("reading Namespace {ns}")))?
+                .map(|n| n.labels().clone())
+                .unwrap_or_default();
+            labels.insert(ns.clone(), l);
+        }
+    }
+    let none = BTreeMap::new();
+    let mut counts: Vec<(String, i64)> = match tenancy {
+        Some(t) => t
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone().unwrap_or_else(|| format!("rules[{i}]")), 0))
+            .collect(),
+        None => vec![(super::tenancy::default_rule().name.unwrap_or_default(), 0)],
+    };
+    let mut unmatched = 0;
+    for ns in &namespaces {
+        let l = labels.get(ns).unwrap_or(&none);
+        match super::tenancy::rule_for(tenancy, ns, l) {
+            Some((rule, _)) => match counts.iter_mut().find(|(n, _)| *n == rule) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((rule, 1)),
+            },
+            None => unmatched += 1,
+        }
+    }
+    if tenancy.is_some() {
+        counts.push(("unmatched".into(), unmatched));
+    }
+    Ok(crate::crd::TenancyStatus {
+        rules: tenancy.map_or(0, |t| t.rules.len() as i64),
+        runners: counts
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// A ClusterGitLabConnection's client (its token Secret defaults to the operator's namespace).

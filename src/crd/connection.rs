@@ -88,6 +88,20 @@ pub struct GitLabConnectionSpec {
         description = "Whether the last connection check passed (the Ready condition)."
     ),
     printcolumn(
+        name = "Rules",
+        type_ = "integer",
+        json_path = ".status.tenancy.rules",
+        priority = 1,
+        description = "How many tenancy rules spec.tenancy has (0: the default lane)."
+    ),
+    printcolumn(
+        name = "Runners",
+        type_ = "string",
+        json_path = ".status.tenancy.runners",
+        priority = 1,
+        description = "How many Runners each rule matched at the last connection check (rule: count)."
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -276,10 +290,24 @@ pub struct ConnectionStatus {
     /// does not serve it, before 15.5, or for OAuth tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<AccessTokenState>,
+    /// ClusterGitLabConnection only: its tenancy rules and the Runners each matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<TenancyStatus>,
     /// Ready after a successful live check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What a ClusterGitLabConnection's tenancy covers, counted at each connection check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenancyStatus {
+    /// How many rules spec.tenancy has (0: none, the default lane).
+    pub rules: i64,
+    /// Runners using the connection per deciding rule, e.g. `team-a: 3, platform: 1`; Runners
+    /// of namespaces no rule matches count as `unmatched`.
+    pub runners: String,
 }
 
 /// What GitLab says about a connection's access token.

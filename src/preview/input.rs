@@ -7,18 +7,23 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use crate::crd::Runner;
+use crate::crd::{ClusterGitLabConnection, Runner};
 
 /// The Runners in a file, a folder (its .yaml, .yml and .json files, sorted) or stdin (`-`).
 /// Documents of other kinds are skipped; a Runner that does not decode is an error that names
 /// the file and the document.
 pub fn read(path: &Path) -> Result<Vec<Runner>, String> {
+    Ok(read_all(path)?.0)
+}
+
+/// The Runners and the ClusterGitLabConnections (a policy change to preview) of `path`.
+pub fn read_all(path: &Path) -> Result<(Vec<Runner>, Vec<ClusterGitLabConnection>), String> {
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| format!("reading stdin: {e}"))?;
-        return parse("stdin", &text);
+        return Ok((parse("stdin", &text)?, parse_connections("stdin", &text)?));
     }
     if path.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(path)
@@ -31,15 +36,47 @@ pub fn read(path: &Path) -> Result<Vec<Runner>, String> {
             })
             .collect();
         files.sort();
-        let mut out = vec![];
+        let (mut runners, mut conns) = (vec![], vec![]);
         for f in files {
-            out.extend(read(&f)?);
+            let (r, c) = read_all(&f)?;
+            runners.extend(r);
+            conns.extend(c);
         }
-        return Ok(out);
+        return Ok((runners, conns));
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    parse(&path.display().to_string(), &text)
+    let origin = path.display().to_string();
+    Ok((parse(&origin, &text)?, parse_connections(&origin, &text)?))
+}
+
+/// The ClusterGitLabConnections among the documents of `text` (`List` objects opened).
+pub fn parse_connections(origin: &str, text: &str) -> Result<Vec<ClusterGitLabConnection>, String> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: not YAML: {e}"))?;
+    let mut queue: Vec<Value> = docs.into_iter().rev().collect();
+    let mut out = vec![];
+    while let Some(doc) = queue.pop() {
+        if doc["kind"] == "List" {
+            if let Some(items) = doc["items"].as_array() {
+                queue.extend(items.iter().rev().cloned());
+            }
+            continue;
+        }
+        if doc["kind"] == "ClusterGitLabConnection"
+            && doc["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("gitlab.runner-operator.dev/"))
+        {
+            out.push(serde_json::from_value(doc.clone()).map_err(|e| {
+                format!(
+                    "{origin}: ClusterGitLabConnection {} does not decode: {e}",
+                    doc["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })?);
+        }
+    }
+    Ok(out)
 }
 
 /// The Runners among the YAML (or JSON) documents of `text`; `List` objects are opened.

@@ -213,6 +213,17 @@ pub enum Source {
 /// Plans every Runner given (each with the live object of the same name, when a cluster is
 /// read). Never fails as a whole: a Runner that cannot be planned is an `error` entry.
 pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
+    plan_with(source, runners, &[]).await
+}
+
+/// Plans `runners`; those using one of `changes` (new versions of ClusterGitLabConnections, not
+/// yet applied) are also judged by its tenancy, with a warning when it would put them out of
+/// their lane.
+pub async fn plan_with(
+    source: &Source,
+    runners: Vec<Runner>,
+    changes: &[crate::crd::ClusterGitLabConnection],
+) -> PlanDocument {
     // What each Runner is planned through: its connection in the cluster, or the one GitLab.
     enum Access {
         Cluster(Box<Context>),
@@ -232,7 +243,7 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
     let mut out = vec![];
     for runner in runners {
         let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
-        let gl = match &access {
+        let resolved = match &access {
             Access::Cluster(ctx) => connection::for_runner(
                 ctx,
                 &ns,
@@ -240,12 +251,17 @@ pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
                 &runner.spec.connection_ref.name,
             )
             .await
-            .map(|c| c.client),
-            Access::GitLab(gl) => Ok(gl.clone()),
+            .map(Some),
+            Access::GitLab(_) => Ok(None),
         };
-        let plan = match gl {
-            Ok(gl) => one(ctx, &*gl, &runner, &claims).await,
-            Err(e) => Err(e),
+        let plan = match (resolved, &access) {
+            (Ok(Some(r)), _) => {
+                let lane = ctx.map(|ctx| (ctx, &r, changes));
+                one(ctx, &*r.client, &runner, &claims, lane).await
+            }
+            (Ok(None), Access::GitLab(gl)) => one(ctx, &**gl, &runner, &claims, None).await,
+            (Ok(None), Access::Cluster(_)) => unreachable_access(),
+            (Err(e), _) => Err(e),
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
             outcome: match e {
@@ -328,11 +344,27 @@ pub fn gitlab_from_env(url: &str, var: &str) -> Result<GitLabClient, String> {
         .map_err(|e| format!("--gitlab-url: {e}"))
 }
 
+/// A cluster plan always resolves a connection (or fails to).
+fn unreachable_access() -> Result<RunnerPlan, Error> {
+    Err(Error::Connection(
+        "no connection resolved for a cluster plan".into(),
+    ))
+}
+
+/// A cluster plan's tenancy inputs: the context, the Runner's connection and the connection
+/// changes to preview.
+type LaneCheck<'a> = (
+    &'a Context,
+    &'a connection::Resolved,
+    &'a [crate::crd::ClusterGitLabConnection],
+);
+
 async fn one(
     ctx: Option<&Context>,
     gl: &dyn GitLabApi,
     runner: &Runner,
     claims: &BTreeMap<i64, Vec<(String, String)>>,
+    lane: Option<LaneCheck<'_>>,
 ) -> Result<RunnerPlan, Error> {
     let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
     let mut p = empty(&ns, &name);
@@ -343,7 +375,33 @@ async fn one(
     if runner.meta().deletion_timestamp.is_some() {
         return deletion(gl, runner, p).await;
     }
-    let (_, _, assigned) = runner::resolve_ids(None, runner, &status, gl).await?;
+    let (owner_project, owner_group, assigned) =
+        runner::resolve_ids(None, runner, &status, gl).await?;
+    if let Some((ctx, resolved, changes)) = lane {
+        let ids = (owner_project, owner_group, &assigned);
+        // As the controller judges it now: outside its lane, the plan is blocked.
+        runner::check_lane(ctx, runner, resolved, &status, ids).await?;
+        let changed = resolved.lane.as_ref().and_then(|l| {
+            changes
+                .iter()
+                .find(|c| c.name_any() == l.connection)
+                .map(|c| (l.connection.clone(), c.spec.tenancy.clone()))
+        });
+        if let Some((name, tenancy)) = changed {
+            let mut after = resolved.clone();
+            after.lane = Some(std::sync::Arc::new(connection::Lane {
+                connection: name.clone(),
+                tenancy,
+            }));
+            if let Err(Error::Tenancy(why)) =
+                runner::check_lane(ctx, runner, &after, &status, ids).await
+            {
+                p.warnings.push(format!(
+                    "the new ClusterGitLabConnection {name} puts this Runner out of its lane (TenancyViolation once applied): {why}"
+                ));
+            }
+        }
+    }
     let desired = runner::desired(runner, assigned)?;
     let secret_obj = match ctx {
         Some(ctx) => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
@@ -570,9 +628,11 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
         .map_err(|e| format!("starting the runtime: {e}"))?;
     rt.block_on(async {
         crate::tls::install_crypto_provider();
-        let mut from_files = vec![];
+        let (mut from_files, mut changes) = (vec![], vec![]);
         for f in &args.files {
-            from_files.extend(input::read(f)?);
+            let (runners, conns) = input::read_all(f)?;
+            from_files.extend(runners);
+            changes.extend(conns);
         }
         let (source, runners) = match &args.gitlab_url {
             Some(url) => {
@@ -582,7 +642,19 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
             }
             None => {
                 let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
-                let runners = if args.files.is_empty() {
+                let runners = if !changes.is_empty() && from_files.is_empty() {
+                    // Only connection changes: every Runner using one of them.
+                    let names: Vec<String> = changes.iter().map(|c| c.name_any()).collect();
+                    input::from_cluster(&client, None, true)
+                        .await?
+                        .into_iter()
+                        .filter(|r| {
+                            r.spec.connection_ref.kind
+                                == crate::crd::ConnectionKind::ClusterGitLabConnection
+                                && names.contains(&r.spec.connection_ref.name)
+                        })
+                        .collect()
+                } else if args.files.is_empty() {
                     input::from_cluster(&client, args.namespace.as_deref(), args.all_namespaces)
                         .await?
                 } else {
@@ -599,7 +671,7 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
                 (Source::Cluster(client), runners)
             }
         };
-        let doc = plan_all(&source, runners).await;
+        let doc = plan_with(&source, runners, &changes).await;
         let text = match args.output {
             Format::Text => render_text(&doc),
             Format::Json => to_output(&doc, false)?,

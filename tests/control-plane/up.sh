@@ -115,7 +115,7 @@ curl -sf --cacert ca.crt -H "Authorization: Bearer $token" "https://127.0.0.1:$a
 
 if [ "$kcm" = 1 ]; then
   "$bin/kube-controller-manager" --kubeconfig kubeconfig --leader-elect=false --secure-port 0 \
-    --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller \
+    --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,validatingadmissionpolicy-status-controller \
     --service-account-private-key-file sa.key --root-ca-file ca.crt \
     --concurrent-gc-syncs 5 >controller-manager.log 2>&1 &
   pids+=($!)

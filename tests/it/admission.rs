@@ -171,3 +171,235 @@ async fn local_api_refuses_what_the_readme_promises() {
 async fn real_api_refuses_what_the_readme_promises() {
     admission(Backend::Real).await
 }
+
+/// The chart's ValidatingAdmissionPolicy: a Runner outside its ClusterGitLabConnection's
+/// tenancy lane is refused by kube-apiserver with the operator's words; what only GitLab knows
+/// (numeric ids) passes to the operator. The in-memory API has no admission policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+async fn real_api_refuses_runners_outside_their_lane() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::PostParams;
+
+    // The controller manager reports the policy's type checking in its status.
+    let cp = crate::cluster::ControlPlane::start(true).await;
+    cp.install_chart(false).await;
+    let client = cp.client().await;
+    for (ns, labels) in [
+        ("team-a", json!({})),
+        ("team-c", json!({"tenant": "yes"})),
+        ("team-z", json!({})),
+        ("outside", json!({})),
+    ] {
+        let n: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .unwrap();
+    }
+    let conn = |name: &str, tenancy: Value| {
+        let mut spec = json!({"url": "https://gitlab.example.com", "tokenSecretRef": {"name": "t", "namespace": "runner-operator"},
+            "allowedNamespaces": {"names": ["team-a", "team-z"], "selector": {"matchLabels": {"tenant": "yes"}}}});
+        if !tenancy.is_null() {
+            spec["tenancy"] = tenancy;
+        }
+        json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "ClusterGitLabConnection", "metadata": {"name": name}, "spec": spec})
+    };
+    let tenancy = json!({"rules": [
+        {"name": "team-a", "namespaces": {"names": ["team-a"]}, "runnerTypes": ["project_type"],
+         "paths": ["platform/${namespace}/**", "platform/shared"], "adopt": "WithinPaths"},
+        {"namespaces": {"selector": {"matchExpressions": [{"key": "tenant", "operator": "In", "values": ["yes"]}]}},
+         "runnerTypes": ["group_type"], "paths": ["platform/ci"]}]});
+    create(&client, &conn("shared", tenancy)).await.unwrap();
+    create(&client, &conn("plain", Value::Null)).await.unwrap();
+    // The policy compiles against the CRD's schema: no type-checking warnings.
+    let name = "runner-operator-tenancy";
+    let vap = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let checked = crate::support::wait_until(std::time::Duration::from_secs(30), || async {
+        vap.get(name).await.ok()?.status?.type_checking
+    })
+    .await
+    .expect("the policy is type-checked");
+    assert!(
+        checked
+            .expression_warnings
+            .as_ref()
+            .is_none_or(|w| w.is_empty()),
+        "CEL type-checking warnings: {:?}",
+        checked.expression_warnings
+    );
+    let runner = |ns: &str, name: &str, conn: &str, spec: Value| {
+        let mut spec = spec;
+        spec["connectionRef"] = json!({"kind": "ClusterGitLabConnection", "name": conn});
+        json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    // The binding takes effect within seconds: wait until a known refusal is refused.
+    let probe = runner(
+        "team-z",
+        "probe",
+        "shared",
+        json!({"runnerType": "project_type", "project": "platform/x"}),
+    );
+    crate::support::wait_until(std::time::Duration::from_secs(30), || async {
+        create(&client, &probe)
+            .await
+            .err()
+            .filter(|e| e.contains("no tenancy rule matches"))
+    })
+    .await
+    .expect("the policy refuses within 30 s");
+    let cases: Vec<(&str, Value, Result<(), &str>)> = vec![
+        (
+            "allowed",
+            runner(
+                "team-a",
+                "ok",
+                "shared",
+                json!({"runnerType": "project_type", "project": "platform/team-a/app", "assignedProjects": ["platform/shared", "42"]}),
+            ),
+            Ok(()),
+        ),
+        (
+            "selector-matched (matchExpressions)",
+            runner(
+                "team-c",
+                "group",
+                "shared",
+                json!({"runnerType": "group_type", "group": "platform/ci"}),
+            ),
+            Ok(()),
+        ),
+        (
+            "numeric ids: left to the operator",
+            runner(
+                "team-a",
+                "by-id",
+                "shared",
+                json!({"runnerType": "project_type", "project": "17"}),
+            ),
+            Ok(()),
+        ),
+        (
+            "a namespace the connection does not admit: left to the operator",
+            runner(
+                "outside",
+                "x",
+                "shared",
+                json!({"runnerType": "instance_type"}),
+            ),
+            Ok(()),
+        ),
+        (
+            "instance runner",
+            runner(
+                "team-a",
+                "instance",
+                "shared",
+                json!({"runnerType": "instance_type"}),
+            ),
+            Err(
+                "ClusterGitLabConnection shared rule \"team-a\" (namespace team-a) allows runnerTypes project_type only, not instance_type; nothing was done in GitLab",
+            ),
+        ),
+        (
+            "project outside paths",
+            runner(
+                "team-a",
+                "out",
+                "shared",
+                json!({"runnerType": "project_type", "project": "platform/team-b/app"}),
+            ),
+            Err("platform/team-b/app is outside its paths (platform/team-a/**, platform/shared)"),
+        ),
+        (
+            "case does not help",
+            runner(
+                "team-a",
+                "case",
+                "shared",
+                json!({"runnerType": "project_type", "project": "Platform/Team-B/app"}),
+            ),
+            Err("is outside its paths"),
+        ),
+        (
+            "assigned project outside paths",
+            runner(
+                "team-a",
+                "assigned",
+                "shared",
+                json!({"runnerType": "project_type", "project": "platform/team-a/app", "assignedProjects": ["secret/vault"]}),
+            ),
+            Err("assigned project secret/vault is outside its paths"),
+        ),
+        (
+            "a namespace no rule matches",
+            runner(
+                "team-z",
+                "nobody",
+                "shared",
+                json!({"runnerType": "project_type", "project": "platform/team-z/app"}),
+            ),
+            Err("ClusterGitLabConnection shared: no tenancy rule matches namespace team-z"),
+        ),
+        (
+            "the unnamed rule, wrong type",
+            runner(
+                "team-c",
+                "project",
+                "shared",
+                json!({"runnerType": "project_type", "project": "platform/ci/x"}),
+            ),
+            Err("rule \"rules[1]\" (namespace team-c) allows runnerTypes group_type only"),
+        ),
+        (
+            "no tenancy: instance runners refused",
+            runner(
+                "team-a",
+                "inst",
+                "plain",
+                json!({"runnerType": "instance_type"}),
+            ),
+            Err(
+                "rule \"default (no spec.tenancy)\" (namespace team-a) allows runnerTypes project_type, group_type only",
+            ),
+        ),
+        (
+            "no tenancy: adoption refused",
+            runner(
+                "team-a",
+                "adopt",
+                "plain",
+                json!({"runnerType": "project_type", "project": "a/b", "adopt": {"runnerId": 5}}),
+            ),
+            Err(
+                "does not allow adopting existing runners (adopt: Never), so runner 5 is not taken",
+            ),
+        ),
+        (
+            "no tenancy: project runners anywhere",
+            runner(
+                "team-a",
+                "anywhere",
+                "plain",
+                json!({"runnerType": "project_type", "project": "any/where"}),
+            ),
+            Ok(()),
+        ),
+    ];
+    for (case, doc, want) in cases {
+        let got = create(&client, &doc).await;
+        match (got, want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(words)) => {
+                assert!(e.contains(words), "{case}: {e}");
+                assert!(
+                    e.contains("is forbidden: ValidatingAdmissionPolicy 'runner-operator-tenancy' with binding 'runner-operator-tenancy' denied request: "),
+                    "{case}: {e}"
+                );
+            }
+            (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+        }
+    }
+}

@@ -325,6 +325,11 @@ deployments_ready() { # NAMESPACE N
 operator_pods() { k get pod -n runner-operator -l app.kubernetes.io/name=runner-operator -o jsonpath='{range .items[*]}{.metadata.name} {.spec.containers[0].image} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP}{"\n"}{end}'; }
 old_pod_gone() { ! k get pod -n runner-operator "$1" -o name >/dev/null 2>&1; }
 leading() { operator_pods | awk -v i="$1" '$2 == i && $3 == "True"' | grep -q .; }
+# The Lease's holder is a pod running IMAGE (leading, whatever its readiness probe says yet).
+holds_lease() {
+  local holder; holder=$(k get lease -n runner-operator runner-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)
+  [ -n "$holder" ] && operator_pods | awk -v i="$1" -v h="$holder" '$1 == h && $2 == i' | grep -q .
+}
 # The operator on IMAGE leads and has counted every one of the N Runners Ready.
 checked_all() { # IMAGE N
   local ip
@@ -350,13 +355,14 @@ transition() { # WHAT IMAGE helm-args...
   local helm_pid=$!
   until_ok 120 "the old operator pod to be gone" old_pod_gone "$old"
   t_old=$(now_ms)
-  until_ok 60 "the $what operator leading" leading "$image"
+  until_ok 60 "the $what operator holding the Lease" holds_lease "$image"
   lead_ms=$(( $(now_ms) - t_old ))
+  until_ok 60 "the $what operator Ready" leading "$image"
   wait $helm_pid || die "helm $* failed"
   until_ok 120 "the $what operator to count all 50 Runners Ready" checked_all "$image" 50
   read -r after_w after_r detail < <(gitlab_writes)
   after_pods=$(consumer_pods upgrade)
-  say "$what to $image: new pod leading $lead_ms ms after the old one was gone (lease 15 s); GitLab writes $(( after_w - before_w )), token resets $(( after_r - before_r )); consumer pods unchanged: $([ "$before_pods" = "$after_pods" ] && echo yes || echo NO)"
+  say "$what to $image: new pod holding the Lease $lead_ms ms after the old one was gone (lease 15 s); GitLab writes $(( after_w - before_w )), token resets $(( after_r - before_r )); consumer pods unchanged: $([ "$before_pods" = "$after_pods" ] && echo yes || echo NO)"
   [ "$lead_ms" -le 15000 ] || die "the new operator took $lead_ms ms to lead"
   [ "$after_w" = "$before_w" ] || die "GitLab writes during the $what: $detail"
   [ "$after_r" = "$before_r" ] || die "token resets during the $what"

@@ -117,7 +117,7 @@ wait_for 60 "kube-apiserver /readyz" curl -sf --cacert ca.crt -H "Authorization:
 
 spawn kube-controller-manager "$bin/kube-controller-manager" --kubeconfig admin.kubeconfig \
   --leader-elect=false --secure-port 0 \
-  --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,endpointslice-controller,pod-garbage-collector-controller,taint-eviction-controller \
+  --controllers garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,endpointslice-controller,pod-garbage-collector-controller,taint-eviction-controller,validatingadmissionpolicy-status-controller \
   --service-account-private-key-file sa.key --root-ca-file ca.crt --concurrent-gc-syncs 5
 spawn kube-scheduler "$bin/kube-scheduler" --kubeconfig admin.kubeconfig --leader-elect=false --secure-port 0
 

@@ -217,13 +217,43 @@ pub(crate) async fn tenants_stay_in_their_lane(backend: Backend) {
         "only the hand-made runner and the two allowed ones"
     );
 
-    // A policy change puts "allowed" out of its lane: reported, left as it is in GitLab.
+    // `kubectl get clustergitlabconnection -o wide`: the rules, and the Runners each decided.
+    env.wait("the connection counts Runners per rule", || async {
+        let t = conns.get("shared").await.ok()?.status?.tenancy?;
+        (t.rules == 2 && t.runners == "team-a: 6, labelled: 2, unmatched: 1").then_some(())
+    })
+    .await;
+
+    // A policy change puts "allowed" out of its lane. `plan -f new-connection.yaml` says so
+    // before it is applied...
+    let narrower = json!({"rules": [
+        {"name": "team-a", "namespaces": {"names": ["team-a"]}, "runnerTypes": ["project_type"], "paths": ["platform/api"]}]});
+    let mut new_conn = conns.get("shared").await.unwrap();
+    new_conn.spec.tenancy = Some(serde_json::from_value(narrower.clone()).unwrap());
+    let live = Api::<Runner>::namespaced(env.client.clone(), "team-a")
+        .get("allowed")
+        .await
+        .unwrap();
+    let doc = runner_operator::preview::plan_with(
+        &runner_operator::preview::Source::Cluster(env.client.clone()),
+        vec![live],
+        &[new_conn],
+    )
+    .await;
+    let plan = &doc.runners[0];
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("puts this Runner out of its lane")
+                && w.contains("assigned project platform/web is outside its paths")),
+        "{plan:?}"
+    );
+    // ... and once applied it is reported, and left as it is in GitLab.
     conns
         .patch(
             "shared",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"tenancy": {"rules": [
-                {"name": "team-a", "namespaces": {"names": ["team-a"]}, "runnerTypes": ["project_type"], "paths": ["platform/api"]}]}}})),
+            &Patch::Merge(json!({"spec": {"tenancy": narrower}})),
         )
         .await
         .unwrap();
