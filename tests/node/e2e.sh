@@ -324,6 +324,11 @@ deployments_ready() { # NAMESPACE N
 }
 operator_pods() { k get pod -n runner-operator -l app.kubernetes.io/name=runner-operator -o jsonpath='{range .items[*]}{.metadata.name} {.spec.containers[0].image} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP}{"\n"}{end}'; }
 old_pod_gone() { ! k get pod -n runner-operator "$1" -o name >/dev/null 2>&1; }
+helm_failed() { [ -s "$NODE_DIR/helm.rc" ] && [ "$(cat "$NODE_DIR/helm.rc")" != 0 ]; }
+old_pod_gone_or_helm_failed() { # POD
+  if helm_failed; then say "helm failed:"; cat "$NODE_DIR/helm.log"; die "helm failed"; fi
+  old_pod_gone "$1"
+}
 leading() { operator_pods | awk -v i="$1" '$2 == i && $3 == "True"' | grep -q .; }
 # The Lease's holder is a pod running IMAGE (leading, whatever its readiness probe says yet).
 holds_lease() {
@@ -351,14 +356,16 @@ transition() { # WHAT IMAGE helm-args...
   before_pods=$(consumer_pods upgrade)
   read -r before_w before_r _ < <(gitlab_writes)
   old=$(operator_pods | awk '{print $1}' | head -n 1)
-  "$helm" "$@" >/dev/null &
+  rm -f "$NODE_DIR/helm.rc"
+  ( "$helm" "$@" >"$NODE_DIR/helm.log" 2>&1; echo $? > "$NODE_DIR/helm.rc" ) &
   local helm_pid=$!
-  until_ok 120 "the old operator pod to be gone" old_pod_gone "$old"
+  until_ok 120 "the old operator pod to be gone" old_pod_gone_or_helm_failed "$old"
   t_old=$(now_ms)
   until_ok 60 "the $what operator holding the Lease" holds_lease "$image"
   lead_ms=$(( $(now_ms) - t_old ))
   until_ok 60 "the $what operator Ready" leading "$image"
-  wait $helm_pid || die "helm $* failed"
+  wait $helm_pid
+  if helm_failed; then cat "$NODE_DIR/helm.log"; die "helm $* failed"; fi
   until_ok 120 "the $what operator to count all 50 Runners Ready" checked_all "$image" 50
   read -r after_w after_r detail < <(gitlab_writes)
   after_pods=$(consumer_pods upgrade)
