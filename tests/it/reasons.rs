@@ -21,6 +21,8 @@ const NOT_REASONS: &[&str] = &[
     "Type",
     "Paused",
     "Managers",
+    "Rules",
+    "Runners",
     "GitLab",
     "True",
     "False",
