@@ -338,25 +338,15 @@ async fn namespace_allowed(
     if allowed.names.iter().any(|n| n == ns) {
         return Ok(true);
     }
-    let Some(selector) = &allowed.selector else {
+    if allowed.selector.is_none() {
         return Ok(false);
-    };
+    }
     let namespace = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(ns)
         .await
         .map_err(Error::kube(format!("reading Namespace {ns}")))?;
     let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
-    Ok(selector_admits(selector, &labels))
-}
-
-/// Kubernetes label-selector semantics (kube's `Selector`): an empty selector selects every
-/// namespace; a selector that does not parse selects none.
-fn selector_admits(
-    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    use kube::core::{Selector, SelectorExt};
-    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
+    Ok(super::tenancy::matches_namespace(allowed, ns, &labels))
 }
 
 /// What the live check learned.
@@ -647,7 +637,7 @@ async fn tenancy_status(
             .rules
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.name.clone().unwrap_or_else(|| format!("rules[{i}]")), 0))
+            .map(|(i, r)| (super::tenancy::rule_name(r, i), 0))
             .collect(),
         None => vec![(super::tenancy::default_rule().name.unwrap_or_default(), 0)],
     };
@@ -709,7 +699,7 @@ async fn resolve_cluster(ctx: &Context, conn: &ClusterGitLabConnection) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::selector_admits;
+    use super::super::tenancy::selector_admits;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     #[test]

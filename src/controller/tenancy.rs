@@ -47,24 +47,35 @@ pub fn default_rule() -> TenancyRule {
     }
 }
 
-fn rule_name(rule: &TenancyRule, index: usize) -> String {
+/// A rule's name as conditions, events and status show it.
+pub fn rule_name(rule: &TenancyRule, index: usize) -> String {
     rule.name
         .clone()
         .unwrap_or_else(|| format!("rules[{index}]"))
 }
 
-/// Whether a rule's `namespaces` match (names, or the label selector; `{}` selects all).
+/// Whether `namespaces` (of a rule, or a connection's allowedNamespaces) match: names, or the
+/// label selector (`{}` selects all; unset, none).
 pub fn matches_namespace(
     ns: &AllowedNamespaces,
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    use kube::core::{Selector, SelectorExt};
     ns.names.iter().any(|n| n == name)
         || ns
             .selector
             .as_ref()
-            .is_some_and(|s| Selector::try_from(s.clone()).is_ok_and(|s| s.matches(labels)))
+            .is_some_and(|s| selector_admits(s, labels))
+}
+
+/// Kubernetes label-selector semantics (kube's `Selector`): an empty selector selects every
+/// namespace; a selector that does not parse selects none.
+pub fn selector_admits(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    use kube::core::{Selector, SelectorExt};
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 /// Whether any rule needs the namespace's labels (else they need not be read).

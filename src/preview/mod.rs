@@ -236,32 +236,25 @@ pub async fn plan_with(
         ),
         Source::GitLab(gl) => (Access::GitLab(gl.clone()), BTreeMap::new()),
     };
-    let ctx = match &access {
-        Access::Cluster(ctx) => Some(&**ctx),
-        Access::GitLab(_) => None,
-    };
     let mut out = vec![];
     for runner in runners {
         let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
-        let resolved = match &access {
-            Access::Cluster(ctx) => connection::for_runner(
+        let plan = match &access {
+            Access::Cluster(ctx) => match connection::for_runner(
                 ctx,
                 &ns,
                 runner.spec.connection_ref.kind,
                 &runner.spec.connection_ref.name,
             )
             .await
-            .map(Some),
-            Access::GitLab(_) => Ok(None),
-        };
-        let plan = match (resolved, &access) {
-            (Ok(Some(r)), _) => {
-                let lane = ctx.map(|ctx| (ctx, &r, changes));
-                one(ctx, &*r.client, &runner, &claims, lane).await
-            }
-            (Ok(None), Access::GitLab(gl)) => one(ctx, &**gl, &runner, &claims, None).await,
-            (Ok(None), Access::Cluster(_)) => unreachable_access(),
-            (Err(e), _) => Err(e),
+            {
+                Ok(r) => {
+                    let lane = Some((&**ctx, &r, changes));
+                    one(Some(&**ctx), &*r.client, &runner, &claims, lane).await
+                }
+                Err(e) => Err(e),
+            },
+            Access::GitLab(gl) => one(None, &**gl, &runner, &claims, None).await,
         };
         out.push(plan.unwrap_or_else(|e| RunnerPlan {
             outcome: match e {
@@ -342,13 +335,6 @@ pub fn gitlab_from_env(url: &str, var: &str) -> Result<GitLabClient, String> {
         })?;
     GitLabClient::new(ClientConfig::new(url, token.trim().to_string().into()))
         .map_err(|e| format!("--gitlab-url: {e}"))
-}
-
-/// A cluster plan always resolves a connection (or fails to).
-fn unreachable_access() -> Result<RunnerPlan, Error> {
-    Err(Error::Connection(
-        "no connection resolved for a cluster plan".into(),
-    ))
 }
 
 /// A cluster plan's tenancy inputs: the context, the Runner's connection and the connection

@@ -263,6 +263,29 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------------
+# N project Runners r1..rN in NAMESPACE owned by PROJECT; "with-consumers": each names the
+# Deployment rI-runner as its token consumer.
+apply_runners() { # NAMESPACE N PROJECT [with-consumers]
+  local i consumers=""
+  for i in $(seq 1 "$2"); do
+    [ "${4:-}" = with-consumers ] && consumers=", consumers: [{kind: Deployment, name: r$i-runner}]"
+    cat <<EOF
+---
+apiVersion: gitlab.runner-operator.dev/v1alpha1
+kind: Runner
+metadata: {name: r$i, namespace: $1}
+spec:
+  connectionRef: {kind: GitLabConnection, name: gitlab}
+  runnerType: project_type
+  project: $3
+  description: ${3##*/}-$i
+  tokenSecret: {name: r$i-token$consumers}
+EOF
+  done | k apply -f - >/dev/null
+}
+created_count() { k get glrunner -n "$1" -o jsonpath='{range .items[*]}{.status.runnerId}{"\n"}{end}' | grep -c . || true; }
+created_at_least() { [ "$(created_count "$1")" -ge "$2" ]; }
+
 scenario_killed() {
   local ns=killed n=20 pod ids gitlab_ids
   # 2 GitLab requests per second: creating 20 (2 requests each) takes about 20 s, so the kill
@@ -270,27 +293,14 @@ scenario_killed() {
   restricted_ns $ns; connection $ns 2
   seed_project platform/killed
   pod=$(k get pod -n runner-operator -l app.kubernetes.io/name=runner-operator -o jsonpath='{.items[0].metadata.name}')
-  for i in $(seq 1 $n); do
-    cat <<EOF
----
-apiVersion: gitlab.runner-operator.dev/v1alpha1
-kind: Runner
-metadata: {name: r$i, namespace: $ns}
-spec:
-  connectionRef: {kind: GitLabConnection, name: gitlab}
-  runnerType: project_type
-  project: platform/killed
-  description: killed-$i
-  tokenSecret: {name: r$i-token}
-EOF
-  done | k apply -f - >/dev/null
+  apply_runners $ns $n platform/killed
   # Kill the pod once creation is under way (some runners exist in GitLab, not all).
-  until_ok 60 "creation under way" sh -c "[ \"\$('$kubectl' get glrunner -n $ns -o jsonpath='{range .items[*]}{.status.runnerId}{\"\\n\"}{end}' | grep -c .)\" -ge 3 ]"
-  local created; created=$(k get glrunner -n $ns -o jsonpath='{range .items[*]}{.status.runnerId}{"\n"}{end}' | grep -c . || true)
+  until_ok 60 "creation under way" created_at_least $ns 3
+  local created; created=$(created_count $ns)
   k delete pod -n runner-operator "$pod" --grace-period=0 --force >/dev/null 2>&1
   say "operator pod $pod force-deleted with $created of $n Runners created"
   local t0; t0=$(now_ms)
-  until_ok 180 "all $n Runners Ready" sh -c "[ \"\$('$kubectl' get glrunner -n $ns -o jsonpath='{range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}' | grep -cx True)\" = $n ]"
+  until_ok 180 "all $n Runners Ready" all_ready $ns $n
   local newpod; newpod=$(k get pod -n runner-operator -l app.kubernetes.io/name=runner-operator -o jsonpath='{.items[0].metadata.name}')
   [ "$newpod" != "$pod" ] || die "the operator pod was not replaced"
   [ "$created" -lt $n ] || die "all $n were created before the kill: nothing was interrupted"
@@ -389,22 +399,7 @@ scenario_upgrade() {
   install_operator "$prev_image" "$prev_chart" --set leaderElection.enabled=true
   restricted_ns $ns; connection $ns
   seed_project platform/upgrade
-  for i in $(seq 1 $n); do
-    cat <<EOF
----
-apiVersion: gitlab.runner-operator.dev/v1alpha1
-kind: Runner
-metadata: {name: r$i, namespace: $ns}
-spec:
-  connectionRef: {kind: GitLabConnection, name: gitlab}
-  runnerType: project_type
-  project: platform/upgrade
-  description: upgrade-$i
-  tokenSecret:
-    name: r$i-token
-    consumers: [{kind: Deployment, name: r$i-runner}]
-EOF
-  done | k apply -f - >/dev/null
+  apply_runners $ns $n platform/upgrade with-consumers
   until_ok 180 "$n Runners Ready" all_ready $ns $n
   for i in $(seq 1 $n); do consumer_deployment $ns "r$i-runner" "r$i-token" 1 3; done
   until_ok 300 "$n consumer pods polling" deployments_ready $ns $n
