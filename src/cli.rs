@@ -1,4 +1,4 @@
-//! The command line: `run`, `plan`, `import`, `crd`, `jobs`, `version`, `completions` (and `sandbox` with the `emulator`
+//! The command line: `run`, `plan`, `prune`, `import`, `crd`, `jobs`, `version`, `completions` (and `sandbox` with the `emulator`
 //! feature).
 
 use std::path::PathBuf;
@@ -27,12 +27,19 @@ pub enum Command {
     /// Show what the operator would do for each Runner (read-only). Exit code: 0 no changes,
     /// 2 changes pending, 1 a blocked Runner or an error.
     Plan(Box<crate::preview::PlanArgs>),
+    /// List the GitLab runners this cluster (--cluster-name) marked that no Runner claims, and
+    /// with --yes delete those unused for --min-idle.
+    Prune(Box<crate::prune::PruneArgs>),
     /// Write Runner manifests for runners that already exist in GitLab (read-only).
     Import(Box<crate::import::ImportArgs>),
     /// List a Runner's recent jobs from GitLab (read-only), through the Runner's connection.
     Jobs(crate::jobs::JobsArgs),
-    /// Print the version, git commit and build date.
-    Version,
+    /// Print the version, git commit, build date and cluster name.
+    Version {
+        /// The cluster name the operator runs with (as `run --cluster-name`).
+        #[arg(long, env = "RUNNER_OPERATOR_CLUSTER_NAME")]
+        cluster_name: Option<crate::controller::identity::ClusterName>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run a local Kubernetes API, a GitLab emulator and the operator together (no cluster needed).
@@ -43,8 +50,14 @@ pub enum Command {
 /// Runs the parsed command line and maps failures to a message and exit code 1.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Version => {
+        Command::Version { cluster_name } => {
             print!("{}", version_text());
+            match cluster_name {
+                Some(c) => println!("cluster: {c}"),
+                None => println!(
+                    "cluster: (none: set --cluster-name so a rebuilt cluster takes over its runners)"
+                ),
+            }
             Ok(())
         }
         Command::Completions { shell } => {
@@ -64,6 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
             };
         }
         Command::Import(args) => crate::import::run(*args),
+        Command::Prune(args) => crate::prune::run(*args),
         Command::Run(args) => crate::run::run(*args),
         #[cfg(feature = "emulator")]
         Command::Sandbox(args) => crate::sandbox::run(args),

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::controller::{Context, Settings, connection, runner};
+use crate::controller::identity::{self, Marker};
+use crate::controller::{Context, Settings, connection};
 use crate::crd::{
     AccessLevel, Adopt, ConnectionKind, ConnectionRef, Runner, RunnerSpec, RunnerType, TokenSecret,
 };
@@ -167,8 +168,11 @@ pub async fn import(
         if sel.ids.contains(&id) && !passes(&d, sel) {
             continue;
         }
-        let managed_by = runner::marker_owner(d.maintenance_note.as_deref())
-            .map(|(ns, name, _)| format!("{ns}/{name}"))
+        let managed_by = Marker::parse(d.maintenance_note.as_deref())
+            .map(|m| match &m.cluster {
+                Some(c) => format!("{} (cluster {c})", m.path()),
+                None => m.path(),
+            })
             .or_else(|| claims.get(&id).cloned());
         if let Some(by) = managed_by {
             out.managed.push(Managed { runner_id: id, by });
@@ -268,7 +272,7 @@ fn manifest(
     };
     let mut tags = d.tag_list.clone();
     tags.sort();
-    let note = runner::strip_marker(d.maintenance_note.as_deref().unwrap_or_default());
+    let note = identity::strip(d.maintenance_note.as_deref().unwrap_or_default());
     let spec = RunnerSpec {
         connection_ref: target.connection.clone(),
         runner_type,

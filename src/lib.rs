@@ -21,6 +21,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod preview;
+pub mod prune;
 pub mod run;
 #[cfg(feature = "emulator")]
 pub mod sandbox;

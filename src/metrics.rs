@@ -78,6 +78,13 @@ pub struct ConnectionKey {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(None)
+    }
+}
+
+impl Metrics {
+    /// The registry, its build info naming the cluster (`--cluster-name`; empty without one).
+    pub fn new(cluster: Option<&str>) -> Self {
         let mut registry = Registry::with_prefix("runner_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
         let passes_skipped = Family::<ResultLabels, Counter>::default();
@@ -152,10 +159,11 @@ impl Default for Metrics {
         );
         registry.register(
             "build",
-            "The operator's version and git commit",
+            "The operator's version, git commit and cluster name",
             prometheus_client::metrics::info::Info::new(vec![
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("commit", crate::build::COMMIT),
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("commit", crate::build::COMMIT.to_string()),
+                ("cluster", cluster.unwrap_or_default().to_string()),
             ]),
         );
         Metrics {
@@ -336,7 +344,7 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains(&format!(
-                "runner_operator_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                "runner_operator_build_info{{version=\"{}\",commit=\"{}\",cluster=\"\"}} 1",
                 env!("CARGO_PKG_VERSION"),
                 crate::build::COMMIT
             )),

@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// Warning events, and the runner_operator_connection_token_expiry_seconds gauge).
     #[arg(long, env = "RUNNER_OPERATOR_TOKEN_EXPIRY_WARNING", default_value = "720h", value_parser = parse_duration)]
     pub token_expiry_warning: Duration,
+    /// This cluster's name (a DNS label, e.g. prod-eu-1), written into the ownership marker of
+    /// every runner: after a rebuild, an operator of the same name takes over the runners its
+    /// predecessor made instead of registering new ones; operators of other names never touch
+    /// them. Unset: markers name only the Runner's uid (a rebuild registers new runners).
+    #[arg(long, env = "RUNNER_OPERATOR_CLUSTER_NAME")]
+    pub cluster_name: Option<crate::controller::identity::ClusterName>,
     /// Identity in leader election and events (the Downward API's pod name in the chart).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -77,6 +83,7 @@ impl RunArgs {
             namespace: self.namespace.clone(),
             consumer_restarts: self.consumer_restarts.clone(),
             token_expiry_warning: self.token_expiry_warning,
+            cluster_name: self.cluster_name.clone(),
             ..Settings::default()
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
+use super::identity::ClusterName;
 use crate::crd::Runner;
 use crate::gitlab::GitLabApi;
 
@@ -28,6 +29,9 @@ pub struct Settings {
     pub consumer_restarts: ConsumerRestarts,
     /// How long before a connection's access token expires to start warning.
     pub token_expiry_warning: Duration,
+    /// This cluster's name (`--cluster-name`), written into ownership markers: a rebuilt
+    /// cluster of the same name takes over its predecessor's runners, others never touch them.
+    pub cluster_name: Option<ClusterName>,
 }
 
 /// Namespaces in which the operator may patch the pod templates of token consumers
@@ -80,6 +84,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(45),
             consumer_restarts: ConsumerRestarts::Everywhere,
             token_expiry_warning: Duration::from_secs(30 * 86_400),
+            cluster_name: None,
         }
     }
 }
@@ -113,10 +118,11 @@ pub struct Context {
     pub gates: Mutex<HashMap<String, Arc<crate::gitlab::PauseGate>>>,
     /// One rate limiter per connection (its own rateLimit), kept across client rebuilds.
     pub limiters: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
-    /// GitLab runner id → uid its marker names (None: no marker), as first read. A marker is
-    /// set when the runner is created and never changes hands afterwards, so the search for a
-    /// runner lost mid-create reads each candidate's note once per process.
-    pub marker_owners: Mutex<HashMap<i64, Option<String>>>,
+    /// GitLab runner id → the marker its note carries (None: no marker), as last read. A
+    /// marker changes hands only when this process takes a runner over (and updates this), so
+    /// the searches for a runner lost mid-create or left by a predecessor read each
+    /// candidate's note once per process.
+    pub marker_owners: Mutex<HashMap<i64, Option<super::identity::Marker>>>,
     /// Undecodable Runners already reported: (uid, generation).
     pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Consecutive failures per Runner.
@@ -150,6 +156,9 @@ impl Context {
             instance,
         };
         let recorder = Recorder::new(client.clone(), reporter.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            settings.cluster_name.as_ref().map(ClusterName::as_str),
+        ));
         Context {
             client,
             recorder,
@@ -169,7 +178,7 @@ impl Context {
             caches: Default::default(),
             recent: Default::default(),
             gitlab_layer: None,
-            metrics: Arc::default(),
+            metrics,
             clock: Arc::new(super::clock::SystemClock),
         }
     }

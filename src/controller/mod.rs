@@ -7,6 +7,7 @@ pub mod connection;
 pub mod consumers;
 pub mod context;
 pub mod error;
+pub mod identity;
 pub mod managers;
 pub mod plan;
 pub mod reasons;

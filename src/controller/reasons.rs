@@ -165,15 +165,15 @@ pub const ALL: &[Reason] = &[
         "RunnerClaimed",
         Runner,
         "Ready",
-        "spec.adopt names a GitLab runner another Runner manages; it is not adopted.",
+        "spec.adopt names a GitLab runner another Runner manages (in this cluster, or in a cluster of another --cluster-name); it is not adopted.",
         "Delete the other Runner with deletionPolicy: Orphan first, or adopt another runner.",
     ),
     r(
         "SecretNotOwned",
         Runner,
         "Ready",
-        "A Secret with the token Secret's name exists and is not this Runner's; it is never overwritten.",
-        "Delete that Secret or set spec.tokenSecret.name.",
+        "A Secret with the token Secret's name exists and is not this Runner's; it is never overwritten. (With --cluster-name, a Secret restored from a backup — labelled for this Runner, no owner — is taken back instead.)",
+        "Delete that Secret or set spec.tokenSecret.name; after a restore, run the operator with the cluster name it had.",
     ),
     r(
         "NotConverged",
@@ -364,6 +364,27 @@ pub const ALL: &[Reason] = &[
         "Nothing to do.",
     ),
     r(
+        "TakenOver",
+        Event,
+        "",
+        "The GitLab runner this cluster (same --cluster-name) registered for a Runner of this namespace and name before a rebuild was taken over: its id is recorded, its marker names this Runner, and its token was kept (a restored Secret GitLab accepts) or reset.",
+        "Nothing to do. Give every live cluster its own --cluster-name: two live clusters of one name would take each other's runners.",
+    ),
+    r(
+        "MarkerUpdated",
+        Event,
+        "",
+        "Only the ownership marker in the runner's maintenance note changed: the cluster name was written in (--cluster-name set on a running installation), or the runner was taken over.",
+        "Nothing to do.",
+    ),
+    r(
+        "MarkerKept",
+        Event,
+        "",
+        "A Runner with deletionPolicy: Orphan was deleted, but its runner's ownership marker could not be removed (GitLab or the connection failed); `plan` lists the runner as an orphan and `prune --yes` may delete it once idle.",
+        "Remove the `[runner-operator: …]` marker from the runner's maintenance note in GitLab.",
+    ),
+    r(
         "Orphaned",
         Event,
         "",
@@ -436,6 +457,10 @@ pub const ROTATION_REASONS: &[(&str, &str)] = &[
     ),
     ("Recovered", "the Secret was missing or edited by hand"),
     ("Adopted", "the runner was adopted (spec.adopt)"),
+    (
+        "TakenOver",
+        "the runner was taken over from this cluster's earlier incarnation of the Runner (a rebuild) and no token GitLab accepts was restored",
+    ),
 ];
 
 /// docs/troubleshooting.md.

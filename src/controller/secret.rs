@@ -110,6 +110,56 @@ pub fn observe(
     }
 }
 
+/// What a token Secret restored from a backup holds.
+pub struct Restored {
+    pub runner_id: i64,
+    pub token: SecretString,
+    /// When the token was issued, from the Secret's token-generation annotation.
+    pub issued_at: Option<String>,
+    /// When it expires, as the Secret recorded it (GitLab's verify answer overrides it).
+    pub expires_at: Option<String>,
+}
+
+/// A Secret labelled as this Runner's token Secret (by name) that no live object controls:
+/// what a backup restore leaves (Velero drops the owner references, whose uids died with the
+/// old cluster), or one still naming a Runner of this name with another uid. Anything else
+/// (no labels, another owner) is someone else's Secret and stays `Foreign`.
+pub fn restored(secret: &Secret, runner: &Runner) -> Option<Restored> {
+    let labels = secret.labels();
+    if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY)
+        || labels.get(LABEL_RUNNER) != Some(&runner.name_any())
+    {
+        return None;
+    }
+    let stale_owner = secret.owner_references().iter().all(|o| {
+        o.controller != Some(true)
+            || (o.kind == "Runner"
+                && o.name == runner.name_any()
+                && Some(&o.uid) != runner.meta().uid.as_ref())
+    });
+    if !stale_owner {
+        return None;
+    }
+    let data = secret.data.as_ref()?;
+    let token = data
+        .get(TOKEN_KEY)
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .filter(|t| !t.is_empty())?;
+    Some(Restored {
+        runner_id: runner_id(secret)?,
+        token: SecretString::from(token),
+        issued_at: secret
+            .annotations()
+            .get(ANN_TOKEN_GENERATION)
+            .and_then(|g| g.split('/').next())
+            .map(str::to_string),
+        expires_at: data
+            .get(EXPIRES_KEY)
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+            .filter(|e| !e.is_empty()),
+    })
+}
+
 /// The runner id a Secret records (recovery when status lost it).
 pub fn runner_id(secret: &Secret) -> Option<i64> {
     secret
@@ -181,5 +231,42 @@ mod tests {
         foreign.metadata.owner_references = None;
         assert_eq!(observe(Some(&foreign), &r, Some(&h)), SecretState::Foreign);
         assert_eq!(runner_id(&s), Some(5));
+    }
+
+    #[test]
+    fn restored_secrets_are_ours_by_label_and_without_a_live_owner() {
+        let r = runner(None);
+        let token = SecretString::from("glrt-t1_secretvalue");
+        let s = build(&r, &data(&token));
+        assert!(
+            restored(&s, &r).is_none(),
+            "owned by this Runner: not restored"
+        );
+        let mut velero = s.clone();
+        velero.metadata.owner_references = None;
+        let found = restored(&velero, &r).expect("restored");
+        assert_eq!(found.runner_id, 5);
+        assert_eq!(found.token.expose_secret(), "glrt-t1_secretvalue");
+        assert_eq!(found.issued_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        let mut stale = s.clone();
+        stale.metadata.owner_references.as_mut().unwrap()[0].uid = "old-uid".into();
+        assert!(
+            restored(&stale, &r).is_some(),
+            "owner of the old incarnation"
+        );
+        let mut other_owner = stale.clone();
+        other_owner.metadata.owner_references.as_mut().unwrap()[0].kind = "Deployment".into();
+        assert!(restored(&other_owner, &r).is_none());
+        let mut unlabelled = velero.clone();
+        unlabelled.metadata.labels = None;
+        assert!(restored(&unlabelled, &r).is_none(), "someone else's Secret");
+        let mut other_runner = velero;
+        other_runner
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_RUNNER.into(), "other".into());
+        assert!(restored(&other_runner, &r).is_none());
     }
 }

@@ -35,6 +35,9 @@ pub trait GitLabApi: Send + Sync {
     ) -> Answer<'a, RunnerRegistration>;
     /// `POST /runners/:id/reset_authentication_token`.
     fn reset_runner_token(&self, id: i64) -> Answer<'_, ResetToken>;
+    /// `POST /runners/verify` without a `system_id`: whether GitLab accepts a runner token,
+    /// and for which runner. Creates no runner manager (it does record a contact).
+    fn verify_runner<'a>(&'a self, token: &'a SecretString) -> Answer<'a, RunnerRegistration>;
     /// `POST /projects/:id/runners`.
     fn assign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, Runner>;
     /// `DELETE /projects/:id/runners/:runner_id`.
@@ -43,6 +46,8 @@ pub trait GitLabApi: Send + Sync {
     fn get_project<'a>(&'a self, project: &'a str) -> Answer<'a, Project>;
     /// `GET /groups/:id` (id or full path).
     fn get_group<'a>(&'a self, group: &'a str) -> Answer<'a, Group>;
+    /// `GET /runners`, every page: the runners the token's user owns or administers.
+    fn list_owned_runners<'a>(&'a self, filter: &'a RunnerFilter) -> Answer<'a, Vec<Runner>>;
     /// `GET /runners/all`, every page.
     fn list_all_runners<'a>(&'a self, filter: &'a RunnerFilter) -> Answer<'a, Vec<Runner>>;
     /// `GET /projects/:id/runners`, every page.
@@ -108,6 +113,9 @@ impl GitLabApi for GitLabClient {
     fn reset_runner_token(&self, id: i64) -> Answer<'_, ResetToken> {
         Box::pin(GitLabClient::reset_runner_token(self, id))
     }
+    fn verify_runner<'a>(&'a self, token: &'a SecretString) -> Answer<'a, RunnerRegistration> {
+        Box::pin(GitLabClient::verify_runner(self, token, None))
+    }
     fn assign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, Runner> {
         Box::pin(GitLabClient::assign_runner(self, project, runner_id))
     }
@@ -119,6 +127,9 @@ impl GitLabApi for GitLabClient {
     }
     fn get_group<'a>(&'a self, group: &'a str) -> Answer<'a, Group> {
         Box::pin(GitLabClient::get_group(self, group))
+    }
+    fn list_owned_runners<'a>(&'a self, filter: &'a RunnerFilter) -> Answer<'a, Vec<Runner>> {
+        Box::pin(GitLabClient::list_owned_runners(self, filter))
     }
     fn list_all_runners<'a>(&'a self, filter: &'a RunnerFilter) -> Answer<'a, Vec<Runner>> {
         Box::pin(GitLabClient::list_all_runners(self, filter))

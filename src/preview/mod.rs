@@ -4,6 +4,7 @@
 //! state, from GitLab and Kubernetes reads only: no write reaches either.
 
 pub mod input;
+pub mod orphans;
 mod render;
 
 use std::collections::BTreeMap;
@@ -16,12 +17,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{self, GitLabState, SecretState, Step};
 use crate::controller::{Context, Error, Settings, connection, runner, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
 use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
 
-pub use render::{render_text, to_output};
+pub use render::{orphans_text as render_orphans, render_text, to_output};
 
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
@@ -49,6 +51,10 @@ pub struct PlanArgs {
     /// Path of the kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, env = "RUNNER_OPERATOR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The cluster's name, as the operator runs with it: markers are planned with it, and the
+    /// runners it marked that no Runner claims are listed as orphans.
+    #[arg(long, env = "RUNNER_OPERATOR_CLUSTER_NAME")]
+    pub cluster_name: Option<ClusterName>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +105,11 @@ pub enum Action {
     /// Take over an existing runner (`spec.adopt`); its token is reset.
     #[serde(rename_all = "camelCase")]
     Adopt { runner_id: i64 },
+    /// Take over the runner this cluster registered for this Runner before a rebuild (same
+    /// cluster name, namespace and name); `keepToken`: the restored Secret's token is kept
+    /// (if GitLab still accepts it), else it is reset.
+    #[serde(rename_all = "camelCase")]
+    TakeOver { runner_id: i64, keep_token: bool },
     /// Change these fields of the runner.
     #[serde(rename_all = "camelCase")]
     Update { runner_id: i64, fields: Vec<Field> },
@@ -186,6 +197,11 @@ pub struct PlanDocument {
     pub format: String,
     pub summary: Summary,
     pub runners: Vec<RunnerPlan>,
+    /// GitLab runners marked by this cluster (`--cluster-name`) that no Runner claims: what
+    /// a lost Runner left behind (`runner-operator prune` deletes them). Empty without a
+    /// cluster name, or when planning without a cluster.
+    #[serde(default)]
+    pub orphans: Vec<orphans::Orphan>,
 }
 
 pub const FORMAT: &str = "runner-operator.plan/v1";
@@ -213,7 +229,7 @@ pub enum Source {
 /// Plans every Runner given (each with the live object of the same name, when a cluster is
 /// read). Never fails as a whole: a Runner that cannot be planned is an `error` entry.
 pub async fn plan_all(source: &Source, runners: Vec<Runner>) -> PlanDocument {
-    plan_with(source, runners, &[]).await
+    plan_with(source, runners, &[], None).await
 }
 
 /// Plans `runners`; those using one of `changes` (new versions of ClusterGitLabConnections, not
@@ -223,6 +239,7 @@ pub async fn plan_with(
     source: &Source,
     runners: Vec<Runner>,
     changes: &[crate::crd::ClusterGitLabConnection],
+    cluster: Option<&ClusterName>,
 ) -> PlanDocument {
     // What each Runner is planned through: its connection in the cluster, or the one GitLab.
     enum Access {
@@ -231,7 +248,13 @@ pub async fn plan_with(
     }
     let (access, claims) = match source {
         Source::Cluster(c) => (
-            Access::Cluster(Box::new(Context::new(c.clone(), Settings::default()))),
+            Access::Cluster(Box::new(Context::new(
+                c.clone(),
+                Settings {
+                    cluster_name: cluster.cloned(),
+                    ..Settings::default()
+                },
+            ))),
             claims(c).await,
         ),
         Source::GitLab(gl) => (Access::GitLab(gl.clone()), BTreeMap::new()),
@@ -285,6 +308,7 @@ pub async fn plan_with(
         format: FORMAT.into(),
         summary,
         runners: out,
+        orphans: vec![],
     }
 }
 
@@ -359,7 +383,8 @@ async fn one(
         .runner_id
         .or(runner.spec.adopt.as_ref().map(|a| a.runner_id));
     if runner.meta().deletion_timestamp.is_some() {
-        return deletion(gl, runner, p).await;
+        let cluster = ctx.and_then(|c| c.settings.cluster_name.as_ref());
+        return deletion(gl, runner, p, cluster).await;
     }
     let (owner_project, owner_group, assigned) =
         runner::resolve_ids(None, runner, &status, gl).await?;
@@ -388,7 +413,8 @@ async fn one(
             }
         }
     }
-    let desired = runner::desired(runner, assigned)?;
+    let cluster = ctx.and_then(|c| c.settings.cluster_name.as_ref());
+    let desired = runner::desired(runner, assigned, cluster)?;
     let secret_obj = match ctx {
         Some(ctx) => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&runner.token_secret_name())
@@ -396,7 +422,23 @@ async fn one(
             .map_err(Error::kube("reading the token Secret"))?,
         None => None,
     };
-    let secret_state = secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
+    let mut secret_state =
+        secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
+    if secret_state == SecretState::Foreign
+        && cluster.is_some()
+        && secret_obj
+            .as_ref()
+            .and_then(|s| secret::restored(s, runner))
+            .is_some()
+    {
+        // Checking the token would record a contact in GitLab: `plan` assumes it is live
+        // and says so.
+        secret_state = SecretState::Restored { live: true };
+        p.warnings.push(format!(
+            "the Secret {} was restored (no owner): its token is kept if GitLab still accepts it, else reset",
+            runner.token_secret_name()
+        ));
+    }
     let known = status.runner_id.or_else(|| {
         secret_obj
             .as_ref()
@@ -407,19 +449,38 @@ async fn one(
         Some(id) => runner::fetch(gl, id).await?,
         None => None,
     };
+    let restored = matches!(secret_state, SecretState::Restored { .. });
+    let mut observed = observed;
     let gitlab = match (&observed, known) {
-        (Some(d), _) if runner::is_ours(d, runner, status.runner_id) => {
+        (Some(d), _) if runner::is_ours(d, runner, status.runner_id, cluster) => {
             GitLabState::Present(Box::new(d.clone()))
         }
+        (Some(d), _) if runner::is_predecessors(d, runner, cluster) && !claimed(d, claims) => {
+            GitLabState::Predecessor(Box::new(d.clone()))
+        }
         (Some(d), _) => GitLabState::NotOurs(Box::new(d.clone())),
-        (None, Some(_)) => GitLabState::Gone,
-        (None, None) => match desired.adopt {
+        (None, Some(_)) if !(restored && status.runner_id.is_none()) => GitLabState::Gone,
+        (None, _) => match desired.adopt {
             Some(id) => {
                 return Err(Error::Invalid(format!(
                     "spec.adopt.runnerId {id}: no such runner in GitLab"
                 )));
             }
-            None => GitLabState::Unknown,
+            None => match ctx {
+                Some(ctx) => {
+                    match runner::find_predecessor(ctx, gl, runner, owner_project, owner_group)
+                        .await?
+                        .filter(|d| !claimed(d, claims))
+                    {
+                        Some(d) => {
+                            observed = Some(d.clone());
+                            GitLabState::Predecessor(Box::new(d))
+                        }
+                        None => GitLabState::Unknown,
+                    }
+                }
+                None => GitLabState::Unknown,
+            },
         },
     };
     let token = runner::token_state(&status, secret_state);
@@ -464,6 +525,16 @@ async fn one(
                 p.warnings.push(format!(
                     "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
                 ));
+            }
+            Step::TakeOver {
+                runner: rid,
+                keep_token,
+            } => {
+                p.runner_id = Some(rid);
+                p.actions.push(Action::TakeOver {
+                    runner_id: rid,
+                    keep_token,
+                });
             }
             Step::Update { runner: rid, attrs } => p.actions.push(Action::Update {
                 runner_id: rid,
@@ -541,10 +612,19 @@ fn claimed_elsewhere(
     {
         return Some(who.clone());
     }
-    let (ns, name, owner_uid) =
-        runner::marker_owner(details.and_then(|d| d.maintenance_note.as_deref()))?;
-    let live = claims.values().flatten().any(|(u, _)| *u == owner_uid);
-    (live && owner_uid != uid).then(|| format!("{ns}/{name}"))
+    let m = Marker::parse(details.and_then(|d| d.maintenance_note.as_deref()))?;
+    let live = claims.values().flatten().any(|(u, _)| *u == m.uid);
+    (live && m.uid != uid).then(|| m.path())
+}
+
+/// Recorded by a Runner of the cluster, or marked by one that still exists.
+fn claimed(d: &RunnerDetails, claims: &BTreeMap<i64, Vec<(String, String)>>) -> bool {
+    let marked = Marker::parse(d.maintenance_note.as_deref()).map(|m| m.uid);
+    claims.contains_key(&d.id)
+        || claims
+            .values()
+            .flatten()
+            .any(|(u, _)| Some(u) == marked.as_ref())
 }
 
 /// Paths of the projects the steps (un)assign, for people: GitLab's own list for those
@@ -575,6 +655,7 @@ async fn deletion(
     gl: &dyn GitLabApi,
     runner: &Runner,
     mut p: RunnerPlan,
+    cluster: Option<&ClusterName>,
 ) -> Result<RunnerPlan, Error> {
     let status = runner.status.clone().unwrap_or_default();
     p.outcome = Outcome::Changes;
@@ -589,7 +670,7 @@ async fn deletion(
         None => None,
     };
     match found {
-        Some(d) if runner::is_ours(&d, runner, status.runner_id) => {
+        Some(d) if runner::is_ours(&d, runner, status.runner_id, cluster) => {
             p.actions.push(Action::Delete { runner_id: d.id });
         }
         Some(d) => {
@@ -657,7 +738,12 @@ pub fn run(args: PlanArgs) -> Result<u8, String> {
                 (Source::Cluster(client), runners)
             }
         };
-        let doc = plan_with(&source, runners, &changes).await;
+        let mut doc = plan_with(&source, runners, &changes, args.cluster_name.as_ref()).await;
+        if let (Source::Cluster(client), Some(cluster)) = (&source, &args.cluster_name)
+            && args.files.is_empty()
+        {
+            doc.orphans = orphans::find(client, cluster).await?;
+        }
         let text = match args.output {
             Format::Text => render_text(&doc),
             Format::Json => to_output(&doc, false)?,

@@ -1,6 +1,6 @@
 //! `plan` output: text for people, JSON or YAML for machines.
 
-use super::{Action, Field, Outcome, PlanDocument, RunnerPlan};
+use super::{Action, Field, Outcome, PlanDocument, RunnerPlan, orphans::Orphan};
 
 /// JSON (pretty) or YAML.
 pub fn to_output(doc: &PlanDocument, yaml: bool) -> Result<String, String> {
@@ -65,6 +65,17 @@ fn runner_text(p: &RunnerPlan, out: &mut String) {
             Action::Adopt { runner_id } => {
                 out.push_str(&format!("  + adopt GitLab runner {runner_id}\n"))
             }
+            Action::TakeOver {
+                runner_id,
+                keep_token,
+            } => out.push_str(&format!(
+                "  + take over GitLab runner {runner_id} (this cluster's, from before a rebuild); {}\n",
+                if *keep_token {
+                    "its token is kept"
+                } else {
+                    "its token is reset"
+                }
+            )),
             Action::Update { fields, .. } => {
                 for f in fields {
                     out.push_str(&format!("  ~ {}: {}\n", f.field, field(f)));
@@ -125,6 +136,7 @@ pub fn render_text(doc: &PlanDocument) -> String {
     for p in &doc.runners {
         runner_text(p, &mut out);
     }
+    out.push_str(&orphans_text(&doc.orphans));
     let s = &doc.summary;
     if s.runners == 0 {
         out.push_str("No Runners to plan.\n");
@@ -138,4 +150,21 @@ pub fn render_text(doc: &PlanDocument) -> String {
         plural(s.errors, "error"),
     ));
     out
+}
+
+/// One line per orphan: a runner with this cluster's marker that no Runner claims.
+pub fn orphans_text(orphans: &[Orphan]) -> String {
+    orphans
+        .iter()
+        .map(|o| {
+            format!(
+                "orphan: GitLab runner {} ({:?}) on {}, marked for {}; last contact {}\n",
+                o.id,
+                o.description,
+                o.gitlab,
+                o.marker,
+                o.contacted_at.as_deref().unwrap_or("never")
+            )
+        })
+        .collect()
 }

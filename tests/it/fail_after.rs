@@ -83,6 +83,12 @@ impl GitLabApi for FailAfter {
             self.inner.reset_runner_token(id),
         )
     }
+    fn list_owned_runners<'a>(&'a self, f: &'a RunnerFilter) -> Answer<'a, Vec<Runner>> {
+        self.inner.list_owned_runners(f)
+    }
+    fn verify_runner<'a>(&'a self, token: &'a SecretString) -> Answer<'a, RunnerRegistration> {
+        self.inner.verify_runner(token)
+    }
     fn assign_runner<'a>(&'a self, p: &'a str, id: i64) -> Answer<'a, Runner> {
         self.write(
             "POST /projects/:id/runners",

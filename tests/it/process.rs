@@ -29,6 +29,7 @@ fn args(addr: std::net::SocketAddr, name: &str) -> RunArgs {
         leader_election_lease: "runner-operator".into(),
         consumer_restarts: runner_operator::controller::ConsumerRestarts::Everywhere,
         token_expiry_warning: Duration::from_secs(30 * 86_400),
+        cluster_name: None,
         pod_name: Some(name.into()),
     }
 }

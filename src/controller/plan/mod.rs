@@ -1,6 +1,6 @@
 //! The reconcile decision, as a pure function: (desired, observed, now) → steps.
 //!
-//! No I/O here; `reconcile.rs` observes and acts. Every rule users rely on is decided (and
+//! No I/O here; `runner/converge.rs` observes and acts. Every rule users rely on is decided (and
 //! tested) in this file.
 
 use std::collections::BTreeSet;
@@ -25,6 +25,9 @@ pub enum Reason {
     Requested,
     Recovered,
     Adopted,
+    /// Taken over from this cluster's earlier incarnation of the Runner, its token unknown
+    /// or dead.
+    TakenOver,
 }
 
 impl Reason {
@@ -36,6 +39,7 @@ impl Reason {
             Reason::Requested => "Requested",
             Reason::Recovered => "Recovered",
             Reason::Adopted => "Adopted",
+            Reason::TakenOver => "TakenOver",
         }
     }
 
@@ -47,6 +51,7 @@ impl Reason {
             Reason::Requested,
             Reason::Recovered,
             Reason::Adopted,
+            Reason::TakenOver,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -85,6 +90,10 @@ pub enum GitLabState {
     Present(Box<RunnerDetails>),
     /// The runner exists but carries no marker of ours.
     NotOurs(Box<RunnerDetails>),
+    /// Marked by this cluster's earlier incarnation of the Runner (same cluster name,
+    /// namespace and name; that uid is gone from the cluster): taken over, not registered
+    /// again.
+    Predecessor(Box<RunnerDetails>),
 }
 
 /// The token Secret as observed.
@@ -98,6 +107,10 @@ pub enum SecretState {
     Tampered,
     /// A Secret of that name we do not own: never overwritten.
     Foreign,
+    /// Labelled as this Runner's token Secret but owned by no live object (restored from a
+    /// backup, with `--cluster-name` set); `live`: GitLab accepts its token for the runner it
+    /// names. Kept when live, overwritten only when dead.
+    Restored { live: bool },
 }
 
 /// The token's bookkeeping.
@@ -119,6 +132,10 @@ pub enum Step {
     Create { recreated: bool },
     /// Take over an existing runner by id (resets its token).
     Adopt(i64),
+    /// Record a runner left by this cluster's earlier incarnation of the Runner as this one's;
+    /// `keep_token`: write the restored Secret's token (GitLab accepts it) as ours, else a
+    /// token reset follows.
+    TakeOver { runner: i64, keep_token: bool },
     /// `PUT /runners/:id` with these fields.
     Update {
         runner: i64,
@@ -146,12 +163,57 @@ pub fn plan(
 ) -> Vec<Step> {
     let mut steps = vec![];
     if token.secret == SecretState::Foreign
-        && matches!(gitlab, GitLabState::Unknown | GitLabState::Gone)
+        && matches!(
+            gitlab,
+            GitLabState::Unknown | GitLabState::Gone | GitLabState::Predecessor(_)
+        )
     {
-        // A token would have nowhere to go: nothing is created or adopted.
+        // A token would have nowhere to go: nothing is created, adopted or taken over.
         return vec![secret_not_owned()];
     }
+    let mut token = token.clone();
+    token.secret = match (token.secret, gitlab) {
+        // The runner a restored Secret names is gone or not this Runner's to find: its token
+        // is dead, the Secret ours to overwrite.
+        (SecretState::Restored { .. }, GitLabState::Unknown | GitLabState::Gone) => {
+            SecretState::Missing
+        }
+        (SecretState::Restored { live: false }, _) => SecretState::Tampered,
+        (s, _) => s,
+    };
+    let token = &token;
     let runner = match gitlab {
+        GitLabState::Predecessor(r) => {
+            // The same Runner, rebuilt: its runner, its token when GitLab still accepts it.
+            let keep = matches!(
+                token.secret,
+                SecretState::Valid | SecretState::Restored { live: true }
+            );
+            steps.push(Step::TakeOver {
+                runner: r.id,
+                keep_token: keep,
+            });
+            let taken = TokenState {
+                secret: SecretState::Valid,
+                pending: (!keep).then_some(Reason::TakenOver),
+                ..token.clone()
+            };
+            steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
+            return steps;
+        }
+        GitLabState::Present(r) if token.secret == (SecretState::Restored { live: true }) => {
+            // Ours, with a restored Secret GitLab accepts: the Secret becomes ours again.
+            steps.push(Step::TakeOver {
+                runner: r.id,
+                keep_token: true,
+            });
+            let kept = TokenState {
+                secret: SecretState::Valid,
+                ..token.clone()
+            };
+            steps.extend(plan(desired, gitlab, &kept, now));
+            return steps;
+        }
         GitLabState::Unknown => {
             steps.push(match desired.adopt {
                 Some(id) => Step::Adopt(id),
@@ -259,7 +321,9 @@ fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp
     let rotate = |reason| Some(Step::RotateToken { runner, reason });
     match token.secret {
         SecretState::Foreign => return Some(secret_not_owned()),
-        SecretState::Missing | SecretState::Tampered => return rotate(Reason::Recovered),
+        SecretState::Missing | SecretState::Tampered | SecretState::Restored { .. } => {
+            return rotate(Reason::Recovered);
+        }
         SecretState::Valid => {}
     }
     if let Some(reason) = token.pending {

@@ -485,3 +485,145 @@ fn rotation_by_interval_and_expiry() {
         Some((Reason::Interval, t(50)))
     );
 }
+
+fn with_secret(secret: SecretState) -> TokenState {
+    TokenState {
+        secret,
+        issued_at: None,
+        ..token()
+    }
+}
+
+#[test]
+fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
+    // The old marker differs from ours: the note is rewritten, nothing else.
+    let mut old = seen(&[1]);
+    old.maintenance_note = Some("note\n[old marker]".into());
+    let predecessor = GitLabState::Predecessor(Box::new(old));
+    let note_only = Step::Update {
+        runner: 7,
+        attrs: RunnerAttributes {
+            maintenance_note: Some("note\n[marker]".into()),
+            ..Default::default()
+        },
+    };
+    for live in [SecretState::Restored { live: true }, SecretState::Valid] {
+        assert_eq!(
+            plan(&desired(), &predecessor, &with_secret(live), t(0)),
+            vec![
+                Step::TakeOver {
+                    runner: 7,
+                    keep_token: true
+                },
+                note_only.clone()
+            ],
+            "{live:?}"
+        );
+    }
+    // No Secret, or one GitLab refuses: one reset, recorded as a takeover.
+    for dead in [
+        SecretState::Missing,
+        SecretState::Restored { live: false },
+        SecretState::Tampered,
+    ] {
+        assert_eq!(
+            plan(&desired(), &predecessor, &with_secret(dead), t(0)),
+            vec![
+                Step::TakeOver {
+                    runner: 7,
+                    keep_token: false
+                },
+                note_only.clone(),
+                Step::RotateToken {
+                    runner: 7,
+                    reason: Reason::TakenOver
+                }
+            ],
+            "{dead:?}"
+        );
+    }
+    // A Secret someone else made: nothing is taken over.
+    assert!(matches!(
+        plan(
+            &desired(),
+            &predecessor,
+            &with_secret(SecretState::Foreign),
+            t(0)
+        )[..],
+        [Step::Blocked {
+            reason: "SecretNotOwned",
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn restored_secrets_are_kept_when_live_and_overwritten_only_when_dead() {
+    // Our runner, the Secret restored without its owner: made ours again, token kept.
+    assert_eq!(
+        plan(
+            &desired(),
+            &present(seen(&[1])),
+            &with_secret(SecretState::Restored { live: true }),
+            t(0)
+        ),
+        vec![Step::TakeOver {
+            runner: 7,
+            keep_token: true
+        }]
+    );
+    assert_eq!(
+        plan(
+            &desired(),
+            &present(seen(&[1])),
+            &with_secret(SecretState::Restored { live: false }),
+            t(0)
+        ),
+        vec![Step::RotateToken {
+            runner: 7,
+            reason: Reason::Recovered
+        }]
+    );
+    // The runner it names is gone: the token is dead, a new runner's goes in its place.
+    for gone in [GitLabState::Unknown, GitLabState::Gone] {
+        for live in [true, false] {
+            assert!(matches!(
+                plan(
+                    &desired(),
+                    &gone,
+                    &with_secret(SecretState::Restored { live }),
+                    t(0)
+                )[..],
+                [Step::Create { .. }]
+            ));
+        }
+    }
+    // Another's runner: blocked as before.
+    assert!(matches!(
+        plan(
+            &desired(),
+            &GitLabState::NotOurs(Box::new(seen(&[1]))),
+            &with_secret(SecretState::Restored { live: true }),
+            t(0)
+        )[..],
+        [Step::Blocked {
+            reason: "RunnerNotOwned",
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn default_expiry_rotation_comes_before_gitlab_runners_own() {
+    // gitlab-runner resets its own token at 75 % of its lifetime (unless
+    // FF_DISABLE_AUTOMATIC_TOKEN_ROTATION is set), leaving the Secret's token dead: by default
+    // the operator rotates first, at two thirds.
+    for lifetime in [3_600, 86_400, 30 * 86_400] {
+        let (_, at) = next_rotation(&RotationPolicy::default(), Some(t(0)), Some(t(lifetime)))
+            .expect("a deadline");
+        assert!(
+            at.as_second() - t(0).as_second() < lifetime * 3 / 4,
+            "{lifetime}"
+        );
+    }
+}

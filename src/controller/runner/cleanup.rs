@@ -29,6 +29,20 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
     ctx.recent.forget(&runner.uid().unwrap_or_default());
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
         let id = runner.status.as_ref().and_then(|s| s.runner_id);
+        if let (Some(id), Some(_)) = (id, &ctx.settings.cluster_name)
+            && let Err(why) = release_marker(&ctx, &runner, id).await
+        {
+            // Orphan must not depend on GitLab: the Runner goes, the marker stays.
+            event(
+                &ctx,
+                &runner,
+                EventType::Warning,
+                "MarkerKept",
+                "Delete",
+                format!("GitLab runner {id} keeps this cluster's ownership marker ({why}): `runner-operator plan` lists it as an orphan, and a Runner of the same name in this cluster would take it over; remove the marker from its maintenance note by hand"),
+            )
+            .await;
+        }
         event(
             &ctx,
             &runner,
@@ -174,7 +188,12 @@ pub(crate) async fn delete_in_gitlab(
         return Ok(Action::await_change());
     };
     let id = details.id;
-    if !is_ours(&details, runner, status.runner_id) {
+    if !is_ours(
+        &details,
+        runner,
+        status.runner_id,
+        ctx.settings.cluster_name.as_ref(),
+    ) {
         event(
             ctx,
             runner,
@@ -220,4 +239,37 @@ pub(crate) async fn delete_in_gitlab(
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// `deletionPolicy: Orphan` with a cluster name: the runner stays, without this cluster's
+/// marker — so `prune` never counts it as an orphan and a later Runner of the same name does
+/// not take it over.
+async fn release_marker(ctx: &Context, runner: &Runner, id: i64) -> Result<(), String> {
+    let ns = runner.namespace().unwrap_or_default();
+    let conn = connection::for_runner(
+        ctx,
+        &ns,
+        runner.spec.connection_ref.kind,
+        &runner.spec.connection_ref.name,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let gl = &*conn.client;
+    let Some(d) = fetch(gl, id).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let cluster = ctx.settings.cluster_name.as_ref();
+    if !carries_marker(d.maintenance_note.as_deref(), runner, cluster) {
+        return Ok(());
+    }
+    let note =
+        crate::controller::identity::strip(d.maintenance_note.as_deref().unwrap_or_default());
+    let attrs = crate::gitlab::RunnerAttributes {
+        maintenance_note: Some(note),
+        ..Default::default()
+    };
+    gl.update_runner(id, &attrs)
+        .await
+        .map_err(|e| format!("removing the marker: {e}"))?;
+    Ok(())
 }

@@ -10,7 +10,8 @@ use crate::controller::{caches, consumers, secret};
 use crate::crd::Runner;
 
 use super::*;
-use crate::gitlab::Refusal;
+use crate::controller::identity;
+use crate::gitlab::{Refusal, RunnerAttributes};
 
 /// Observe → plan → act until GitLab matches (at most a few rounds).
 pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
@@ -32,13 +33,12 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         (owner_project, owner_group, &assigned),
     )
     .await?;
-    let desired = desired(runner, assigned)?;
+    let cluster = ctx.settings.cluster_name.as_ref();
+    let desired = desired(runner, assigned, cluster)?;
     if runner.spec.adopt.is_none()
-        && runner
-            .spec
-            .maintenance_note
-            .as_ref()
-            .is_some_and(|n| n.chars().count() + marker(runner).chars().count() + 2 > NOTE_LIMIT)
+        && runner.spec.maintenance_note.as_ref().is_some_and(|n| {
+            n.chars().count() + marker(runner, cluster).chars().count() + 2 > NOTE_LIMIT
+        })
     {
         pass.warnings.push(consumers::Warning {
             type_: NOTE_TRUNCATED,
@@ -75,16 +75,20 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         let known_id = pass.status.runner_id.or(id_in_secret);
         let recorded = pass.status.runner_id;
         let reuse = answered.take().filter(|d| Some(d.id) == known_id);
+        let restored = matches!(secret_state, SecretState::Restored { .. });
         let gitlab = match (known_id, reuse) {
             (Some(_), Some(d)) => GitLabState::Present(Box::new(d)),
             (Some(id), None) => match fetch(pass.gl(), id).await? {
-                Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
-                Some(d) => GitLabState::NotOurs(Box::new(d)),
+                Some(d) => classify(ctx, d, runner, recorded),
+                // Only a restored Secret named it: the old runner is gone, nothing was lost here.
+                None if restored && recorded.is_none() => GitLabState::Unknown,
                 None => GitLabState::Gone,
             },
             (None, _) => match desired.adopt {
                 Some(id) => match fetch(pass.gl(), id).await? {
-                    Some(d) if is_ours(&d, runner, recorded) => GitLabState::Present(Box::new(d)),
+                    Some(d) if is_ours(&d, runner, recorded, cluster) => {
+                        GitLabState::Present(Box::new(d))
+                    }
                     Some(d) => GitLabState::NotOurs(Box::new(d)),
                     None => {
                         return Err(Error::Invalid(format!(
@@ -111,10 +115,19 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     }
                     None => GitLabState::Unknown,
                 },
-                None => GitLabState::Unknown,
+                // Before registering: a runner this cluster made for this Runner before a
+                // rebuild (only with --cluster-name).
+                None => match find_predecessor(ctx, pass.gl(), runner, owner_project, owner_group)
+                    .await?
+                {
+                    Some(d) => GitLabState::Predecessor(Box::new(d)),
+                    None => GitLabState::Unknown,
+                },
             },
         };
-        if let GitLabState::Present(d) | GitLabState::NotOurs(d) = &gitlab {
+        if let GitLabState::Present(d) | GitLabState::NotOurs(d) | GitLabState::Predecessor(d) =
+            &gitlab
+        {
             pass.details = Some((**d).clone());
         }
         if let GitLabState::Present(d) = &gitlab {
@@ -167,15 +180,37 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                         .await?;
                 }
                 Step::Adopt(target) => adopt(pass, target, &desired, &gitlab).await?,
+                Step::TakeOver {
+                    runner: rid,
+                    keep_token,
+                } => pass.take_over(rid, keep_token).await?,
                 Step::Update { runner: rid, attrs } => {
                     let changes = plan::describe_changes(pass.details.as_ref(), &attrs);
+                    // Only the marker changes (a cluster name written in, a takeover): no drift.
+                    let before = pass
+                        .details
+                        .as_ref()
+                        .and_then(|d| d.maintenance_note.clone());
+                    let marker_only = attrs
+                        == RunnerAttributes {
+                            maintenance_note: attrs.maintenance_note.clone(),
+                            ..Default::default()
+                        }
+                        && attrs.maintenance_note.as_deref().map(identity::strip)
+                            == Some(identity::strip(before.as_deref().unwrap_or_default()));
                     let d = pass
                         .gl()
                         .update_runner(rid, &attrs)
                         .await
                         .map_err(Error::gitlab(format!("updating runner {rid}")))?;
                     pass.details = Some(d);
-                    let (t, reason, note) = if drift_possible && attrs.locked.is_none() {
+                    let (t, reason, note) = if marker_only {
+                        (
+                            EventType::Normal,
+                            "MarkerUpdated",
+                            format!("rewrote the ownership marker of runner {rid} ({changes})"),
+                        )
+                    } else if drift_possible && attrs.locked.is_none() {
                         (
                             EventType::Warning,
                             "DriftReverted",
@@ -286,7 +321,9 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
 /// The token Secret: from the cache when it is the version this process wrote or checked and
 /// status names the same token, else read (the token itself is read only then). Also the
 /// runner id it records, when status lost it.
-pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Option<i64>), Error> {
+pub(crate) async fn observe_secret(
+    pass: &mut Pass<'_>,
+) -> Result<(SecretState, Option<i64>), Error> {
     let (ctx, runner) = (pass.ctx, pass.runner);
     let (ns, name) = (
         runner.namespace().unwrap_or_default(),
@@ -319,6 +356,35 @@ pub(crate) async fn observe_secret(pass: &Pass<'_>) -> Result<(SecretState, Opti
         runner,
         pass.status.token_hash.as_deref(),
     );
+    pass.restored = None;
+    if state == SecretState::Foreign
+        && ctx.settings.cluster_name.is_some()
+        && let Some(mut restored) = secret_obj
+            .as_ref()
+            .and_then(|s| secret::restored(s, runner))
+    {
+        // Restored from a backup: kept if GitLab still accepts its token for the runner it
+        // names (a verify without system_id: no runner manager is created).
+        let live = match pass.gl().verify_runner(&restored.token).await {
+            Ok(answer) => {
+                if answer.token_expires_at.is_some() {
+                    restored.expires_at = answer.token_expires_at.clone();
+                }
+                answer.id == restored.runner_id
+            }
+            Err(e) if matches!(e.status(), Some(403)) => false,
+            Err(e) => {
+                return Err(Error::gitlab(
+                    "checking whether GitLab accepts the restored token Secret's token",
+                )(e));
+            }
+        };
+        let id = restored.runner_id;
+        if live {
+            pass.restored = Some(restored);
+        }
+        return Ok((SecretState::Restored { live }, Some(id)));
+    }
     let version = secret_obj
         .as_ref()
         .and_then(|s| s.resource_version())
@@ -346,8 +412,20 @@ pub(crate) async fn adopt(
     let mut claimed_by = ctx.claimant(target, &uid);
     if let GitLabState::NotOurs(d) = gitlab
         && claimed_by.is_none()
-        && let Some((ns, name, owner_uid)) = marker_owner(d.maintenance_note.as_deref())
+        && let Some(m) = identity::Marker::parse(d.maintenance_note.as_deref())
     {
+        if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
+            pass.blocked = Some((
+                "RunnerClaimed",
+                format!(
+                    "GitLab runner {target} is managed by Runner {} of cluster {}; it is not adopted. Delete that Runner with deletionPolicy: Orphan in that cluster, or remove the marker from the runner's maintenance note, first",
+                    m.path(),
+                    m.cluster.as_deref().unwrap_or_default()
+                ),
+            ));
+            return Ok(());
+        }
+        let (ns, name, owner_uid) = (m.namespace, m.name, m.uid);
         let other = Api::<Runner>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&name)
             .await

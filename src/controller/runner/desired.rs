@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::controller::error::Error;
+use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{
     Desired, DesiredAttrs, Reason, RotationPolicy, SecretState, TokenState,
 };
@@ -17,63 +18,70 @@ use crate::gitlab::RunnerDetails;
 use super::*;
 
 /// Ownership marker kept in the runner's maintenance note.
-pub fn marker(runner: &Runner) -> String {
-    format!(
-        "[runner-operator: managed by Runner {}/{}, uid {}]",
-        runner.namespace().unwrap_or_default(),
-        runner.name_any(),
-        runner.meta().uid.as_deref().unwrap_or_default()
-    )
+pub fn marker(runner: &Runner, cluster: Option<&ClusterName>) -> String {
+    Marker {
+        namespace: runner.namespace().unwrap_or_default(),
+        name: runner.name_any(),
+        uid: runner.meta().uid.clone().unwrap_or_default(),
+        cluster: cluster.map(|c| c.to_string()),
+    }
+    .to_string()
 }
 
-pub(crate) fn carries_marker(note: Option<&str>, runner: &Runner) -> bool {
-    let uid = runner.meta().uid.as_deref().unwrap_or("-");
-    note.is_some_and(|n| n.contains(&format!(", uid {uid}]")))
+/// The note names this Runner's uid (and no other cluster than this one).
+pub(crate) fn carries_marker(
+    note: Option<&str>,
+    runner: &Runner,
+    cluster: Option<&ClusterName>,
+) -> bool {
+    Marker::parse(note).is_some_and(|m| {
+        Some(m.uid.as_str()) == runner.meta().uid.as_deref() && m.in_cluster(cluster)
+    })
 }
 
-/// Whether a GitLab runner is this Runner's: it carries our marker, or `spec.adopt` names it
-/// and this Runner has taken it (its id is in status). An adopted runner is not marked, so
-/// adopting a runner whose fields already match the spec writes nothing but the token reset.
-pub(crate) fn is_ours(d: &RunnerDetails, runner: &Runner, recorded: Option<i64>) -> bool {
-    carries_marker(d.maintenance_note.as_deref(), runner)
-        || (runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id) && recorded == Some(d.id))
+/// Whether a GitLab runner is this Runner's: it carries our marker, or this Runner has taken
+/// it (its id is in status) as `spec.adopt` names it or from this cluster's earlier
+/// incarnation of it. An adopted runner is not marked, so adopting a runner whose fields
+/// already match the spec writes nothing but the token reset.
+pub(crate) fn is_ours(
+    d: &RunnerDetails,
+    runner: &Runner,
+    recorded: Option<i64>,
+    cluster: Option<&ClusterName>,
+) -> bool {
+    let taken = recorded == Some(d.id);
+    carries_marker(d.maintenance_note.as_deref(), runner, cluster)
+        || (taken && runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id))
+        || (taken && is_predecessors(d, runner, cluster))
+}
+
+/// Marked by this cluster's earlier incarnation of this Runner (see `Marker::predecessor_of`).
+pub(crate) fn is_predecessors(
+    d: &RunnerDetails,
+    runner: &Runner,
+    cluster: Option<&ClusterName>,
+) -> bool {
+    Marker::parse(d.maintenance_note.as_deref()).is_some_and(|m| {
+        m.predecessor_of(
+            cluster,
+            &runner.namespace().unwrap_or_default(),
+            &runner.name_any(),
+            runner.meta().uid.as_deref().unwrap_or_default(),
+        )
+    })
 }
 
 /// The user's note as GitLab should hold it: with our marker, except on adopted runners.
-pub(crate) fn desired_note(runner: &Runner) -> String {
+pub(crate) fn desired_note(runner: &Runner, cluster: Option<&ClusterName>) -> String {
     if runner.spec.adopt.is_some() {
         runner.spec.maintenance_note.clone().unwrap_or_default()
     } else {
-        note_with_marker(runner)
+        note_with_marker(runner, cluster)
     }
 }
 
-/// `(namespace, name, uid)` of the Runner a marker names.
-pub(crate) fn marker_owner(note: Option<&str>) -> Option<(String, String, String)> {
-    let rest = note?.split("[runner-operator: managed by Runner ").nth(1)?;
-    let (path, rest) = rest.split_once(", uid ")?;
-    let uid = rest.split(']').next()?;
-    let (ns, name) = path.split_once('/')?;
-    Some((ns.into(), name.into(), uid.into()))
-}
-
-/// The note without any marker of ours (and the blank line before it).
-pub(crate) fn strip_marker(note: &str) -> String {
-    match note.find("[runner-operator: managed by Runner ") {
-        None => note.to_string(),
-        Some(start) => {
-            let end = note[start..]
-                .find(']')
-                .map_or(note.len(), |e| start + e + 1);
-            let mut out = note[..start].trim_end().to_string();
-            out.push_str(note[end..].trim_end());
-            out
-        }
-    }
-}
-
-pub(crate) fn note_with_marker(runner: &Runner) -> String {
-    let m = marker(runner);
+pub(crate) fn note_with_marker(runner: &Runner, cluster: Option<&ClusterName>) -> String {
+    let m = marker(runner, cluster);
     match runner
         .spec
         .maintenance_note
@@ -127,7 +135,11 @@ pub(crate) fn gitlab_tags(tags: &[String]) -> BTreeSet<String> {
         .collect()
 }
 
-pub(crate) fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desired, Error> {
+pub(crate) fn desired(
+    runner: &Runner,
+    assigned: BTreeSet<i64>,
+    cluster: Option<&ClusterName>,
+) -> Result<Desired, Error> {
     let s = &runner.spec;
     Ok(Desired {
         attrs: DesiredAttrs {
@@ -142,7 +154,7 @@ pub(crate) fn desired(runner: &Runner, assigned: BTreeSet<i64>) -> Result<Desire
                 .unwrap_or("not_protected")
                 .into(),
             maximum_timeout: s.maximum_timeout,
-            maintenance_note: desired_note(runner),
+            maintenance_note: desired_note(runner, cluster),
         },
         assigned,
         is_project_runner: s.runner_type == RunnerType::ProjectType,
@@ -195,39 +207,40 @@ mod tests {
     #[test]
     fn marker_round_trip() {
         let r = runner(Some("owned by team a"));
-        let note = note_with_marker(&r);
+        let note = note_with_marker(&r, None);
         assert!(
             note.starts_with(
                 "owned by team a\n\n[runner-operator: managed by Runner ci/r, uid u-1]"
             )
         );
-        assert!(carries_marker(Some(&note), &r));
-        assert_eq!(
-            marker_owner(Some(&note)),
-            Some(("ci".into(), "r".into(), "u-1".into()))
-        );
+        assert!(carries_marker(Some(&note), &r, None));
         let mut other = runner(None);
         other.metadata.uid = Some("u-2".into());
-        assert!(!carries_marker(Some(&note), &other));
-        assert!(!carries_marker(None, &r));
+        assert!(!carries_marker(Some(&note), &other, None));
+        assert!(!carries_marker(None, &r, None));
     }
 
     #[test]
-    fn markers_are_stripped_for_import() {
-        let r = runner(Some("Owned by the platform team"));
+    fn markers_name_the_cluster_and_old_markers_stay_ours() {
+        let (prod, staging) = ("prod".parse().unwrap(), "staging".parse().unwrap());
+        let r = runner(None);
+        let named = note_with_marker(&r, Some(&prod));
         assert_eq!(
-            strip_marker(&note_with_marker(&r)),
-            "Owned by the platform team"
+            named,
+            "[runner-operator: managed by Runner ci/r, uid u-1, cluster prod]"
         );
-        assert_eq!(strip_marker(&note_with_marker(&runner(None))), "");
-        assert_eq!(strip_marker("plain"), "plain");
+        assert!(carries_marker(Some(&named), &r, Some(&prod)));
+        assert!(!carries_marker(Some(&named), &r, Some(&staging)));
+        // Written before --cluster-name was set: still this Runner's (its uid decides).
+        let unnamed = note_with_marker(&r, None);
+        assert!(carries_marker(Some(&unnamed), &r, Some(&prod)));
     }
 
     #[test]
     fn long_notes_leave_room_for_the_marker() {
         let r = runner(Some(&"x".repeat(1024)));
-        let note = note_with_marker(&r);
+        let note = note_with_marker(&r, None);
         assert_eq!(note.chars().count(), NOTE_LIMIT);
-        assert!(carries_marker(Some(&note), &r));
+        assert!(carries_marker(Some(&note), &r, None));
     }
 }

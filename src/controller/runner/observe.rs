@@ -9,7 +9,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::identity::Marker;
 use crate::controller::managers;
+use crate::controller::plan::GitLabState;
 use crate::crd::{GitLabRunnerState, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
 
@@ -254,26 +256,112 @@ pub(crate) async fn find_marked(
         )
     });
     let uid = runner.meta().uid.clone().unwrap_or_default();
+    let cluster = ctx.settings.cluster_name.as_ref();
     for candidate in candidates {
-        let known = ctx
-            .marker_owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&candidate.id)
-            .cloned();
-        if matches!(&known, Some(owner) if owner.as_deref() != Some(uid.as_str())) {
+        let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
+        if matches!(&known, Some(owner) if owner.as_ref().map(|m| m.uid.as_str()) != Some(uid.as_str()))
+        {
             continue;
         }
         // Gone since the list (deleted meanwhile): not ours to find.
         let Some(details) = fetch(gl, candidate.id).await? else {
             continue;
         };
-        let owner = marker_owner(details.maintenance_note.as_deref()).map(|(_, _, u)| u);
-        ctx.marker_owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(candidate.id, owner);
-        if carries_marker(details.maintenance_note.as_deref(), runner) {
+        remember_marker(ctx, &details);
+        if carries_marker(details.maintenance_note.as_deref(), runner, cluster) {
+            return Ok(Some(details));
+        }
+    }
+    Ok(None)
+}
+
+fn remember_marker(ctx: &Context, d: &RunnerDetails) {
+    lock(&ctx.marker_owners).insert(d.id, Marker::parse(d.maintenance_note.as_deref()));
+}
+
+/// What a runner found by id is to this Runner: ours, left by this cluster's earlier
+/// incarnation of it (whose uid no Runner here has, and that no other Runner recorded), or
+/// someone else's.
+pub(crate) fn classify(
+    ctx: &Context,
+    d: RunnerDetails,
+    runner: &Runner,
+    recorded: Option<i64>,
+) -> GitLabState {
+    let cluster = ctx.settings.cluster_name.as_ref();
+    if is_ours(&d, runner, recorded, cluster) {
+        GitLabState::Present(Box::new(d))
+    } else if is_predecessors(&d, runner, cluster) && unclaimed(ctx, &d, runner) {
+        GitLabState::Predecessor(Box::new(d))
+    } else {
+        GitLabState::NotOurs(Box::new(d))
+    }
+}
+
+/// Never two live claimants: a runner whose marked uid is still a Runner here, or that another
+/// Runner recorded, is not taken over.
+fn unclaimed(ctx: &Context, d: &RunnerDetails, runner: &Runner) -> bool {
+    let uid = runner.uid().unwrap_or_default();
+    let marked = Marker::parse(d.maintenance_note.as_deref()).map(|m| m.uid);
+    let live = ctx.caches.runners().into_iter().any(|g| {
+        g.0.as_ref()
+            .is_ok_and(|r| r.uid().is_some() && r.uid() == marked)
+    });
+    !live && ctx.claimant(d.id, &uid).is_none()
+}
+
+/// A runner this cluster's earlier incarnation of the Runner registered, found in the Runner's
+/// scope by its marker (`--cluster-name` set; one list, and a read of each runner whose note
+/// this process has not seen). The way a Runner re-applied from Git after a rebuild, with no
+/// status and no Secret, finds its runner instead of registering a second one.
+pub(crate) async fn find_predecessor(
+    ctx: &Context,
+    gl: &dyn GitLabApi,
+    runner: &Runner,
+    owner_project: Option<i64>,
+    owner_group: Option<i64>,
+) -> Result<Option<RunnerDetails>, Error> {
+    let Some(cluster) = ctx.settings.cluster_name.as_ref() else {
+        return Ok(None);
+    };
+    let filter = RunnerFilter {
+        runner_type: Some(runner.spec.runner_type.as_str().into()),
+        ..Default::default()
+    };
+    let list = match (runner.spec.runner_type, owner_project, owner_group) {
+        (RunnerType::ProjectType, Some(p), _) => {
+            gl.list_project_runners(&p.to_string(), &filter).await
+        }
+        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
+        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
+        _ => return Ok(None),
+    }
+    .map_err(Error::gitlab(
+        "looking for a runner this cluster registered for this Runner before a rebuild",
+    ))?;
+    let (ns, name, uid) = (
+        runner.namespace().unwrap_or_default(),
+        runner.name_any(),
+        runner.uid().unwrap_or_default(),
+    );
+    // Newest first: the last incarnation's runner, should there be several.
+    for candidate in list.iter().rev() {
+        if candidate.runner_type != runner.spec.runner_type.as_str() {
+            continue;
+        }
+        let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
+        if let Some(m) = &known
+            && !m
+                .as_ref()
+                .is_some_and(|m| m.predecessor_of(Some(cluster), &ns, &name, &uid))
+        {
+            continue;
+        }
+        let Some(details) = fetch(gl, candidate.id).await? else {
+            continue;
+        };
+        remember_marker(ctx, &details);
+        if is_predecessors(&details, runner, Some(cluster)) && unclaimed(ctx, &details, runner) {
             return Ok(Some(details));
         }
     }

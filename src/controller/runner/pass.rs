@@ -29,6 +29,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) rolled: bool,
     /// Only the rotate-token request changed since a check that ended Ready.
     pub(crate) rotation_only: bool,
+    /// A restored token Secret's token GitLab accepts (observed in this round).
+    pub(crate) restored: Option<secret::Restored>,
 }
 
 impl Pass<'_> {
@@ -87,6 +89,19 @@ impl Pass<'_> {
         expires_at: Option<&str>,
     ) -> Result<(), Error> {
         let issued = now_str(self.ctx);
+        self.store_token(runner_id, token, expires_at, issued)
+            .await?;
+        self.roll_consumers().await
+    }
+
+    /// The Secret and status's token bookkeeping, consumers untouched.
+    async fn store_token(
+        &mut self,
+        runner_id: i64,
+        token: &SecretString,
+        expires_at: Option<&str>,
+        issued: String,
+    ) -> Result<(), Error> {
         let s = secret::build(
             self.runner,
             &secret::TokenData {
@@ -120,6 +135,11 @@ impl Pass<'_> {
         self.status.token_hash = Some(secret::token_hash(token.expose_secret()));
         self.status.token_issued_at = Some(issued);
         self.status.token_expires_at = expires_at.map(str::to_string);
+        Ok(())
+    }
+
+    /// Restarts the token's consumers for the token just stored.
+    async fn roll_consumers(&mut self) -> Result<(), Error> {
         let generation = format!(
             "{}/{}",
             self.status.token_issued_at.clone().unwrap_or_default(),
@@ -258,6 +278,67 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// Makes a runner left by this cluster's earlier incarnation of the Runner this one's: its
+    /// id goes into status; a restored token GitLab accepts goes into the Secret as ours (the
+    /// consumers already run with it: none is restarted). Without one, the token reset the
+    /// plan puts next is recorded as pending first.
+    pub(crate) async fn take_over(&mut self, id: i64, keep_token: bool) -> Result<(), Error> {
+        let previous = self
+            .details
+            .as_ref()
+            .and_then(|d| crate::controller::identity::Marker::parse(d.maintenance_note.as_deref()))
+            .filter(|m| m.uid != self.runner.uid().unwrap_or_default());
+        self.status.runner_id = Some(id);
+        self.status.creation_started = None;
+        let kept = match self
+            .restored
+            .take()
+            .filter(|r| keep_token && r.runner_id == id)
+        {
+            Some(restored) => {
+                self.check_secret_writable().await?;
+                // GitLab's verify answered with the expiry; the issue time is the Secret's own.
+                let issued = restored
+                    .issued_at
+                    .clone()
+                    .filter(|t| t.parse::<k8s_openapi::jiff::Timestamp>().is_ok())
+                    .unwrap_or_else(|| now_str(self.ctx));
+                self.store_token(id, &restored.token, restored.expires_at.as_deref(), issued)
+                    .await?;
+                true
+            }
+            None => {
+                self.status.pending_rotation = Some(Reason::TakenOver.as_str().into());
+                false
+            }
+        };
+        lock(&self.ctx.marker_owners).remove(&id);
+        let from = previous
+            .map(|m| {
+                format!(
+                    " from this cluster's earlier Runner {} (uid {})",
+                    m.path(),
+                    m.uid
+                )
+            })
+            .unwrap_or_default();
+        let token = if kept {
+            "kept its token (GitLab accepts the one in the restored Secret)"
+        } else {
+            "its token is reset"
+        };
+        event(
+            self.ctx,
+            self.runner,
+            EventType::Normal,
+            "TakenOver",
+            "TakeOver",
+            format!("took over GitLab runner {id}{from}; {token}"),
+        )
+        .await;
+        Ok(())
+    }
+
     pub(crate) async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
         self.check_secret_writable().await?;
         self.ctx
@@ -292,6 +373,7 @@ impl Pass<'_> {
             Reason::Requested => "requested through the rotate-token annotation",
             Reason::Recovered => "the Secret was missing, edited or not yet written",
             Reason::Adopted => "the runner was adopted",
+            Reason::TakenOver => "the runner was taken over after a rebuild",
             Reason::Created => "created",
         };
         let expiry = reset

@@ -289,6 +289,7 @@ async fn checked(
         warnings: vec![],
         rolled: false,
         rotation_only,
+        restored: None,
     };
     let span = pass.log();
     let outcome = converge(&mut pass).instrument(span).await;

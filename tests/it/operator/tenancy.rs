@@ -238,6 +238,7 @@ pub(crate) async fn tenants_stay_in_their_lane(backend: Backend) {
         &runner_operator::preview::Source::Cluster(env.client.clone()),
         vec![live],
         &[new_conn],
+        None,
     )
     .await;
     let plan = &doc.runners[0];
