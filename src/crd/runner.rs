@@ -417,7 +417,8 @@ pub struct RunnerStatus {
     /// When the current token expires (RFC 3339); unset when it does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<String>,
-    /// Why the current token was issued: Created, Interval, Expiry, Requested, Recovered, Adopted.
+    /// Why the current token was issued: Created, Interval, Expiry, Requested, Recovered, Adopted,
+    /// TakenOver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_reason: Option<String>,
     /// What GitLab reports about the runner.

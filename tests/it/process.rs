@@ -271,9 +271,31 @@ fn version_and_completions() {
         built.len() == 20 && built.ends_with('Z') && built.as_bytes()[10] == b'T',
         "{built}"
     );
+    assert!(field("cluster").starts_with("(none"), "{version}");
+    let named = run(&["version", "--cluster-name", "prod-eu-1"]);
+    assert!(named.contains("\ncluster: prod-eu-1\n"), "{named}");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+        .args(["version", "--cluster-name", "Prod EU"])
+        .output()
+        .expect("binary runs");
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("DNS label"),
+        "{bad:?}"
+    );
+    // prune refuses to guess which runners are this cluster's.
+    let unnamed = std::process::Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+        .arg("prune")
+        .env_remove("RUNNER_OPERATOR_CLUSTER_NAME")
+        .output()
+        .expect("binary runs");
+    assert!(
+        !unnamed.status.success()
+            && String::from_utf8_lossy(&unnamed.stderr).contains("--cluster-name"),
+        "{unnamed:?}"
+    );
     for shell in ["bash", "zsh", "fish"] {
         let script = run(&["completions", shell]);
-        for sub in ["run", "crd", "version", "completions"] {
+        for sub in ["run", "crd", "version", "completions", "prune"] {
             assert!(script.contains(sub), "{shell} completions lack {sub}");
         }
     }

@@ -131,6 +131,10 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             pass.details = Some((**d).clone());
         }
         if let GitLabState::Present(d) = &gitlab {
+            pass.status.token_expires_at = token_expiry(
+                pass.status.token_expires_at.as_deref(),
+                d.token_expires_at.as_deref(),
+            );
             // Known from the Secret after a crash before the status write: record it now
             // (and the create it came from is over).
             pass.status.runner_id = Some(d.id);

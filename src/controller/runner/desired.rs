@@ -175,6 +175,15 @@ pub(crate) fn token_state(status: &RunnerStatus, secret: SecretState) -> TokenSt
     }
 }
 
+/// The token's expiry: GitLab's `GET /runners/:id` carries it only in recent versions; where
+/// it does (a parseable time), it wins, else status keeps what the create or reset answered.
+pub(crate) fn token_expiry(recorded: Option<&str>, from_get: Option<&str>) -> Option<String> {
+    from_get
+        .filter(|e| e.parse::<Timestamp>().is_ok())
+        .or(recorded)
+        .map(str::to_string)
+}
+
 pub(crate) fn ts(s: Option<&str>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
 }
@@ -202,6 +211,18 @@ mod tests {
             gitlab_tags(&spec),
             ["arm64", "docker", "linux"].map(String::from).into()
         );
+    }
+
+    #[test]
+    fn token_expiry_from_get_only_where_gitlab_sends_it() {
+        let at = "2026-03-01T00:00:00.000Z";
+        assert_eq!(token_expiry(Some(at), None).as_deref(), Some(at));
+        assert_eq!(
+            token_expiry(Some(at), Some("2026-02-01T00:00:00.000Z")).as_deref(),
+            Some("2026-02-01T00:00:00.000Z")
+        );
+        assert_eq!(token_expiry(Some(at), Some("")).as_deref(), Some(at));
+        assert_eq!(token_expiry(None, None), None);
     }
 
     #[test]

@@ -18,12 +18,14 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Backend, Cluster};
 
+mod clusters;
 mod connections;
 mod lifecycle;
 mod resilience;
 mod tenancy;
 mod tokens;
 
+use clusters::*;
 use connections::*;
 use lifecycle::*;
 use resilience::*;
@@ -61,7 +63,8 @@ pub(crate) fn capture_logs() {
 }
 
 pub struct Env {
-    pub gitlab: GitLabEmulator,
+    /// Shared by the clusters of a rebuild scenario (one GitLab, several clusters).
+    pub gitlab: Arc<GitLabEmulator>,
     pub kube: Cluster,
     /// The tests' own client: cluster admin.
     pub client: Client,
@@ -76,6 +79,8 @@ pub struct Env {
     pub consumer_restarts: controller::ConsumerRestarts,
     /// The operator's clock: moved with the emulator's by `advance`.
     clock: Arc<TestClock>,
+    /// `--cluster-name` of the operator (from the next run_operator).
+    pub cluster_name: Option<runner_operator::controller::identity::ClusterName>,
 }
 
 /// The system clock plus an offset the test moves.
@@ -111,16 +116,45 @@ impl Env {
         Self::start_full(backend, hook, resync, vec![]).await
     }
 
+    /// A cluster whose operator runs with `--cluster-name name`, using `gitlab` when given
+    /// (clusters rebuilt against one GitLab) or a GitLab of its own.
+    pub async fn start_cluster(
+        backend: Backend,
+        name: &str,
+        gitlab: Option<Arc<GitLabEmulator>>,
+    ) -> Env {
+        let mut env = Self::start_on(backend, None, Duration::from_secs(2), vec![], gitlab).await;
+        env.stop_operator().await;
+        env.cluster_name = Some(name.parse().expect("cluster name"));
+        env.run_operator(None);
+        env
+    }
+
     async fn start_full(
         backend: Backend,
         hook: Option<controller::context::GitLabLayer>,
         resync: Duration,
         namespaces: Vec<String>,
     ) -> Env {
+        Self::start_on(backend, hook, resync, namespaces, None).await
+    }
+
+    async fn start_on(
+        backend: Backend,
+        hook: Option<controller::context::GitLabLayer>,
+        resync: Duration,
+        namespaces: Vec<String>,
+        gitlab: Option<Arc<GitLabEmulator>>,
+    ) -> Env {
         capture_logs();
-        let gitlab = GitLabEmulator::start(&default_seed())
-            .await
-            .expect("gitlab emulator");
+        let gitlab = match gitlab {
+            Some(g) => g,
+            None => Arc::new(
+                GitLabEmulator::start(&default_seed())
+                    .await
+                    .expect("gitlab emulator"),
+            ),
+        };
         let kube = Cluster::start(backend).await;
         let client = kube.client().await;
         let mut namespaces = namespaces;
@@ -148,6 +182,7 @@ impl Env {
             namespaces,
             consumer_restarts: controller::ConsumerRestarts::Everywhere,
             clock: Arc::default(),
+            cluster_name: None,
         };
         env.run_operator(hook);
         env
@@ -161,6 +196,7 @@ impl Env {
             backoff_max: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             consumer_restarts: self.consumer_restarts.clone(),
+            cluster_name: self.cluster_name.clone(),
             ..Settings::default()
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
@@ -542,6 +578,8 @@ on_both_backends!(
     many_rotations_at_once_stay_within_the_rate_limit,
     watch_namespaces_limit_what_is_reconciled,
     tenants_stay_in_their_lane,
+    a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans,
+    naming_a_running_cluster_only_rewrites_markers,
 );
 
 /// Scenarios run by the operator as the chart installs it: `helm install` into the real
