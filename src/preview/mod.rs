@@ -474,7 +474,11 @@ async fn one(
                     {
                         Some(d) => {
                             observed = Some(d.clone());
-                            GitLabState::Predecessor(Box::new(d))
+                            if runner::is_ours(&d, runner, None, cluster) {
+                                GitLabState::Present(Box::new(d))
+                            } else {
+                                GitLabState::Predecessor(Box::new(d))
+                            }
                         }
                         None => GitLabState::Unknown,
                     }

@@ -120,7 +120,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 None => match find_predecessor(ctx, pass.gl(), runner, owner_project, owner_group)
                     .await?
                 {
-                    Some(d) => GitLabState::Predecessor(Box::new(d)),
+                    Some(d) => classify(ctx, d, runner, recorded),
                     None => GitLabState::Unknown,
                 },
             },

@@ -351,9 +351,9 @@ pub(crate) async fn find_predecessor(
         }
         let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
         if let Some(m) = &known
-            && !m
-                .as_ref()
-                .is_some_and(|m| m.predecessor_of(Some(cluster), &ns, &name, &uid))
+            && !m.as_ref().is_some_and(|m| {
+                m.uid == uid || m.predecessor_of(Some(cluster), &ns, &name, &uid)
+            })
         {
             continue;
         }
@@ -361,7 +361,12 @@ pub(crate) async fn find_predecessor(
             continue;
         };
         remember_marker(ctx, &details);
-        if is_predecessors(&details, runner, Some(cluster)) && unclaimed(ctx, &details, runner) {
+        // Already marked for this very Runner: a takeover interrupted before its id was
+        // recorded.
+        if carries_marker(details.maintenance_note.as_deref(), runner, Some(cluster))
+            || (is_predecessors(&details, runner, Some(cluster))
+                && unclaimed(ctx, &details, runner))
+        {
             return Ok(Some(details));
         }
     }

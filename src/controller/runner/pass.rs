@@ -308,7 +308,11 @@ impl Pass<'_> {
                 true
             }
             None => {
+                // Recorded before the marker is rewritten or the token reset: a crash in
+                // between finds the runner by this id, not by a search that no longer sees a
+                // predecessor's marker.
                 self.status.pending_rotation = Some(Reason::TakenOver.as_str().into());
+                self.save().await?;
                 false
             }
         };

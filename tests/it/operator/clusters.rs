@@ -73,6 +73,36 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
             .await
             .expect("restored Secret");
     }
+    // What `plan -f runners/ --cluster-name prod` says before the manifests are applied.
+    let manifests: Vec<Runner> = NAMES
+        .iter()
+        .map(|name| {
+            serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
+                "metadata": {"name": name, "namespace": "ci"}, "spec": spec(name)}))
+            .unwrap()
+        })
+        .collect();
+    let writes_before = gitlab_writes_now(&gitlab);
+    let doc = runner_operator::preview::plan_with(
+        &runner_operator::preview::Source::Cluster(b.client.clone()),
+        manifests,
+        &[],
+        Some(&prod),
+    )
+    .await;
+    use runner_operator::preview::Action;
+    for (p, (id, keep)) in doc.runners.iter().zip([(ids[0], true), (ids[1], true), (ids[2], false)]) {
+        assert_eq!(
+            p.actions.first(),
+            Some(&Action::TakeOver {
+                runner_id: id,
+                keep_token: keep
+            }),
+            "{p:?}"
+        );
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Create { .. })), "{p:?}");
+    }
+    assert_eq!(gitlab_writes_now(&gitlab), writes_before, "plan wrote nothing");
     let before = gitlab.request_counts();
     let taken = apply_all(&b).await;
     let after = gitlab.request_counts();
@@ -230,4 +260,9 @@ pub(crate) async fn naming_a_running_cluster_only_rewrites_markers(backend: Back
             .all(|e| e.1 != "DriftReverted"),
         "no drift reported"
     );
+}
+
+/// Every GitLab request so far but reads.
+fn gitlab_writes_now(gitlab: &GitLabEmulator) -> u64 {
+    gitlab_writes(&Default::default(), &gitlab.request_counts())
 }
