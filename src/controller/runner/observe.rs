@@ -351,9 +351,9 @@ pub(crate) async fn find_predecessor(
         }
         let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
         if let Some(m) = &known
-            && !m.as_ref().is_some_and(|m| {
-                m.uid == uid || m.predecessor_of(Some(cluster), &ns, &name, &uid)
-            })
+            && !m
+                .as_ref()
+                .is_some_and(|m| m.uid == uid || m.predecessor_of(Some(cluster), &ns, &name, &uid))
         {
             continue;
         }

@@ -77,8 +77,10 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
     let manifests: Vec<Runner> = NAMES
         .iter()
         .map(|name| {
-            serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
-                "metadata": {"name": name, "namespace": "ci"}, "spec": spec(name)}))
+            serde_json::from_value(
+                json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
+                "metadata": {"name": name, "namespace": "ci"}, "spec": spec(name)}),
+            )
             .unwrap()
         })
         .collect();
@@ -91,7 +93,11 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
     )
     .await;
     use runner_operator::preview::Action;
-    for (p, (id, keep)) in doc.runners.iter().zip([(ids[0], true), (ids[1], true), (ids[2], false)]) {
+    for (p, (id, keep)) in doc
+        .runners
+        .iter()
+        .zip([(ids[0], true), (ids[1], true), (ids[2], false)])
+    {
         assert_eq!(
             p.actions.first(),
             Some(&Action::TakeOver {
@@ -100,9 +106,16 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
             }),
             "{p:?}"
         );
-        assert!(!p.actions.iter().any(|a| matches!(a, Action::Create { .. })), "{p:?}");
+        assert!(
+            !p.actions.iter().any(|a| matches!(a, Action::Create { .. })),
+            "{p:?}"
+        );
     }
-    assert_eq!(gitlab_writes_now(&gitlab), writes_before, "plan wrote nothing");
+    assert_eq!(
+        gitlab_writes_now(&gitlab),
+        writes_before,
+        "plan wrote nothing"
+    );
     let before = gitlab.request_counts();
     let taken = apply_all(&b).await;
     let after = gitlab.request_counts();
@@ -213,6 +226,36 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
     for key in ["id", "description", "marker", "contactedAt"] {
         assert!(json.get(key).is_some(), "{key} in {json}");
     }
+    // The same through the binary, as a platform engineer runs it.
+    let dir = crate::preview::plan::tempdir("clusters");
+    let kubeconfig = dir.join("kubeconfig");
+    b.kube.write_kubeconfig(&kubeconfig);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-operator"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("RUNNER_OPERATOR_CLUSTER_NAME", "prod")
+            .output()
+            .expect("runner-operator runs");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let text = cli(&["plan", "-A"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("orphan") && l.contains(&ids[2].to_string())),
+        "{text}"
+    );
+    let doc: Value = serde_json::from_str(&cli(&["plan", "-A", "-o", "json"])).unwrap();
+    assert_eq!(doc["orphans"][0]["id"], json!(ids[2]), "{doc}");
+    let listed = cli(&["prune"]);
+    assert!(
+        listed.contains(&format!(
+            "kept: GitLab runner {} was used within --min-idle",
+            ids[2]
+        )),
+        "{listed}"
+    );
     let now = k8s_openapi::jiff::Timestamp::now();
     // Created moments ago: within the default --min-idle, kept even with --yes.
     let recent =

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::operator::Env;
 
 mod imports;
-mod plan;
+pub(crate) mod plan;
 
 use imports::*;
 use plan::*;
