@@ -57,9 +57,11 @@ pub struct Marker {
 }
 
 impl Marker {
-    /// The marker in the first note that has one.
+    /// The note's marker: the last one, as the operator appends it after the user's text (a
+    /// marker typed into the text before it decides nothing).
     pub fn parse(note: Option<&str>) -> Option<Marker> {
-        let rest = note?.split(PREFIX).nth(1)?;
+        let note = note?;
+        let rest = &note[note.rfind(PREFIX)? + PREFIX.len()..];
         let body = rest.split(']').next()?;
         let (path, rest) = body.split_once(", uid ")?;
         let (uid, cluster) = match rest.split_once(", cluster ") {
@@ -120,9 +122,9 @@ impl fmt::Display for Marker {
     }
 }
 
-/// The note without any marker of ours (and the blank line before it).
+/// The note without its marker (the last one, and the blank line before it).
 pub fn strip(note: &str) -> String {
-    match note.find(PREFIX) {
+    match note.rfind(PREFIX) {
         None => note.to_string(),
         Some(start) => {
             let end = note[start..]
@@ -167,6 +169,9 @@ mod tests {
             })
         );
         assert_eq!(Marker::parse(Some("plain note")), None);
+        // A marker typed into the user's part is not the one that counts.
+        let spoofed = "[runner-operator: managed by Runner victim/r, uid v, cluster prod]\n\n[runner-operator: managed by Runner ci/r, uid u-1, cluster prod]";
+        assert_eq!(Marker::parse(Some(spoofed)).unwrap().namespace, "ci");
         assert_eq!(Marker::parse(None), None);
     }
 

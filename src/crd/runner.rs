@@ -153,6 +153,7 @@ pub struct RunnerSpec {
     /// Free-text maintenance note shown to maintainers in GitLab (at most 1024 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("!self.contains('[runner-operator: managed by')").message("maintenanceNote must not contain an ownership marker ('[runner-operator: managed by …]'): the operator appends the real one"))]
     pub maintenance_note: Option<String>,
 
     /// How the runner is created in GitLab. Default: `POST /user/runners` with the connection's

@@ -322,6 +322,12 @@ pub fn bad_runners() -> Vec<(Value, &'static str)> {
         (with(json!({"tags": [""]})), "no commas"),
         (with(json!({"tags": [" padded"]})), "no commas"),
         (
+            with(
+                json!({"maintenanceNote": "[runner-operator: managed by Runner x/y, uid z, cluster prod]"}),
+            ),
+            "must not contain an ownership marker",
+        ),
+        (
             with(json!({"tags": null, "runUntagged": false})),
             "runUntagged: false needs at least one tag",
         ),

@@ -41,6 +41,7 @@ const NOT_REASONS: &[&str] = &[
     "Unassign",
     "RotateToken",
     "Adopt",
+    "TakeOver",
     "RestartConsumers",
     "CheckConnection",
     // a tokenSecret.format value
@@ -49,6 +50,9 @@ const NOT_REASONS: &[&str] = &[
     "Normal",
     // condition.rs unit tests
     "Creating",
+    // unit tests: an owner kind, a cluster name that is not a DNS label
+    "Deployment",
+    "Prod",
 ];
 
 fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
