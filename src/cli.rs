@@ -108,6 +108,21 @@ pub fn version_text() -> String {
     )
 }
 
+/// Runs a one-shot command's async body (the read-only commands, `prune`) on a
+/// single-threaded runtime, TLS ready.
+pub fn block_on<T>(
+    body: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        crate::tls::install_crypto_provider();
+        body.await
+    })
+}
+
 fn print_crds(output_dir: Option<PathBuf>) -> Result<(), String> {
     match output_dir {
         None => {

@@ -356,12 +356,7 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
         paused: args.paused,
         description,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async {
-        crate::tls::install_crypto_provider();
+    crate::cli::block_on(async {
         let kind = if args.cluster_connection {
             ConnectionKind::ClusterGitLabConnection
         } else {

@@ -168,12 +168,7 @@ pub fn render(rows: &[JobRow], format: Format) -> String {
 }
 
 pub fn run(args: JobsArgs) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async {
-        crate::tls::install_crypto_provider();
+    crate::cli::block_on(async {
         let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
         let rows = list(
             client,

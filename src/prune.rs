@@ -161,12 +161,7 @@ pub fn run(args: PruneArgs) -> Result<(), String> {
     let cluster = args.cluster_name.clone().ok_or(
         "prune needs the cluster's name (--cluster-name or RUNNER_OPERATOR_CLUSTER_NAME, as the operator runs with it): only runners marked with it are candidates",
     )?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async {
-        crate::tls::install_crypto_provider();
+    crate::cli::block_on(async {
         let client = crate::kube_client::connect(args.kubeconfig.as_deref()).await?;
         let report = prune(&client, &cluster, args.min_idle, args.yes, Timestamp::now()).await?;
         match args.output {

@@ -693,12 +693,7 @@ async fn deletion(
 
 /// Runs `plan` from the command line; the exit code as `exit_code` says.
 pub fn run(args: PlanArgs) -> Result<u8, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async {
-        crate::tls::install_crypto_provider();
+    crate::cli::block_on(async {
         let (mut from_files, mut changes) = (vec![], vec![]);
         for f in &args.files {
             let (runners, conns) = input::read_all(f)?;

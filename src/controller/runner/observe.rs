@@ -200,21 +200,17 @@ pub(crate) async fn find_marked(
     started: Option<&str>,
     description: &str,
 ) -> Result<Option<RunnerDetails>, Error> {
-    let filter = RunnerFilter {
-        runner_type: Some(runner.spec.runner_type.as_str().into()),
-        ..Default::default()
-    };
-    let list = match (runner.spec.runner_type, owner_project, owner_group) {
-        (RunnerType::ProjectType, Some(p), _) => {
-            gl.list_project_runners(&p.to_string(), &filter).await
-        }
-        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
-        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
-        _ => return Ok(None),
-    }
-    .map_err(Error::gitlab(
+    let Some(list) = list_scope(
+        gl,
+        runner,
+        owner_project,
+        owner_group,
         "looking for a runner this Runner created earlier",
-    ))?;
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
     // Ten minutes of slack for clock skew between the cluster and GitLab.
     let not_before = started
         .and_then(|s| s.parse::<Timestamp>().ok())
@@ -275,6 +271,31 @@ pub(crate) async fn find_marked(
     Ok(None)
 }
 
+/// The runners of the Runner's type in its scope (its project, its group, the instance); None
+/// while the owner is not resolved.
+async fn list_scope(
+    gl: &dyn GitLabApi,
+    runner: &Runner,
+    owner_project: Option<i64>,
+    owner_group: Option<i64>,
+    what: &'static str,
+) -> Result<Option<Vec<crate::gitlab::Runner>>, Error> {
+    let filter = RunnerFilter {
+        runner_type: Some(runner.spec.runner_type.as_str().into()),
+        ..Default::default()
+    };
+    match (runner.spec.runner_type, owner_project, owner_group) {
+        (RunnerType::ProjectType, Some(p), _) => {
+            gl.list_project_runners(&p.to_string(), &filter).await
+        }
+        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
+        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
+        _ => return Ok(None),
+    }
+    .map(Some)
+    .map_err(Error::gitlab(what))
+}
+
 fn remember_marker(ctx: &Context, d: &RunnerDetails) {
     lock(&ctx.marker_owners).insert(d.id, Marker::parse(d.maintenance_note.as_deref()));
 }
@@ -324,21 +345,17 @@ pub(crate) async fn find_predecessor(
     let Some(cluster) = ctx.settings.cluster_name.as_ref() else {
         return Ok(None);
     };
-    let filter = RunnerFilter {
-        runner_type: Some(runner.spec.runner_type.as_str().into()),
-        ..Default::default()
-    };
-    let list = match (runner.spec.runner_type, owner_project, owner_group) {
-        (RunnerType::ProjectType, Some(p), _) => {
-            gl.list_project_runners(&p.to_string(), &filter).await
-        }
-        (RunnerType::GroupType, _, Some(g)) => gl.list_group_runners(&g.to_string(), &filter).await,
-        (RunnerType::InstanceType, _, _) => gl.list_all_runners(&filter).await,
-        _ => return Ok(None),
-    }
-    .map_err(Error::gitlab(
+    let Some(list) = list_scope(
+        gl,
+        runner,
+        owner_project,
+        owner_group,
         "looking for a runner this cluster registered for this Runner before a rebuild",
-    ))?;
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
     let (ns, name, uid) = (
         runner.namespace().unwrap_or_default(),
         runner.name_any(),
