@@ -10,6 +10,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/node/lib.sh
+. "$here/lib.sh"
 version=v1.35.4
 cache=${RUNNER_OPERATOR_CACHE:-$HOME/.cache/runner-operator}
 bin=$("$repo/tests/control-plane/build.sh" | tail -n 1)
@@ -36,6 +38,9 @@ if [ ! -s "$images/pause.tar" ]; then
     --file "$images/pause:/pause" --entrypoint '["/pause"]'
 fi
 busybox=/bin/busybox
+# Debian's busybox-static goes into the images: installed here on a fresh machine (as root),
+# with the rest up.sh needs.
+if [ ! -x "$busybox" ] && [ "$(id -u)" = 0 ]; then install_node_packages; fi
 [ -x "$busybox" ] || { echo "busybox-static is missing: apt-get install busybox-static" >&2; exit 3; }
 applets=(sh cat wget sleep ls env grep date echo)
 links=(); for a in "${applets[@]}"; do links+=(--link "/bin/busybox:/bin/$a"); done

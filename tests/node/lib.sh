@@ -15,6 +15,19 @@ host_sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
   net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_tcp_timeout_established
   net.netfilter.nf_conntrack_tcp_timeout_close_wait net.netfilter.nf_conntrack_tcp_be_liberal)
 
+# Debian's containerd, runc, CNI plugins, busybox-static, iptables: installed when one is missing
+# (a fresh machine), never upgraded.
+install_node_packages() {
+  local missing=() c
+  for c in containerd runc ctr iptables ip /usr/lib/cni/bridge /bin/busybox openssl curl; do
+    command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || missing+=("$c")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing containerd, runc, CNI plugins, busybox-static, iptables (missing: ${missing[*]})" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins busybox-static iptables iproute2 openssl curl; } >&2
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Starts a daemon that outlives the script (its own session, no terminal, logs in $dir/logs).

@@ -28,15 +28,7 @@ began=$(date +%s)
 fail() { log "$*"; log "logs in $dir"; exit 1; }
 
 [ "$(id -u)" = 0 ] || { log "needs root (containerd, kubelet, iptables)"; exit 3; }
-missing=()
-for c in containerd runc ctr iptables ip /usr/lib/cni/bridge /bin/busybox openssl curl; do
-  command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || missing+=("$c")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing containerd, runc, CNI plugins, busybox-static, iptables (missing: ${missing[*]})"
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins busybox-static iptables iproute2 openssl curl; } >&2
-fi
+install_node_packages
 if [ -e "$dir" ]; then
   log "an earlier cluster is in $dir: tearing it down first"
   "$here/down.sh" >&2
