@@ -30,8 +30,23 @@ if generation ~= nil and obj.status.observedGeneration ~= nil and obj.status.obs
   hs.message = "Waiting for runner-operator to observe generation " .. generation
   return hs
 end
--- Reasons that clear without anyone acting: GitLab busy or unreachable for a while, or a
--- connection (or its Secret) that is not there yet, as in the first sync of an application.
+-- kstatus' conditions, as the operator sets them (src/controller/standing.rs): Stalled needs a
+-- person, Reconciling clears by itself. Flux and kpt read the same two, so both tools agree.
+local stalled, reconciling = conditions["Stalled"], conditions["Reconciling"]
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = said(stalled)
+  return hs
+end
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = said(reconciling)
+  return hs
+end
+-- Statuses written before those conditions: the same rules from Ready. Reasons that clear
+-- without anyone acting: GitLab busy or unreachable for a while, or a connection (or its
+-- Secret) that is not there yet, as in the first sync of an application. Kept equal to
+-- standing::TRANSIENT by a test.
 local transient = {
   GitLabRateLimited = true, GitLabError = true, GitLabUnreachable = true,
   KubernetesError = true, ConnectionNotReady = true,

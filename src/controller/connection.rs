@@ -462,6 +462,7 @@ fn connection_status(
             condition(READY, false, e.reason(), e.to_string(), generation, now),
         ),
     }
+    super::standing::apply(&mut status.conditions);
     status
 }
 

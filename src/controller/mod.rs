@@ -14,6 +14,7 @@ pub mod reasons;
 pub mod recent;
 pub mod runner;
 pub mod secret;
+pub mod standing;
 pub mod tenancy;
 
 use std::sync::Arc;

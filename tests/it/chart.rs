@@ -217,7 +217,43 @@ fn health_cases() -> Vec<(Value, &'static str, &'static str)> {
             "Degraded",
             "InvalidSpec: m",
         ),
+        // kstatus' conditions decide when present (the operator sets them from Ready).
+        (
+            observed(
+                json!([cond("True", "Connected", "m"), {"type": "TokenScopes", "status": "False", "reason": "MissingScopes", "message": "needs api"},
+                {"type": "Stalled", "status": "True", "reason": "MissingScopes", "message": "needs api"}]),
+            ),
+            "Degraded",
+            "MissingScopes: needs api",
+        ),
+        (
+            observed(
+                json!([cond("False", "GitLabUnreachable", "m"), {"type": "Reconciling", "status": "True", "reason": "GitLabUnreachable", "message": "m"}]),
+            ),
+            "Progressing",
+            "GitLabUnreachable: m",
+        ),
     ]
+}
+
+/// Argo CD's fallback list of transient reasons is kstatus' (one table for both tools).
+#[test]
+fn argocd_transient_reasons_are_kstatus_reconciling_reasons() {
+    let lua = std::fs::read_to_string(root().join("deploy/argocd/health.lua")).expect("health.lua");
+    let table = lua
+        .split("local transient = {")
+        .nth(1)
+        .and_then(|t| t.split('}').next())
+        .expect("the transient table");
+    let mut in_lua: Vec<&str> = table
+        .split(',')
+        .filter_map(|e| e.split('=').next().map(str::trim))
+        .filter(|k| !k.is_empty())
+        .collect();
+    let mut in_rust = runner_operator::controller::standing::TRANSIENT.to_vec();
+    in_lua.sort();
+    in_rust.sort();
+    assert_eq!(in_lua, in_rust);
 }
 
 fn check_health(runner: &str, results: Vec<(String, String)>) {

@@ -127,10 +127,19 @@ pub(crate) async fn report_invalid(
         invalid.error
     );
     tracing::warn!(namespace = %ns, name = %name, error = %invalid.error, "a Runner does not decode");
-    let patch = serde_json::json!({"status": {"conditions": [{
-        "type": READY, "status": "False", "reason": "InvalidObject", "message": message,
-        "observedGeneration": meta.generation, "lastTransitionTime": Time(ctx.clock.now()),
-    }]}});
+    let now = Time(ctx.clock.now());
+    // Nothing happens until someone fixes the object: Stalled too, for kstatus.
+    let conditions = [
+        (READY, "False"),
+        (crate::controller::standing::STALLED, "True"),
+    ]
+    .map(|(type_, status)| {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": "InvalidObject", "message": message,
+            "observedGeneration": meta.generation, "lastTransitionTime": now,
+        })
+    });
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
         &ns,

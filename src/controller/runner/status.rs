@@ -27,6 +27,10 @@ pub(crate) async fn write_status(
     runner: &Runner,
     status: &RunnerStatus,
 ) -> Result<(), Error> {
+    // kstatus' Reconciling and Stalled follow the other conditions, whoever set them.
+    let mut status = status.clone();
+    crate::controller::standing::apply(&mut status.conditions);
+    let status = &status;
     // Compared with what the server has: our last write in this pass, if any.
     let last = ctx
         .recent

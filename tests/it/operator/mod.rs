@@ -20,6 +20,7 @@ use crate::cluster::{Backend, Cluster};
 
 mod clusters;
 mod connections;
+mod kstatus;
 mod lifecycle;
 mod resilience;
 mod tenancy;
@@ -581,6 +582,13 @@ on_both_backends!(
     a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans,
     naming_a_running_cluster_only_rewrites_markers,
 );
+
+/// kstatus needs Go (tests/kstatus); run on the real control plane, whose objects Flux reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real control plane and Go: tests/control-plane/e2e.sh runs it, or cargo test -- --include-ignored"]
+async fn kstatus_reads_live_objects_as_platform_teams_expect() {
+    kstatus::kstatus_agrees_with_every_state(crate::cluster::Backend::Real).await
+}
 
 /// Scenarios run by the operator as the chart installs it: `helm install` into the real
 /// control plane, the operator authenticated as the chart's ServiceAccount. Cluster-wide
