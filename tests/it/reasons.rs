@@ -50,6 +50,9 @@ const NOT_REASONS: &[&str] = &[
     "Normal",
     // condition.rs unit tests
     "Creating",
+    // kstatus' condition types (their reasons are Ready's)
+    "Reconciling",
+    "Stalled",
     // unit tests: an owner kind, a cluster name that is not a DNS label
     "Deployment",
     "Prod",
