@@ -331,9 +331,71 @@ impl crate::gitlab::client::Observer for Metrics {
     }
 }
 
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers and
+/// tools that do not ask for OpenMetrics (promtool, older agents, curl): an OpenMetrics `info`
+/// family becomes a `_info` gauge, counters are named by their `_total` samples, and the `UNIT`
+/// and `EOF` lines go. A 0.0.4 parser fails the whole scrape on an `info` type.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "info" => (format!("{name}_info"), "gauge"),
+                "counter" => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_string(), "untyped"),
+                k => (name.to_string(), k),
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        // Counters' creation timestamps have no place in 0.0.4.
+        if line.contains("_created{") || line.contains("_created ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_format_has_no_openmetrics_only_types() {
+        let m = Metrics::new(Some("prod"));
+        m.gitlab_request("GET /runners/:id", Some(200), Duration::from_millis(1));
+        let text = to_text_format(&m.encode());
+        assert!(
+            !text.contains(" info\n") && !text.contains("# EOF"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE runner_operator_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE runner_operator_gitlab_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("runner_operator_build_info{version="),
+            "{text}"
+        );
+    }
 
     #[test]
     fn requests_are_counted_by_status_class_with_429_apart() {

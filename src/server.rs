@@ -35,11 +35,29 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        h.metrics.encode(),
-    )
+/// OpenMetrics to whoever asks for it (Prometheus does), the classic text format otherwise:
+/// the label on the answer always says which.
+async fn metrics(State(h): State<Health>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let body = h.metrics.encode();
+    if openmetrics {
+        (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+    } else {
+        (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::to_text_format(&body),
+        )
+    }
 }
 
 /// Serves `router` on `listener` in the background until `shutdown` resolves (also used by the

@@ -2,7 +2,8 @@
 # Builds the operator image without a container engine, as an OCI image layout in
 # target/image/oci: a static release binary built without the emulators
 # (--no-default-features), CA certificates and the non-root user 65532 — the content the
-# Dockerfile produces with an engine. Prints "<manifest digest> <bytes>" on its last line.
+# Dockerfile produces with an engine, and its CycloneDX SBOM beside it
+# (target/image/runner-operator.cdx.json). Prints "<manifest digest> <bytes>" on its last line.
 #
 #   deploy/image/build.sh
 #   crane push target/image/oci ghcr.io/runner-operator/runner-operator:0.1.0
@@ -20,5 +21,8 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
 binary=${CARGO_TARGET_DIR:-target}/$target/release/runner-operator
 if readelf -l "$binary" | grep -q 'program interpreter'; then echo "$binary is not static" >&2; exit 1; fi
 rm -rf target/image/oci
+# The SBOM beside the layout: every crate compiled into the binary, and the binary's hash.
+mkdir -p target/image
+python3 deploy/image/sbom.py --binary "$binary" --target "$target" --out target/image/runner-operator.cdx.json
 python3 deploy/image/oci_layout.py --binary "$binary" --version "$version" --revision "$revision" \
   --out target/image/oci

@@ -300,3 +300,102 @@ fn version_and_completions() {
         }
     }
 }
+
+/// /metrics of an operator that made one Runner Ready (expiring tokens, so every family the
+/// dashboard reads has samples).
+async fn metrics_after_one_runner() -> String {
+    let (gitlab, _kube, client) = stand_ins().await;
+    gitlab.set_token_expiry("glpat-emulator-bot", Some("2099-01-01"));
+    gitlab.update_settings(|s| s.project_runner_token_expiration_interval = Some(30 * 86_400));
+    let addr = free_port();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut a = args(addr, "pod-a");
+    a.leader_election = false;
+    let task = tokio::spawn(serve_operator(
+        client.clone(),
+        a,
+        rx.map(|_| ()).boxed().shared(),
+    ));
+    let runners: Api<runner_operator::crd::Runner> = Api::namespaced(client.clone(), "ci");
+    let r: runner_operator::crd::Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "m", "namespace": "ci"},
+        "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"}})).unwrap();
+    runners.create(&Default::default(), &r).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (_, body) = get(addr, "/metrics").await;
+        if body.contains("runner_operator_token_expiry_timestamp_seconds{") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the runner's token expiry:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    body
+}
+
+/// The metric names the Grafana dashboard queries.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/runner-operator/dashboards/runner-operator.json"
+    ))
+    .expect("dashboard");
+    text.match_indices("runner_operator_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_queries_is_exported() {
+    let metrics = metrics_after_one_runner().await;
+    for name in dashboard_metrics() {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(&name)),
+            "the dashboard queries {name}, which /metrics does not have:\n{metrics}"
+        );
+    }
+}
+
+/// Prometheus' own lint of the exposition: naming, units, HELP on every family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs promtool from .ci/install-tools: cargo test -- --include-ignored runs it (CI does)"]
+async fn metrics_pass_promtool_check_metrics() {
+    use std::io::Write;
+    let promtool = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/runner-operator/tools/promtool-v0.316.0/promtool");
+    let promtool = std::env::var_os("RUNNER_OPERATOR_CACHE")
+        .map(|c| std::path::PathBuf::from(c).join("tools/promtool-v0.316.0/promtool"))
+        .unwrap_or(promtool);
+    let metrics = metrics_after_one_runner().await;
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (run .ci/install-tools)", promtool.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
