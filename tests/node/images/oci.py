@@ -25,16 +25,20 @@ def write_archive(out: str, files: dict) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def index_for(manifest_desc: dict, name: str) -> bytes:
+def index_for(manifest_desc: dict, name: str,
+              media_type: str = "application/vnd.oci.image.manifest.v1+json") -> bytes:
+    entry = {
+        "mediaType": media_type, **manifest_desc,
+        "annotations": {"io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]},
+    }
+    # A multi-platform image index names no platform of its own.
+    if media_type.endswith("manifest.v1+json"):
+        entry["platform"] = {"architecture": "amd64", "os": "linux"}
     return json.dumps({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_desc,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"io.containerd.image.name": name,
-                            "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]},
-        }],
+        "manifests": [entry],
     }).encode()
 
 
@@ -104,7 +108,7 @@ def retag(args) -> None:
     index = json.loads(files["index.json"])
     m = index["manifests"][0]
     desc = {"digest": m["digest"], "size": m["size"]}
-    files["index.json"] = index_for(desc, args.name)
+    files["index.json"] = index_for(desc, args.name, m["mediaType"])
     write_archive(args.out, files)
 
 
