@@ -289,29 +289,8 @@ fn argocd_health_in_lua_5_4() {
 #[ignore = "needs Go: tests/control-plane/e2e.sh runs it, or cargo test -- --include-ignored"]
 fn argocd_health_in_gopher_lua_as_argocd_runs_it() {
     let objects: Vec<Value> = health_cases().into_iter().map(|(o, _, _)| o).collect();
-    let mut child = Command::new("go")
-        .args(["run", "."])
-        .arg(root().join("deploy/argocd/health.lua"))
-        .current_dir(root().join("tests/argocd-lua"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("go runs (install Go >= 1.25)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(serde_json::to_string(&objects).unwrap().as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let lua = root().join("deploy/argocd/health.lua");
+    let results = crate::support::go_run("tests/argocd-lua", &[&lua], &objects);
     let results = results
         .into_iter()
         .map(|r| {

@@ -10,29 +10,7 @@ use super::*;
 
 /// kstatus' verdicts for `objects`, through tests/kstatus (cli-utils' `status.Compute`).
 fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
-    use std::io::Write;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = std::process::Command::new("go")
-        .args(["run", "."])
-        .current_dir(root.join("tests/kstatus"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("go runs (install Go >= 1.25)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(objects).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let results = crate::support::go_run("tests/kstatus", &[], &objects);
     results
         .into_iter()
         .map(|r| {
