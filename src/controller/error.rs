@@ -36,6 +36,12 @@ pub enum Error {
     /// The spec cannot be satisfied as written (unknown project, adopt target missing).
     #[error("{0}")]
     Invalid(String),
+    /// GitLab answered 410 to a registration token: the instance has them disabled.
+    #[error("{0}")]
+    RegistrationTokensDisabled(String),
+    /// The Runner's deletion waits for a person (its connection is gone, or GitLab refuses).
+    #[error("{0}")]
+    DeletionBlocked(String),
 }
 
 impl Error {
@@ -70,6 +76,8 @@ impl Error {
             },
             Error::Kube { .. } => "KubernetesError",
             Error::Invalid(_) => "InvalidSpec",
+            Error::RegistrationTokensDisabled(_) => "RegistrationTokensDisabled",
+            Error::DeletionBlocked(_) => "DeletionBlocked",
         }
     }
 

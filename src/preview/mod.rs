@@ -284,7 +284,9 @@ pub async fn plan_with(
                 Error::Invalid(_)
                 | Error::Connection(_)
                 | Error::NotAllowed(_)
-                | Error::Tenancy(_) => Outcome::Blocked,
+                | Error::Tenancy(_)
+                | Error::RegistrationTokensDisabled(_)
+                | Error::DeletionBlocked(_) => Outcome::Blocked,
                 _ => Outcome::Error,
             },
             reason: Some(e.reason().into()),

@@ -115,7 +115,7 @@ pub(crate) async fn deletion_blocked(
     runner: &Runner,
     cause: String,
 ) -> Result<Error, Error> {
-    let e = Error::Connection(format!(
+    let e = Error::DeletionBlocked(format!(
         "cannot delete the GitLab runner: {cause}. To release this Runner without touching GitLab, set spec.deletionPolicy: Orphan"
     ));
     let mut status = runner.status.clone().unwrap_or_default();
@@ -124,7 +124,7 @@ pub(crate) async fn deletion_blocked(
         condition(
             READY,
             false,
-            "DeletionBlocked",
+            e.reason(),
             e.to_string(),
             runner.meta().generation,
             Time(ctx.clock.now()),
@@ -135,7 +135,7 @@ pub(crate) async fn deletion_blocked(
         ctx,
         runner,
         EventType::Warning,
-        "DeletionBlocked",
+        e.reason(),
         "Delete",
         e.to_string(),
     )

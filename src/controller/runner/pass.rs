@@ -210,7 +210,7 @@ impl Pass<'_> {
                         .await?;
                 self.gl().register_runner(&SecretString::from(token), &desired.attrs.all()).await.map_err(|e| {
                     if matches!(e.status(), Some(410)) {
-                        Error::Invalid(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
+                        Error::RegistrationTokensDisabled(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
                     } else if matches!(e.status(), Some(403)) {
                         Error::Invalid(format!("GitLab refused the registration token (403: {}): check the Secret {}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", e.message().unwrap_or_default(), ns, r.name))
                     } else {

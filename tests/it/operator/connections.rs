@@ -118,7 +118,9 @@ pub(crate) async fn gitlab_refusals_become_conditions_with_gitlabs_message(backe
         .await
         .unwrap();
     env.apply("legacy", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "registration": {"strategy": "RegistrationToken", "registrationTokenSecretRef": {"name": "reg"}}})).await;
-    let msg = env.condition("legacy", "Ready", "InvalidSpec").await;
+    let msg = env
+        .condition("legacy", "Ready", "RegistrationTokensDisabled")
+        .await;
     assert!(
         msg.contains("registration tokens are disabled") && msg.contains("UserRunner"),
         "{msg}"
