@@ -77,7 +77,6 @@ pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
-/// Requeue policy for failures: per-object exponential backoff, GitLab's Retry-After as a floor.
 /// A Runner as the watch delivered it: decoded, or not (then reported on its own).
 pub async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<Runner>>,
@@ -162,6 +161,7 @@ pub(crate) async fn report_invalid(
     Ok(Action::await_change())
 }
 
+/// Requeue policy for failures: per-object exponential backoff, GitLab's Retry-After as a floor.
 pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx.record_failure(ObjectRef::from_obj(&*runner));
     let wait = ctx
