@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// success, error, blocked
+    /// Reconciles: success or error. Skipped passes: why (unchanged, deferred, cache-listing,
+    /// cache-lag).
     pub result: String,
 }
 
@@ -282,7 +283,7 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics exposition (`to_text_format` turns it into the classic text format).
     pub fn encode(&self) -> String {
         self.connection_token_expiry.clear();
         let now = std::time::SystemTime::now()

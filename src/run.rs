@@ -84,6 +84,7 @@ impl RunArgs {
             consumer_restarts: self.consumer_restarts.clone(),
             token_expiry_warning: self.token_expiry_warning,
             cluster_name: self.cluster_name.clone(),
+            pod_name: self.pod_name.clone(),
             ..Settings::default()
         }
     }

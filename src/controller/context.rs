@@ -32,6 +32,9 @@ pub struct Settings {
     /// This cluster's name (`--cluster-name`), written into ownership markers: a rebuilt
     /// cluster of the same name takes over its predecessor's runners, others never touch them.
     pub cluster_name: Option<ClusterName>,
+    /// This instance's name in events (`--pod-name`; the chart passes the pod's through
+    /// POD_NAME). None: POD_NAME, if set.
+    pub pod_name: Option<String>,
 }
 
 /// Namespaces in which the operator may patch the pod templates of token consumers
@@ -85,6 +88,7 @@ impl Default for Settings {
             consumer_restarts: ConsumerRestarts::Everywhere,
             token_expiry_warning: Duration::from_secs(30 * 86_400),
             cluster_name: None,
+            pod_name: None,
         }
     }
 }
@@ -150,7 +154,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
-        let instance = std::env::var("POD_NAME").ok();
+        let instance = settings
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok());
         let reporter = Reporter {
             controller: "runner-operator".into(),
             instance,

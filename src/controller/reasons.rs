@@ -455,7 +455,10 @@ pub const ROTATION_REASONS: &[(&str, &str)] = &[
         "Requested",
         "the gitlab.runner-operator.dev/rotate-token annotation changed",
     ),
-    ("Recovered", "the Secret was missing or edited by hand"),
+    (
+        "Recovered",
+        "the Secret was missing or edited by hand, or the runner was deleted in GitLab and registered again",
+    ),
     ("Adopted", "the runner was adopted (spec.adopt)"),
     (
         "TakenOver",
