@@ -457,7 +457,10 @@ async fn one(
         (Some(d), _) if runner::is_ours(d, runner, status.runner_id, cluster) => {
             GitLabState::Present(Box::new(d.clone()))
         }
-        (Some(d), _) if runner::is_predecessors(d, runner, cluster) && !claimed(d, claims) => {
+        (Some(d), _)
+            if runner::is_predecessors(d, runner, cluster)
+                && claimed_elsewhere(d.id, runner, Some(d), claims).is_none() =>
+        {
             GitLabState::Predecessor(Box::new(d.clone()))
         }
         (Some(d), _) => GitLabState::NotOurs(Box::new(d.clone())),
@@ -472,7 +475,7 @@ async fn one(
                 Some(ctx) => {
                     match runner::find_predecessor(ctx, gl, runner, owner_project, owner_group)
                         .await?
-                        .filter(|d| !claimed(d, claims))
+                        .filter(|d| claimed_elsewhere(d.id, runner, Some(d), claims).is_none())
                     {
                         Some(d) => {
                             observed = Some(d.clone());
@@ -621,16 +624,6 @@ fn claimed_elsewhere(
     let m = Marker::parse(details.and_then(|d| d.maintenance_note.as_deref()))?;
     let live = claims.values().flatten().any(|(u, _)| *u == m.uid);
     (live && m.uid != uid).then(|| m.path())
-}
-
-/// Recorded by a Runner of the cluster, or marked by one that still exists.
-fn claimed(d: &RunnerDetails, claims: &BTreeMap<i64, Vec<(String, String)>>) -> bool {
-    let marked = Marker::parse(d.maintenance_note.as_deref()).map(|m| m.uid);
-    claims.contains_key(&d.id)
-        || claims
-            .values()
-            .flatten()
-            .any(|(u, _)| Some(u) == marked.as_ref())
 }
 
 /// Paths of the projects the steps (un)assign, for people: GitLab's own list for those

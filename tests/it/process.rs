@@ -372,11 +372,14 @@ async fn every_metric_the_dashboard_queries_is_exported() {
 #[ignore = "needs promtool from .ci/install-tools: cargo test -- --include-ignored runs it (CI does)"]
 async fn metrics_pass_promtool_check_metrics() {
     use std::io::Write;
-    let promtool = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/runner-operator/tools/promtool-v0.316.0/promtool");
-    let promtool = std::env::var_os("RUNNER_OPERATOR_CACHE")
-        .map(|c| std::path::PathBuf::from(c).join("tools/promtool-v0.316.0/promtool"))
-        .unwrap_or(promtool);
+    // Where .ci/install-tools puts it.
+    let cache = std::env::var_os("RUNNER_OPERATOR_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/runner-operator")
+        });
+    let promtool = cache.join("tools/promtool-v0.316.0/promtool");
     let metrics = metrics_after_one_runner().await;
     let mut child = std::process::Command::new(&promtool)
         .args(["check", "metrics"])
