@@ -213,6 +213,8 @@ async fn main() {
     gitlab.inject(Fault {
         endpoint: None,
         path_contains: Some("/api/v4/".into()),
+        writes_only: false,
+        skip: 0,
         times: u32::MAX,
         action: FaultAction::Delay { millis: latency },
     });

@@ -207,10 +207,6 @@ async fn build(
     config.observer = Some(ctx.metrics.clone());
     let client: Arc<dyn GitLabApi> =
         Arc::new(GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?);
-    let client = match &ctx.gitlab_layer {
-        Some(layer) => layer(client),
-        None => client,
-    };
     ctx.gitlab
         .lock()
         .unwrap_or_else(|p| p.into_inner())

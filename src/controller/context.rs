@@ -96,8 +96,6 @@ impl Default for Settings {
 /// A connection's GitLab client.
 pub type Client = Arc<dyn GitLabApi>;
 
-/// Wraps every GitLab client the context builds (tests: faults, "fail after the n-th write").
-pub type GitLabLayer = Arc<dyn Fn(Arc<dyn GitLabApi>) -> Arc<dyn GitLabApi> + Send + Sync>;
 
 /// Connection key, "project" or "group", path.
 pub type PathKey = (String, &'static str, String);
@@ -145,8 +143,6 @@ pub struct Context {
     pub caches: super::caches::Caches,
     /// What this process last wrote and checked per Runner.
     pub recent: super::recent::Recent,
-    /// Put around each connection's client; None in production.
-    pub gitlab_layer: Option<GitLabLayer>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What "now" is (token deadlines, timestamps in status).
     pub clock: Arc<dyn super::clock::Clock>,
@@ -184,7 +180,6 @@ impl Context {
             path_locks: Mutex::new(HashMap::new()),
             caches: Default::default(),
             recent: Default::default(),
-            gitlab_layer: None,
             metrics,
             clock: Arc::new(super::clock::SystemClock),
         }

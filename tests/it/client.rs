@@ -23,6 +23,8 @@ fn inject(emu: &GitLabEmulator, endpoint: &str, times: u32, action: FaultAction)
     emu.inject(Fault {
         endpoint: Some(endpoint.into()),
         path_contains: None,
+        writes_only: false,
+        skip: 0,
         times,
         action,
     });

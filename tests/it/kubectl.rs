@@ -117,7 +117,7 @@ async fn real_readme_workflow_with_every_kubectl() {
 
 async fn readme_workflow(backend: Backend) {
     for (label, bin) in kubectls() {
-        let env = Env::start(backend, None).await;
+        let env = Env::start(backend).await;
         let (k, dir) = Kubectl::for_env(&env, bin);
         eprintln!("kubectl scenario with {label}");
 
@@ -281,7 +281,7 @@ fn step(args: &[&str]) -> Step {
 
 /// The same kubectl script on a backend; returns (command, success, normalized output) per step.
 async fn kubectl_script(backend: Backend, bin: &std::path::Path) -> Vec<(String, bool, String)> {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let (k, dir) = Kubectl::for_env(&env, bin.to_path_buf());
     let example = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,7 +6,6 @@ mod chart;
 mod client;
 mod cluster;
 mod crds;
-mod fail_after;
 mod faults;
 mod kubeapi;
 mod kubectl;

@@ -154,7 +154,7 @@ async fn real_only_every_chart_rule_is_needed() {
     let rows = rbac_table();
     assert!(rows.len() >= 12, "RBAC table rows: {rows:?}");
     for namespaced in [false, true] {
-        let mut env = Env::start(Backend::Chart { namespaced }, None).await;
+        let mut env = Env::start(Backend::Chart { namespaced }).await;
         // The operator would be refused while rules are removed; reviews need no operator.
         env.stop_operator().await;
         let admin = env.client.clone();

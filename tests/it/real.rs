@@ -58,7 +58,7 @@ async fn secret_generation(env: &Env) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
 async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() {
-    let env = Env::start(Backend::Real, None).await;
+    let env = Env::start(Backend::Real).await;
     let deploy: Deployment = serde_json::from_value(json!({"metadata": {"name": "runner"}, "spec": {"replicas": 1,
         "selector": {"matchLabels": {"app": "runner"}},
         "template": {"metadata": {"labels": {"app": "runner"}}, "spec": {"containers": [{"name": "runner", "image": "gitlab/gitlab-runner:alpine",
@@ -119,7 +119,7 @@ async fn real_only_a_rotated_token_rolls_the_deployment_into_a_new_replicaset() 
 #[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
 async fn real_only_leader_election_survives_a_sigkilled_leader() {
     // The chart with leader election; two operator processes as its ServiceAccount.
-    let mut env = Env::start(Backend::Chart { namespaced: false }, None).await;
+    let mut env = Env::start(Backend::Chart { namespaced: false }).await;
     env.stop_operator().await;
     let kubeconfig = env
         .kube
@@ -194,7 +194,7 @@ async fn real_only_leader_election_survives_a_sigkilled_leader() {
 #[ignore = "real control plane and helm: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
 async fn real_only_default_roles_cover_runners() {
     use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-    let env = Env::start(Backend::Chart { namespaced: false }, None).await;
+    let env = Env::start(Backend::Chart { namespaced: false }).await;
     let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
         Api::namespaced(env.client.clone(), "ci");
     for (user, role) in [("viewer", "view"), ("editor", "edit"), ("owner", "admin")] {

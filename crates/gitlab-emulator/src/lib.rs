@@ -51,6 +51,14 @@ pub struct Fault {
     /// Substring of the raw request path, or absent for any.
     #[serde(default)]
     pub path_contains: Option<String>,
+    /// Only the management API's writes (any method but GET and HEAD; not the runner-side
+    /// `/runners/verify`, `/runners/managers` and `/jobs/...` a runner process calls).
+    #[serde(default)]
+    pub writes_only: bool,
+    /// How many matching requests pass untouched before it applies (a crash at the n-th write:
+    /// `skip: n - 1`).
+    #[serde(default)]
+    pub skip: u32,
     /// How many matching requests it applies to.
     pub times: u32,
     pub action: FaultAction,
@@ -114,11 +122,21 @@ pub(crate) struct Shared {
 impl Shared {
     fn take_fault(&self, label: &str, path: &str) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let write = !(label.starts_with("GET ")
+            || label.starts_with("HEAD ")
+            || label.contains(" /jobs/")
+            || label == "POST /runners/verify"
+            || label == "DELETE /runners/managers");
         let idx = faults.iter().position(|f| {
             f.times > 0
                 && f.endpoint.as_deref().is_none_or(|e| e == label)
                 && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
+                && (write || !f.writes_only)
         })?;
+        if faults[idx].skip > 0 {
+            faults[idx].skip -= 1;
+            return None;
+        }
         faults[idx].times -= 1;
         let action = faults[idx].action.clone();
         faults.retain(|f| f.times > 0);
@@ -317,6 +335,15 @@ impl GitLabEmulator {
     /// Changes instance settings.
     pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) {
         f(&mut self.lock().settings);
+    }
+
+    /// Faults injected and not yet used up.
+    pub fn faults_left(&self) -> usize {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Injects a fault.

@@ -15,7 +15,7 @@ use super::*;
 /// field that fixes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn network_errors_name_their_cause() {
-    let env = Env::start(Backend::Local, None).await;
+    let env = Env::start(Backend::Local).await;
     // An HTTPS server whose certificate comes from a private CA (openssl, as a GitLab behind a
     // corporate CA would look).
     let dir = std::env::temp_dir().join(format!("runner-operator-tls-{}", fastrand::u32(..)));
@@ -119,7 +119,7 @@ pub(crate) async fn deleted_projects_make_the_runner_not_ready_with_the_fix() {
             "recreate this Runner with spec.project",
         ),
     ] {
-        let env = Env::start(Backend::Local, None).await;
+        let env = Env::start(Backend::Local).await;
         let mut spec = base();
         spec["assignedProjects"] = json!(["platform/web"]);
         env.apply("homeless", spec).await;

@@ -13,10 +13,25 @@ use crate::operator::Env;
 mod gitlab;
 mod suite;
 
+/// The n-th management write reaches GitLab and its answer is lost, as when the operator dies
+/// right after GitLab did the work.
+pub(crate) fn lose_nth_write(n: u32) -> Fault {
+    Fault {
+        endpoint: None,
+        path_contains: None,
+        writes_only: true,
+        skip: n - 1,
+        times: 1,
+        action: FaultAction::LoseAnswer,
+    }
+}
+
 pub(crate) fn lose_answer(endpoint: &str, times: u32) -> Fault {
     Fault {
         endpoint: Some(endpoint.into()),
         path_contains: None,
+        writes_only: false,
+        skip: 0,
         times,
         action: FaultAction::LoseAnswer,
     }
@@ -48,12 +63,14 @@ pub(crate) async fn lost_create_then_any_spec_edit_finds_the_created_runner() {
         ("deletionPolicy", json!("Delete")),
     ];
     for (field, value) in edits {
-        let mut env = Env::start(Backend::Local, None).await;
+        let mut env = Env::start(Backend::Local).await;
         env.gitlab.inject(lose_answer("POST /user/runners", 1));
         // Hold the search for it back until the spec was edited.
         env.gitlab.inject(Fault {
             endpoint: Some("GET /projects/:id/runners".into()),
             path_contains: None,
+            writes_only: false,
+            skip: 0,
             times: 10_000,
             action: FaultAction::Status {
                 status: 503,
@@ -73,7 +90,7 @@ pub(crate) async fn lost_create_then_any_spec_edit_finds_the_created_runner() {
         let mut spec = base();
         spec[field] = value.clone();
         env.apply("lost", spec).await;
-        env.run_operator(None);
+        env.run_operator();
         let st = env.ready("lost").await.status.unwrap();
         let runners = env.gitlab.runners();
         assert_eq!(
@@ -137,7 +154,7 @@ pub(crate) fn inside_retry_windows(log: &[gitlab_emulator::model::LoggedRequest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn retry_after_holds_every_caller_of_the_connection() {
     for http_date in [false, true] {
-        let env = Env::start(Backend::Local, None).await;
+        let env = Env::start(Backend::Local).await;
         env.gitlab
             .update_settings(|s| s.retry_after_http_date = http_date);
         // The client alone would go much faster than GitLab allows.
@@ -162,6 +179,8 @@ pub(crate) async fn retry_after_holds_every_caller_of_the_connection() {
             env.gitlab.inject(Fault {
                 endpoint: Some(endpoint.into()),
                 path_contains: None,
+                writes_only: false,
+                skip: 0,
                 times: 1,
                 action: FaultAction::Status {
                     status: 429,
@@ -236,7 +255,7 @@ pub(crate) async fn retry_after_holds_every_caller_of_the_connection() {
 /// says DeletionBlocked with both ways out, and finishes once the token is fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn a_revoked_token_blocks_deletion_with_a_way_out() {
-    let env = Env::start(Backend::Local, None).await;
+    let env = Env::start(Backend::Local).await;
     env.apply("doomed", base()).await;
     let id = env.ready("doomed").await.status.unwrap().runner_id.unwrap();
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
@@ -289,7 +308,7 @@ pub(crate) async fn a_revoked_token_blocks_deletion_with_a_way_out() {
 /// new Runners still become Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn a_runner_that_does_not_decode_stalls_nothing() {
-    let env = Env::start(Backend::Local, None).await;
+    let env = Env::start(Backend::Local).await;
     let local = env.kube.local().expect("the in-memory API's back door");
     local
         .create_unchecked(
@@ -336,7 +355,7 @@ pub(crate) async fn a_runner_that_does_not_decode_stalls_nothing() {
 /// as objects from before the rules would be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn settings_that_would_loop_are_refused_before_any_gitlab_write() {
-    let env = Env::start(Backend::Local, None).await;
+    let env = Env::start(Backend::Local).await;
     let local = env.kube.local().expect("back door");
     let store = |name: &str, extra: Value| {
         let mut spec = base();
@@ -387,7 +406,7 @@ pub(crate) async fn settings_that_would_loop_are_refused_before_any_gitlab_write
 /// watched, metadata only), not at the next resync (here 5 minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn connection_secrets_are_watched() {
-    let env = Env::start_with(Backend::Local, None, Duration::from_secs(300)).await;
+    let env = Env::start_with(Backend::Local, Duration::from_secs(300)).await;
     let conns: kube::Api<runner_operator::crd::GitLabConnection> =
         kube::Api::namespaced(env.client.clone(), "ci");
     let ready = |want: &'static str| {
@@ -436,7 +455,7 @@ pub(crate) async fn connection_secrets_are_watched() {
 /// runner is half-made, and the Secret keeps the live token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn a_dead_access_token_stops_everything_cleanly() {
-    let env = Env::start(Backend::Local, None).await;
+    let env = Env::start(Backend::Local).await;
     env.apply("alive", base()).await;
     let id = env.ready("alive").await.status.unwrap().runner_id.unwrap();
     let live = env.secret_token("alive-runner-token").await.unwrap();

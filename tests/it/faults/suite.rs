@@ -59,6 +59,8 @@ pub(crate) fn gitlab_storm(env: &Env, rng: &mut fastrand::Rng) {
         env.gitlab.inject(Fault {
             endpoint: Some(endpoint.into()),
             path_contains: None,
+            writes_only: false,
+            skip: 0,
             times: rng.u32(2..8),
             action: FaultAction::Status {
                 status,
@@ -207,7 +209,7 @@ pub(crate) async fn audit(env: &Env, names: &[String], tally: &mut Tally) {
 
 pub(crate) async fn fault_run(seed: u64, n: usize) -> Tally {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut env = Env::start(Backend::Local, None).await;
+    let mut env = Env::start(Backend::Local).await;
     env.stop_operator().await;
     let dir = std::env::temp_dir().join(format!(
         "runner-operator-faults-{}-{seed}",

@@ -282,14 +282,14 @@ pub(crate) async fn a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans(
 
 /// Setting a name on a running installation rewrites each marker and nothing else.
 pub(crate) async fn naming_a_running_cluster_only_rewrites_markers(backend: Backend) {
-    let mut env = Env::start(backend, None).await;
+    let mut env = Env::start(backend).await;
     env.apply("build", spec("build")).await;
     let id = env.ready("build").await.status.unwrap().runner_id.unwrap();
     let token = env.secret_token("build-runner-token").await;
     env.stop_operator().await;
     let before = env.gitlab.request_counts();
     env.cluster_name = Some("prod".parse().unwrap());
-    env.run_operator(None);
+    env.run_operator();
     env.has_event("build", "MarkerUpdated").await;
     let note = env.gitlab.runner(id).unwrap().maintenance_note.unwrap();
     assert!(note.ends_with(", cluster prod]"), "{note}");

@@ -14,7 +14,7 @@ use super::*;
 pub(crate) async fn connection_problems_are_conditions_and_nothing_happens_in_gitlab(
     backend: Backend,
 ) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply(
         "noconn",
         json!({"connectionRef": {"name": "missing"}, "runnerType": "instance_type"}),
@@ -100,7 +100,7 @@ pub(crate) async fn connection_problems_are_conditions_and_nothing_happens_in_gi
 }
 
 pub(crate) async fn gitlab_refusals_become_conditions_with_gitlabs_message(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("unknown", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/nope"})).await;
     let msg = env.condition("unknown", "Ready", "InvalidSpec").await;
     assert!(msg.contains("\"platform/nope\" does not exist"), "{msg}");
@@ -165,7 +165,7 @@ pub(crate) async fn gitlab_refusals_become_conditions_with_gitlabs_message(backe
 /// The connection's own access token: scopes and expiry in status, conditions that say what is
 /// missing or coming, a Warning event before expiry; GitLab without the endpoint is fine.
 pub(crate) async fn connection_token_scopes_and_expiry_are_reported(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let conns: Api<GitLabConnection> = Api::namespaced(env.client.clone(), "ci");
     let in_days = |d: i64| {
         let t = k8s_openapi::jiff::Timestamp::now()
@@ -321,7 +321,7 @@ pub(crate) async fn connection_token_scopes_and_expiry_are_reported(backend: Bac
 pub(crate) async fn jobs_are_listed_through_the_runners_connection(backend: Backend) {
     use gitlab_emulator::JobRec;
     use runner_operator::jobs::{Format, list, render};
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("busy", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let rid = env.ready("busy").await.status.unwrap().runner_id.unwrap();
     let api = env.gitlab.project_id("platform/api").unwrap();

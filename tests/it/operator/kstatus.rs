@@ -58,7 +58,7 @@ async fn settled(env: &Env, kind: &str, name: &str, reason: &str) -> Value {
 }
 
 pub(crate) async fn kstatus_agrees_with_every_state(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let base = |extra: Value| {
         let mut s = json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"});
         if let (Some(s), Some(e)) = (s.as_object_mut(), extra.as_object()) {

@@ -13,7 +13,7 @@ use crate::cluster::Backend;
 use super::*;
 
 pub(crate) async fn create_update_assign_and_delete(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("builders", project_spec()).await;
     let r = env.ready("builders").await;
     let st = r.status.clone().unwrap();
@@ -162,7 +162,7 @@ pub(crate) async fn create_update_assign_and_delete(backend: Backend) {
 }
 
 pub(crate) async fn group_and_instance_runners_through_both_connection_kinds(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("group", json!({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "jihulab"}, "runnerType": "group_type", "group": "platform", "tags": ["linux"], "accessLevel": "ref_protected"})).await;
     env.apply("instance", json!({"connectionRef": {"name": "gitlab-admin"}, "runnerType": "instance_type", "deletionPolicy": "Orphan", "tokenSecret": {"format": "GitLabRunnerOperator", "name": "inst-token"}})).await;
     let g = env.ready("group").await.status.unwrap();
@@ -207,7 +207,7 @@ pub(crate) async fn group_and_instance_runners_through_both_connection_kinds(bac
 }
 
 pub(crate) async fn hand_edits_are_reverted_and_deleted_runners_recreated(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("drift", project_spec()).await;
     let id = env.ready("drift").await.status.unwrap().runner_id.unwrap();
     assert_eq!(
@@ -258,7 +258,7 @@ pub(crate) async fn hand_edits_are_reverted_and_deleted_runners_recreated(backen
 }
 
 pub(crate) async fn adoption_resets_the_token_and_claims_are_exclusive(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let api = env.gitlab.project_id("platform/api").unwrap();
     let resp: Value = reqwest::Client::new()
         .post(format!("{}/api/v4/user/runners", env.gitlab.url()))

@@ -100,21 +100,17 @@ impl controller::clock::Clock for TestClock {
 }
 
 impl Env {
-    pub async fn start(backend: Backend, hook: Option<controller::context::GitLabLayer>) -> Env {
-        Self::start_with(backend, hook, Duration::from_secs(2)).await
+    pub async fn start(backend: Backend) -> Env {
+        Self::start_with(backend, Duration::from_secs(2)).await
     }
 
     /// An operator limited to some namespaces.
     pub async fn start_in(backend: Backend, namespaces: Vec<String>) -> Env {
-        Self::start_full(backend, None, Duration::from_secs(2), namespaces).await
+        Self::start_full(backend, Duration::from_secs(2), namespaces).await
     }
 
-    pub async fn start_with(
-        backend: Backend,
-        hook: Option<controller::context::GitLabLayer>,
-        resync: Duration,
-    ) -> Env {
-        Self::start_full(backend, hook, resync, vec![]).await
+    pub async fn start_with(backend: Backend, resync: Duration) -> Env {
+        Self::start_full(backend, resync, vec![]).await
     }
 
     /// A cluster whose operator runs with `--cluster-name name`, using `gitlab` when given
@@ -124,25 +120,19 @@ impl Env {
         name: &str,
         gitlab: Option<Arc<GitLabEmulator>>,
     ) -> Env {
-        let mut env = Self::start_on(backend, None, Duration::from_secs(2), vec![], gitlab).await;
+        let mut env = Self::start_on(backend, Duration::from_secs(2), vec![], gitlab).await;
         env.stop_operator().await;
         env.cluster_name = Some(name.parse().expect("cluster name"));
-        env.run_operator(None);
+        env.run_operator();
         env
     }
 
-    async fn start_full(
-        backend: Backend,
-        hook: Option<controller::context::GitLabLayer>,
-        resync: Duration,
-        namespaces: Vec<String>,
-    ) -> Env {
-        Self::start_on(backend, hook, resync, namespaces, None).await
+    async fn start_full(backend: Backend, resync: Duration, namespaces: Vec<String>) -> Env {
+        Self::start_on(backend, resync, namespaces, None).await
     }
 
     async fn start_on(
         backend: Backend,
-        hook: Option<controller::context::GitLabLayer>,
         resync: Duration,
         namespaces: Vec<String>,
         gitlab: Option<Arc<GitLabEmulator>>,
@@ -185,11 +175,11 @@ impl Env {
             clock: Arc::default(),
             cluster_name: None,
         };
-        env.run_operator(hook);
+        env.run_operator();
         env
     }
 
-    pub fn run_operator(&mut self, hook: Option<controller::context::GitLabLayer>) {
+    pub fn run_operator(&mut self) {
         let settings = Settings {
             resync: self.resync,
             namespace: "runner-operator".into(),
@@ -201,7 +191,6 @@ impl Env {
             ..Settings::default()
         };
         let mut ctx = Context::new(self.operator_client.clone(), settings);
-        ctx.gitlab_layer = hook;
         ctx.clock = self.clock.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).boxed().shared();

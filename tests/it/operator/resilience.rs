@@ -1,7 +1,6 @@
 //! Cost and failure: requests per pass at steady state, managers, rate limits and server errors,
 //! lost answers after every write, restarts, connections that are gone, rotation storms.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Api;
@@ -15,7 +14,7 @@ use super::*;
 /// Status summarizes the runner's managers (0, 1, several with versions and platforms), read
 /// when GitLab's status of the runner changes, not on every resync.
 pub(crate) async fn runner_managers_are_summarized_in_status(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("fleet", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let r = env.ready("fleet").await;
     let st = r.status.unwrap();
@@ -95,7 +94,7 @@ pub(crate) async fn runner_managers_are_summarized_in_status(backend: Backend) {
 /// A live runner contacts GitLab every few seconds; the operator does not copy every contact
 /// into status, so a resync costs one GET and no write (no status write, no pass it triggers).
 pub(crate) async fn live_runners_cost_one_get_and_no_writes_per_resync(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("live", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let rid = env.ready("live").await.status.unwrap().runner_id.unwrap();
     env.gitlab
@@ -151,7 +150,7 @@ pub(crate) async fn live_runners_cost_one_get_and_no_writes_per_resync(backend: 
 /// Many Runners naming the same projects cost one lookup per path and connection, not one per
 /// Runner.
 pub(crate) async fn project_paths_are_resolved_once_per_connection(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     for i in 0..4 {
         env.apply(
             &format!("same-{i}"),
@@ -171,7 +170,7 @@ pub(crate) async fn project_paths_are_resolved_once_per_connection(backend: Back
 }
 
 pub(crate) async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let start = env.gitlab.request_counts();
     env.apply("steady", project_spec()).await;
     env.ready("steady").await;
@@ -274,10 +273,12 @@ pub(crate) async fn steady_state_costs_one_get_and_no_writes(backend: Backend) {
 pub(crate) async fn rate_limits_and_server_errors_back_off_without_losing_anything(
     backend: Backend,
 ) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("POST /user/runners".into()),
         path_contains: None,
+        writes_only: false,
+        skip: 0,
         times: 2,
         action: gitlab_emulator::FaultAction::Status {
             status: 429,
@@ -288,6 +289,8 @@ pub(crate) async fn rate_limits_and_server_errors_back_off_without_losing_anythi
     env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("GET /projects/:id".into()),
         path_contains: None,
+        writes_only: false,
+        skip: 0,
         times: 2,
         action: gitlab_emulator::FaultAction::Status {
             status: 503,
@@ -311,8 +314,8 @@ pub(crate) async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_
     // GitLab writes in order: create, assign; a requested rotation: reset; a spec change: PUT;
     // the deletion: DELETE. The n-th reaches GitLab, its answer is lost, then all runs on.
     for n in 1..=5 {
-        let (hook, count) = crate::fail_after::fail_after(n);
-        let env = Env::start(backend, Some(hook)).await;
+        let env = Env::start(backend).await;
+        env.gitlab.inject(crate::faults::lose_nth_write(n));
         env.apply("crash", project_spec()).await;
         env.ready("crash").await;
         env.runners()
@@ -359,17 +362,14 @@ pub(crate) async fn crash_after_every_gitlab_call_leaves_no_orphan_duplicate_or_
             .then_some(())
         })
         .await;
-        assert!(
-            count.load(Ordering::SeqCst) >= n,
-            "crash point {n} was reached"
-        );
+        assert_eq!(env.gitlab.faults_left(), 0, "crash point {n} was reached");
     }
 }
 
 pub(crate) async fn restart_between_create_and_status_finds_the_marked_runner(backend: Backend) {
     // The operator dies right after GitLab created the runner: nothing recorded anywhere.
-    let (hook, _) = crate::fail_after::fail_after(1);
-    let mut env = Env::start(backend, Some(hook)).await;
+    let mut env = Env::start(backend).await;
+    env.gitlab.inject(crate::faults::lose_nth_write(1));
     env.apply("restart", project_spec()).await;
     env.wait("created in GitLab", || async {
         (!env.gitlab.runners().is_empty()).then_some(())
@@ -377,7 +377,7 @@ pub(crate) async fn restart_between_create_and_status_finds_the_marked_runner(ba
     .await;
     env.stop_operator().await;
     let orphan = env.gitlab.runners()[0].clone();
-    env.run_operator(None);
+    env.run_operator();
     let st = env.ready("restart").await.status.unwrap();
     assert_eq!(st.runner_id, Some(orphan.id), "took its own runner back");
     assert_eq!(env.gitlab.runners().len(), 1);
@@ -395,7 +395,7 @@ pub(crate) async fn restart_between_create_and_status_finds_the_marked_runner(ba
 }
 
 pub(crate) async fn a_runner_whose_connection_is_gone_can_be_released(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let mut spec = project_spec();
     spec["connectionRef"] = json!({"name": "temp"});
     let conn = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "GitLabConnection", "metadata": {"name": "temp", "namespace": "ci"},
@@ -435,7 +435,7 @@ pub(crate) async fn a_runner_whose_connection_is_gone_can_be_released(backend: B
 }
 
 pub(crate) async fn many_rotations_at_once_stay_within_the_rate_limit(backend: Backend) {
-    let env = Env::start_with(backend, None, Duration::from_secs(300)).await;
+    let env = Env::start_with(backend, Duration::from_secs(300)).await;
     // GitLab throttles at 80 requests per 1 s window; the connection allows 60/s, burst 10.
     env.gitlab.update_settings(|s| {
         s.throttle = Some(gitlab_emulator::Throttle {

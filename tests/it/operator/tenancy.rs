@@ -63,7 +63,7 @@ fn writes(env: &Env) -> Vec<String> {
 }
 
 pub(crate) async fn tenants_stay_in_their_lane(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let docs = env.gitlab.project_id("platform/docs").unwrap();
     // A runner the platform team registered by hand in platform/docs.
     let hand: Value = reqwest::Client::new()

@@ -15,7 +15,7 @@ use crate::cluster::Backend;
 use super::*;
 
 pub(crate) async fn tokens_are_recovered_rotated_on_request_and_on_schedule(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.apply("tok", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
     let id = env.ready("tok").await.status.unwrap().runner_id.unwrap();
     let secrets = Api::<Secret>::namespaced(env.client.clone(), "ci");
@@ -110,7 +110,7 @@ pub(crate) async fn tokens_are_recovered_rotated_on_request_and_on_schedule(back
 }
 
 pub(crate) async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.gitlab
         .update_settings(|s| s.project_runner_token_expiration_interval = Some(3600));
     env.apply("exp", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
@@ -147,7 +147,7 @@ pub(crate) async fn expiring_tokens_rotate_before_expiry_and_expiry_is_reported(
 }
 
 pub(crate) async fn consumers_roll_onto_new_tokens(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "ci");
     let deploy = |name: &str, flag: bool| {
         let env_vars = if flag {
@@ -222,10 +222,10 @@ pub(crate) async fn consumers_roll_onto_new_tokens(backend: Backend) {
 /// With restarts off for the namespace (the chart's default), consumers are not touched and the
 /// Runner says why and what to do; everything else still converges.
 pub(crate) async fn consumers_are_left_alone_where_restarts_are_disabled(backend: Backend) {
-    let mut env = Env::start(backend, None).await;
+    let mut env = Env::start(backend).await;
     env.stop_operator().await;
     env.consumer_restarts = controller::ConsumerRestarts::Only(["elsewhere".to_string()].into());
-    env.run_operator(None);
+    env.run_operator();
     let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "ci");
     let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "runner"}, "spec": {"selector": {"matchLabels": {"app": "runner"}}, "template": {"metadata": {"labels": {"app": "runner"}}, "spec": {"containers": [{"name": "runner", "image": "gitlab/gitlab-runner"}]}}}})).unwrap();
     let created = deploys.create(&PostParams::default(), &d).await.unwrap();
@@ -262,7 +262,7 @@ pub(crate) async fn consumers_are_left_alone_where_restarts_are_disabled(backend
 }
 
 pub(crate) async fn foreign_secrets_are_never_overwritten(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "taken"}, "stringData": {"runner-token": "someone else's"}}),
     )
@@ -287,10 +287,12 @@ pub(crate) async fn foreign_secrets_are_never_overwritten(backend: Backend) {
 /// This scenario's tokens — created, then rotated after a failed assignment — appear nowhere a
 /// user could read them (the log buffer also holds other tests' lines; only these are checked).
 pub(crate) async fn tokens_never_leak_into_logs_events_or_status(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     env.gitlab.inject(gitlab_emulator::Fault {
         endpoint: Some("POST /projects/:id/runners".into()),
         path_contains: None,
+        writes_only: false,
+        skip: 0,
         times: 1,
         action: gitlab_emulator::FaultAction::Status {
             status: 500,
@@ -337,7 +339,7 @@ pub(crate) async fn tokens_never_leak_into_logs_events_or_status(backend: Backen
 }
 
 pub(crate) async fn expired_tokens_are_replaced_through_the_management_api(backend: Backend) {
-    let mut env = Env::start(backend, None).await;
+    let mut env = Env::start(backend).await;
     env.gitlab
         .update_settings(|s| s.project_runner_token_expiration_interval = Some(3600));
     env.apply("late", json!({"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api"})).await;
@@ -347,7 +349,7 @@ pub(crate) async fn expired_tokens_are_replaced_through_the_management_api(backe
     let dead = env.secret_token("late-runner-token").await.unwrap();
     env.advance(Duration::from_secs(3601));
     assert!(!env.token_works(&dead).await, "the token expired in GitLab");
-    env.run_operator(None);
+    env.run_operator();
     let fresh = env
         .wait("replaced", || async {
             env.secret_token("late-runner-token")

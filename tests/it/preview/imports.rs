@@ -17,7 +17,7 @@ use crate::operator::Env;
 use super::*;
 
 pub(crate) async fn import_then_apply_adopts_with_one_reset_and_plan_is_clean(backend: Backend) {
-    let env = Env::start(backend, None).await;
+    let env = Env::start(backend).await;
     let api = env.gitlab.project_id("platform/api");
     let web = env.gitlab.project_id("platform/web").unwrap();
     let platform = env.gitlab.group_id("platform");

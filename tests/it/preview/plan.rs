@@ -17,7 +17,7 @@ use super::*;
 pub(crate) async fn plan_names_every_change_and_blocking_reason_and_writes_nothing(
     backend: Backend,
 ) {
-    let mut env = Env::start(backend, None).await;
+    let mut env = Env::start(backend).await;
     let web = env.gitlab.project_id("platform/web").expect("platform/web");
     for (name, extra) in [
         (
