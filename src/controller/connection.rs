@@ -1,6 +1,7 @@
 //! Connections: turning a GitLabConnection or ClusterGitLabConnection into a GitLab client, and
 //! their own status (live check with `GET /version` and `GET /user`).
 
+use crate::gitlab::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -360,8 +361,8 @@ async fn live_check(resolved: &Resolved) -> Result<Checked, Error> {
         .version()
         .await
         .map_err(Error::gitlab("checking the connection with GET /version"))?;
-    let user = resolved.client.current_user().await.map_err(|e| match (e.status(), e.message()) {
-        (Some(403), Some(m)) if m.starts_with("insufficient_scope") => Error::Connection(
+    let user = resolved.client.current_user().await.map_err(|e| match (e.kind(), e.message()) {
+        (ErrorKind::Forbidden, Some(m)) if m.starts_with("insufficient_scope") => Error::Connection(
             "the access token lacks the read_api scope (GET /user was refused): give it create_runner, manage_runner and read_api, or api".into(),
         ),
         _ => Error::gitlab("checking the access token with GET /user")(e),

@@ -96,7 +96,6 @@ impl Default for Settings {
 /// A connection's GitLab client.
 pub type Client = Arc<dyn GitLabApi>;
 
-
 /// Connection key, "project" or "group", path.
 pub type PathKey = (String, &'static str, String);
 

@@ -1,6 +1,7 @@
 //! Controller errors: typed, with the context a user needs and a stable reason for conditions,
 //! events and metrics.
 
+use crate::gitlab::ErrorKind;
 use std::time::Duration;
 
 use crate::gitlab::GitLabError;
@@ -64,15 +65,15 @@ impl Error {
             Error::Connection(_) => "ConnectionNotReady",
             Error::NotAllowed(_) => "ConnectionNotAllowed",
             Error::Tenancy(_) => "TenancyViolation",
-            Error::GitLab { source, .. } => match source.status() {
-                Some(401) => "GitLabUnauthorized",
-                Some(403) => "GitLabForbidden",
-                Some(404) => "GitLabNotFound",
-                Some(410) => "RegistrationTokensDisabled",
-                Some(429) => "GitLabRateLimited",
-                Some(400 | 422) => "GitLabRejected",
-                Some(_) => "GitLabError",
-                None => "GitLabUnreachable",
+            Error::GitLab { source, .. } => match source.kind() {
+                ErrorKind::Unauthorized => "GitLabUnauthorized",
+                ErrorKind::Forbidden => "GitLabForbidden",
+                ErrorKind::NotFound => "GitLabNotFound",
+                ErrorKind::Disabled => "RegistrationTokensDisabled",
+                ErrorKind::RateLimited => "GitLabRateLimited",
+                ErrorKind::Rejected => "GitLabRejected",
+                ErrorKind::ServerError | ErrorKind::BadAnswer | ErrorKind::Config => "GitLabError",
+                ErrorKind::Unreachable => "GitLabUnreachable",
             },
             Error::Kube { .. } => "KubernetesError",
             Error::Invalid(_) => "InvalidSpec",

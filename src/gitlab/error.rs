@@ -39,6 +39,32 @@ pub enum GitLabError {
     Config(String),
 }
 
+/// What kind of failure an error is, so callers decide on it instead of re-reading HTTP
+/// statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 401: the access token is unknown, expired or revoked.
+    Unauthorized,
+    /// 403: the token lacks a scope or role (or GitLab refused the operation).
+    Forbidden,
+    /// 404: the object does not exist, or the token's user cannot see it.
+    NotFound,
+    /// 410: the endpoint is switched off (registration tokens disabled).
+    Disabled,
+    /// 429: rate limited.
+    RateLimited,
+    /// 400, 409, 422: GitLab refused the request's content.
+    Rejected,
+    /// 5xx or another unexpected status.
+    ServerError,
+    /// No answer: transport failure or timeout.
+    Unreachable,
+    /// An answer the API does not document.
+    BadAnswer,
+    /// The client could not be built.
+    Config,
+}
+
 /// Refusals of the Runners API that callers act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -65,6 +91,24 @@ fn hint(status: u16) -> &'static str {
 }
 
 impl GitLabError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GitLabError::Api { status, .. } => match status {
+                401 => ErrorKind::Unauthorized,
+                403 => ErrorKind::Forbidden,
+                404 => ErrorKind::NotFound,
+                410 => ErrorKind::Disabled,
+                429 => ErrorKind::RateLimited,
+                400 | 409 | 422 => ErrorKind::Rejected,
+                _ => ErrorKind::ServerError,
+            },
+            GitLabError::Transport { .. } | GitLabError::Timeout { .. } => ErrorKind::Unreachable,
+            GitLabError::Decode { .. } => ErrorKind::BadAnswer,
+            GitLabError::Config(_) => ErrorKind::Config,
+        }
+    }
+
     /// The HTTP status, when GitLab answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -83,20 +127,20 @@ impl GitLabError {
 
     /// 404: the object does not exist (for runners: gone). A 403 never counts as gone.
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        self.kind() == ErrorKind::NotFound
     }
 
     /// 403: exists (or may exist) but this token may not do that.
     pub fn is_forbidden(&self) -> bool {
-        self.status() == Some(403)
+        self.kind() == ErrorKind::Forbidden
     }
 
     /// Worth retrying later without any change by the user: 429, 5xx, timeouts, transport.
     pub fn is_transient(&self) -> bool {
         match self {
+            // Other statuses GitLab should not send (1xx-3xx) are not worth retrying.
             GitLabError::Api { status, .. } => *status == 429 || *status >= 500,
-            GitLabError::Transport { .. } | GitLabError::Timeout { .. } => true,
-            GitLabError::Decode { .. } | GitLabError::Config(_) => false,
+            _ => self.kind() == ErrorKind::Unreachable,
         }
     }
 
@@ -225,5 +269,39 @@ mod tests {
         assert!(!e.is_not_found());
         assert!(!e.is_transient());
         assert!(e.to_string().contains("lacks a scope or role"));
+    }
+
+    #[test]
+    fn kinds_follow_the_status() {
+        let api = |status| GitLabError::Api {
+            endpoint: "POST /user/runners".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        for (status, kind) in [
+            (400, ErrorKind::Rejected),
+            (401, ErrorKind::Unauthorized),
+            (403, ErrorKind::Forbidden),
+            (404, ErrorKind::NotFound),
+            (409, ErrorKind::Rejected),
+            (410, ErrorKind::Disabled),
+            (422, ErrorKind::Rejected),
+            (429, ErrorKind::RateLimited),
+            (500, ErrorKind::ServerError),
+            (503, ErrorKind::ServerError),
+        ] {
+            assert_eq!(api(status).kind(), kind, "{status}");
+            assert_eq!(
+                api(status).is_transient(),
+                matches!(kind, ErrorKind::RateLimited | ErrorKind::ServerError)
+            );
+        }
+        let timeout = GitLabError::Timeout {
+            endpoint: "GET /runners/:id".into(),
+            timeout: Duration::ZERO,
+        };
+        assert_eq!(timeout.kind(), ErrorKind::Unreachable);
+        assert!(timeout.is_transient());
     }
 }

@@ -9,6 +9,6 @@ pub mod types;
 
 pub use api::GitLabApi;
 pub use client::{ClientConfig, GitLabClient, RetryPolicy};
-pub use error::{GitLabError, Refusal};
+pub use error::{ErrorKind, GitLabError, Refusal};
 pub use ratelimit::{PauseGate, RateLimiter};
 pub use types::*;

@@ -1,5 +1,6 @@
 //! Deletion: the runner goes from GitLab with its Runner (or stays, `Orphan`).
 
+use crate::gitlab::ErrorKind;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -96,8 +97,13 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
     }
     match delete_in_gitlab(&ctx, &runner, &*conn.client).await {
         // GitLab refuses the connection's token: only a person can fix that.
-        Err(Error::GitLab { action, source }) if matches!(source.status(), Some(401 | 403)) => {
-            let fix = if source.status() == Some(401) {
+        Err(Error::GitLab { action, source })
+            if matches!(
+                source.kind(),
+                ErrorKind::Unauthorized | ErrorKind::Forbidden
+            ) =>
+        {
+            let fix = if source.kind() == ErrorKind::Unauthorized {
                 "the connection's access token is revoked, expired or wrong: replace it in its Secret"
             } else {
                 "the connection's access token may not delete this runner: give its user Maintainer (project) or Owner (group) rights, or an admin token for instance runners"

@@ -1,5 +1,6 @@
 //! Observe → plan → act, in rounds, until GitLab matches (or the rounds run out).
 
+use crate::gitlab::ErrorKind;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -376,7 +377,7 @@ pub(crate) async fn observe_secret(
                 }
                 answer.id == restored.runner_id
             }
-            Err(e) if matches!(e.status(), Some(403)) => false,
+            Err(e) if e.kind() == ErrorKind::Forbidden => false,
             Err(e) => {
                 return Err(Error::gitlab(
                     "checking whether GitLab accepts the restored token Secret's token",

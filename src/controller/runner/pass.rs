@@ -1,6 +1,7 @@
 //! One pass's writes: the Secret, creation, token resets — each recorded in status first
 //! where a crash could otherwise lose its effect.
 
+use crate::gitlab::ErrorKind;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -209,9 +210,9 @@ impl Pass<'_> {
                     read_secret_key(self.ctx, &ns, &r.name, r.key.as_deref().unwrap_or("token"))
                         .await?;
                 self.gl().register_runner(&SecretString::from(token), &desired.attrs.all()).await.map_err(|e| {
-                    if matches!(e.status(), Some(410)) {
+                    if e.kind() == ErrorKind::Disabled {
                         Error::RegistrationTokensDisabled(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
-                    } else if matches!(e.status(), Some(403)) {
+                    } else if e.kind() == ErrorKind::Forbidden {
                         Error::Invalid(format!("GitLab refused the registration token (403: {}): check the Secret {}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", e.message().unwrap_or_default(), ns, r.name))
                     } else {
                         Error::gitlab("registering the runner with POST /runners")(e)

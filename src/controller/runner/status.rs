@@ -1,5 +1,6 @@
 //! One pass and its report: connection, converge, conditions, the status write.
 
+use crate::gitlab::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -304,7 +305,10 @@ async fn checked(
     let conn_key = pass.conn.key.clone();
     let mut status = pass.status;
     if let Err(Error::GitLab { source, .. }) = &outcome
-        && matches!(source.status(), Some(400 | 403 | 404))
+        && matches!(
+            source.kind(),
+            ErrorKind::Rejected | ErrorKind::Forbidden | ErrorKind::NotFound
+        )
     {
         // A project or group the ids in status name may be gone (GitLab says 404, or 400
         // "Missing/invalid project" on create): resolve the paths again on the next pass.
