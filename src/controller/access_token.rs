@@ -1,6 +1,7 @@
 //! The connection's own access token: what its scopes allow the operator to do, and when it
 //! expires (from `GET /personal_access_tokens/self`). Pure: the connection controller reports.
 
+use crate::controller::reasons::Reason;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{Timestamp, civil::Date, tz::TimeZone};
@@ -62,18 +63,18 @@ pub fn expiry(
     info: &AccessTokenInfo,
     now: Timestamp,
     warn_before: Duration,
-) -> (bool, &'static str, String) {
+) -> (bool, Reason, String) {
     let Some(date) = info.expires_at.as_deref() else {
         return (
             false,
-            "NoExpiry",
+            Reason::NoExpiry,
             format!("the access token {:?} does not expire", info.name),
         );
     };
     let Some(at) = expires_at(date) else {
         return (
             false,
-            "UnknownExpiry",
+            Reason::UnknownExpiry,
             format!("GitLab reports an expiry date {date:?} that is not a date"),
         );
     };
@@ -82,7 +83,7 @@ pub fn expiry(
     if left <= warn_before.as_secs() as i64 {
         (
             true,
-            "ExpiresSoon",
+            Reason::ExpiresSoon,
             format!(
                 "the access token {:?} expires on {date} (in {days} days): create a new one in GitLab with the same scopes and put it into the connection's token Secret before then; every Runner of this connection stops being reconciled when it expires",
                 info.name
@@ -91,7 +92,7 @@ pub fn expiry(
     } else {
         (
             false,
-            "NotExpiringSoon",
+            Reason::NotExpiringSoon,
             format!(
                 "the access token {:?} expires on {date} (in {days} days)",
                 info.name
@@ -150,12 +151,12 @@ mod tests {
         let month = Duration::from_secs(30 * 86_400);
         let (soon, reason, msg) = expiry(&info(&["api"], Some("2026-12-10")), now, month);
         assert!(soon);
-        assert_eq!(reason, "ExpiresSoon");
+        assert_eq!(reason, Reason::ExpiresSoon);
         assert!(msg.contains("2026-12-10 (in 9 days)"), "{msg}");
         let (soon, reason, _) = expiry(&info(&["api"], Some("2027-06-01")), now, month);
-        assert_eq!((soon, reason), (false, "NotExpiringSoon"));
+        assert_eq!((soon, reason), (false, Reason::NotExpiringSoon));
         let (soon, reason, _) = expiry(&info(&["api"], None), now, month);
-        assert_eq!((soon, reason), (false, "NoExpiry"));
+        assert_eq!((soon, reason), (false, Reason::NoExpiry));
         // Expires at 00:00 UTC of its date.
         assert_eq!(
             expires_at("2026-12-10").unwrap().to_string(),

@@ -1,6 +1,7 @@
 //! Connections: turning a GitLabConnection or ClusterGitLabConnection into a GitLab client, and
 //! their own status (live check with `GET /version` and `GET /user`).
 
+use crate::controller::reasons::Reason;
 use crate::gitlab::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -407,7 +408,7 @@ fn connection_status(
             };
             set_condition(
                 &mut status.conditions,
-                condition(READY, true, "Connected", msg, generation, now.clone()),
+                condition(READY, true, Reason::Connected, msg, generation, now.clone()),
             );
             status.token = c.token.as_ref().map(access_token::state);
             match &c.token {
@@ -428,7 +429,7 @@ fn connection_status(
                     let (ok, reason, msg) = if missing.is_empty() {
                         (
                             true,
-                            "Sufficient",
+                            Reason::Sufficient,
                             format!(
                                 "the scopes {} allow everything the operator does",
                                 t.scopes.join(", ")
@@ -437,7 +438,7 @@ fn connection_status(
                     } else {
                         (
                             false,
-                            "MissingScopes",
+                            Reason::MissingScopes,
                             format!(
                                 "{}; give the token the missing scope, or api",
                                 missing.join("; ")
@@ -541,7 +542,7 @@ where
         ctx.publish(
             &conn.object_ref(&()),
             kube::runtime::events::EventType::Warning,
-            "AccessTokenExpiring",
+            Reason::AccessTokenExpiring,
             "CheckConnection",
             c.message.clone(),
         )

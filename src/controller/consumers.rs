@@ -1,6 +1,7 @@
 //! Rolling the workloads that mount the token Secret after each new token, and spotting
 //! runners that would rotate the token behind our back.
 
+use crate::controller::reasons::Reason;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Patch, PatchParams};
@@ -21,7 +22,7 @@ const FLAG: &str = "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION";
 pub struct Warning {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -70,7 +71,7 @@ pub async fn roll(
             vec![Warning {
                 type_: CONSUMERS_READY,
                 status: false,
-                reason: "ConsumerRestartsDisabled",
+                reason: Reason::ConsumerRestartsDisabled,
                 message: format!(
                     "consumer restarts are not enabled for namespace {ns}, so {} keep the old token until restarted: restart them (kubectl rollout restart), or enable restarts there (chart value consumerRestarts.namespaces, flag --consumer-restarts)",
                     names.join(", ")
@@ -121,7 +122,7 @@ pub async fn roll(
         warnings.push(Warning {
             type_: CONSUMERS_READY,
             status: false,
-            reason: "ConsumerRestartForbidden",
+            reason: Reason::ConsumerRestartForbidden,
             message: format!(
                 "RBAC does not let the operator get and patch {} in namespace {ns}, so they keep the old token until restarted: grant it (chart value consumerRestarts.namespaces) or restart them yourself",
                 forbidden.join(", ")
@@ -132,7 +133,7 @@ pub async fn roll(
         warnings.push(Warning {
             type_: CONSUMERS_READY,
             status: false,
-            reason: "ConsumerMissing",
+            reason: Reason::ConsumerMissing,
             message: format!(
                 "not found in namespace {ns}, so not restarted: {} (the token was rotated anyway)",
                 missing.join(", ")
@@ -143,7 +144,7 @@ pub async fn roll(
         warnings.push(Warning {
             type_: ROTATION_CONFLICT,
             status: true,
-            reason: "AutomaticRotationEnabled",
+            reason: Reason::AutomaticRotationEnabled,
             message: format!("{} do not set {FLAG}=true: the runner process will rotate its token itself and the Secret's token stops working; set the variable in the pod template", self_rotating.join(", ")),
         });
     }

@@ -1,6 +1,7 @@
 //! Shared state of the controllers: clients, event recorder, per-connection GitLab clients,
 //! per-object backoff.
 
+use crate::controller::reasons::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,10 +247,11 @@ impl Context {
         &self,
         object: &k8s_openapi::api::core::v1::ObjectReference,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         action: &str,
         note: String,
     ) {
+        let reason = reason.as_str();
         let (kind, ns, name) = (
             object.kind.as_deref().unwrap_or_default(),
             object.namespace.as_deref().unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! Controller errors: typed, with the context a user needs and a stable reason for conditions,
 //! events and metrics.
 
+use crate::controller::reasons::Reason;
 use crate::gitlab::ErrorKind;
 use std::time::Duration;
 
@@ -60,25 +61,27 @@ impl Error {
     }
 
     /// Condition reason, event reason and metric label (a fixed vocabulary).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Connection(_) => "ConnectionNotReady",
-            Error::NotAllowed(_) => "ConnectionNotAllowed",
-            Error::Tenancy(_) => "TenancyViolation",
+            Error::Connection(_) => Reason::ConnectionNotReady,
+            Error::NotAllowed(_) => Reason::ConnectionNotAllowed,
+            Error::Tenancy(_) => Reason::TenancyViolation,
             Error::GitLab { source, .. } => match source.kind() {
-                ErrorKind::Unauthorized => "GitLabUnauthorized",
-                ErrorKind::Forbidden => "GitLabForbidden",
-                ErrorKind::NotFound => "GitLabNotFound",
-                ErrorKind::Disabled => "RegistrationTokensDisabled",
-                ErrorKind::RateLimited => "GitLabRateLimited",
-                ErrorKind::Rejected => "GitLabRejected",
-                ErrorKind::ServerError | ErrorKind::BadAnswer | ErrorKind::Config => "GitLabError",
-                ErrorKind::Unreachable => "GitLabUnreachable",
+                ErrorKind::Unauthorized => Reason::GitLabUnauthorized,
+                ErrorKind::Forbidden => Reason::GitLabForbidden,
+                ErrorKind::NotFound => Reason::GitLabNotFound,
+                ErrorKind::Disabled => Reason::RegistrationTokensDisabled,
+                ErrorKind::RateLimited => Reason::GitLabRateLimited,
+                ErrorKind::Rejected => Reason::GitLabRejected,
+                ErrorKind::ServerError | ErrorKind::BadAnswer | ErrorKind::Config => {
+                    Reason::GitLabError
+                }
+                ErrorKind::Unreachable => Reason::GitLabUnreachable,
             },
-            Error::Kube { .. } => "KubernetesError",
-            Error::Invalid(_) => "InvalidSpec",
-            Error::RegistrationTokensDisabled(_) => "RegistrationTokensDisabled",
-            Error::DeletionBlocked(_) => "DeletionBlocked",
+            Error::Kube { .. } => Reason::KubernetesError,
+            Error::Invalid(_) => Reason::InvalidSpec,
+            Error::RegistrationTokensDisabled(_) => Reason::RegistrationTokensDisabled,
+            Error::DeletionBlocked(_) => Reason::DeletionBlocked,
         }
     }
 

@@ -9,6 +9,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use crate::controller::reasons::Reason;
 use crate::crd::READY;
 
 pub const RECONCILING: &str = "Reconciling";
@@ -17,12 +18,12 @@ pub const STALLED: &str = "Stalled";
 /// Ready=False reasons that clear without anyone acting: GitLab busy or unreachable for a
 /// while, the API server failing, or a connection (or its Secret) not there yet — as in the
 /// first sync of a GitOps application that brings both.
-pub const TRANSIENT: &[&str] = &[
-    "GitLabRateLimited",
-    "GitLabError",
-    "GitLabUnreachable",
-    "KubernetesError",
-    "ConnectionNotReady",
+pub const TRANSIENT: &[Reason] = &[
+    Reason::GitLabRateLimited,
+    Reason::GitLabError,
+    Reason::GitLabUnreachable,
+    Reason::KubernetesError,
+    Reason::ConnectionNotReady,
 ];
 
 /// Side conditions that need a person although Ready is True: (type, the status that says so).
@@ -63,7 +64,7 @@ pub fn of(conditions: &[Condition]) -> Standing {
             });
     }
     let (reason, message) = said(ready);
-    if TRANSIENT.contains(&ready.reason.as_str()) {
+    if TRANSIENT.iter().any(|r| r.as_str() == ready.reason) {
         Standing::Reconciling(reason, message)
     } else {
         Standing::Stalled(reason, message)
@@ -124,24 +125,15 @@ mod tests {
         let pair = |t: &str, r: &str| vec![(t.to_string(), r.to_string())];
         assert_eq!(derived(vec![c(READY, true, "Reconciled")]), vec![]);
         assert_eq!(derived(vec![]), vec![]);
-        for r in TRANSIENT {
+        for r in TRANSIENT.iter().map(|r| r.as_str()) {
             assert_eq!(derived(vec![c(READY, false, r)]), pair(RECONCILING, r));
         }
-        for r in [
-            "InvalidSpec",
-            "GitLabNotFound",
-            "GitLabForbidden",
-            "GitLabUnauthorized",
-            "RegistrationTokensDisabled",
-            "TenancyViolation",
-            "ConnectionNotAllowed",
-            "SecretNotOwned",
-            "RunnerNotOwned",
-            "RunnerClaimed",
-            "DeletionBlocked",
-            "InvalidObject",
-            "NotConverged",
-        ] {
+        // Every other reason Ready=False can carry (and an undecodable object's) needs a person.
+        let ready_reasons = Reason::ALL
+            .iter()
+            .filter(|r| r.info().condition == READY && **r != Reason::Reconciled);
+        for r in ready_reasons.filter(|r| !TRANSIENT.contains(r)) {
+            let r = r.as_str();
             assert_eq!(derived(vec![c(READY, false, r)]), pair(STALLED, r));
         }
         // Ready, but the next rotation breaks it, or a consumer is missing.

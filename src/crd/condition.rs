@@ -24,7 +24,7 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
 pub fn condition(
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: impl Into<String>,
     message: impl Into<String>,
     observed_generation: Option<i64>,
     now: Time,
@@ -32,7 +32,7 @@ pub fn condition(
     Condition {
         type_: type_.to_string(),
         status: if status { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
+        reason: reason.into(),
         message: message.into(),
         observed_generation,
         last_transition_time: now,

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{self, GitLabState, SecretState, Step};
+use crate::controller::reasons::Reason;
 use crate::controller::{Context, Error, Settings, connection, runner, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
 use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
@@ -517,7 +518,7 @@ async fn one(
             Step::Adopt(id) => {
                 if let Some(who) = claimed_elsewhere(id, runner, details, claims) {
                     p.outcome = Outcome::Blocked;
-                    p.reason = Some("RunnerClaimed".into());
+                    p.reason = Some(Reason::RunnerClaimed.into());
                     p.message = Some(format!(
                         "GitLab runner {id} is managed by Runner {who}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
                     ));

@@ -250,7 +250,10 @@ fn argocd_transient_reasons_are_kstatus_reconciling_reasons() {
         .filter_map(|e| e.split('=').next().map(str::trim))
         .filter(|k| !k.is_empty())
         .collect();
-    let mut in_rust = runner_operator::controller::standing::TRANSIENT.to_vec();
+    let mut in_rust: Vec<&str> = runner_operator::controller::standing::TRANSIENT
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
     in_lua.sort();
     in_rust.sort();
     assert_eq!(in_lua, in_rust);

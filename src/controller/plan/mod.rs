@@ -3,6 +3,7 @@
 //! No I/O here; `runner/converge.rs` observes and acts. Every rule users rely on is decided (and
 //! tested) in this file.
 
+use crate::controller::reasons::Reason;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ pub use attrs::*;
 
 /// Why a token is (re)issued; recorded in status as `lastRotationReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub enum RotationReason {
     Created,
     Interval,
     Expiry,
@@ -30,31 +31,52 @@ pub enum Reason {
     TakenOver,
 }
 
-impl Reason {
+impl RotationReason {
+    pub const ALL: &[RotationReason] = &[
+        RotationReason::Created,
+        RotationReason::Interval,
+        RotationReason::Expiry,
+        RotationReason::Requested,
+        RotationReason::Recovered,
+        RotationReason::Adopted,
+        RotationReason::TakenOver,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Created => "Created",
-            Reason::Interval => "Interval",
-            Reason::Expiry => "Expiry",
-            Reason::Requested => "Requested",
-            Reason::Recovered => "Recovered",
-            Reason::Adopted => "Adopted",
-            Reason::TakenOver => "TakenOver",
+            RotationReason::Created => "Created",
+            RotationReason::Interval => "Interval",
+            RotationReason::Expiry => "Expiry",
+            RotationReason::Requested => "Requested",
+            RotationReason::Recovered => "Recovered",
+            RotationReason::Adopted => "Adopted",
+            RotationReason::TakenOver => "TakenOver",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Reason> {
-        [
-            Reason::Created,
-            Reason::Interval,
-            Reason::Expiry,
-            Reason::Requested,
-            Reason::Recovered,
-            Reason::Adopted,
-            Reason::TakenOver,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+    /// What it means, for docs/troubleshooting.md.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            RotationReason::Created => "issued when the runner was created",
+            RotationReason::Interval => "spec.tokenRotation.interval passed",
+            RotationReason::Expiry => {
+                "the token was about to expire (spec.tokenRotation.beforeExpiry)"
+            }
+            RotationReason::Requested => {
+                "the gitlab.runner-operator.dev/rotate-token annotation changed"
+            }
+            RotationReason::Recovered => {
+                "the Secret was missing or edited by hand, or the runner was deleted in GitLab and registered again"
+            }
+            RotationReason::Adopted => "the runner was adopted (spec.adopt)",
+            RotationReason::TakenOver => {
+                "the runner was taken over from this cluster's earlier incarnation of the Runner (a rebuild) and no token GitLab accepts was restored"
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RotationReason> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == s)
     }
 }
 
@@ -120,7 +142,7 @@ pub struct TokenState {
     pub issued_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     /// A rotation recorded in status but not known to have reached the Secret.
-    pub pending: Option<Reason>,
+    pub pending: Option<RotationReason>,
     /// The rotate-token annotation value already handled.
     pub handled_request: Option<String>,
 }
@@ -146,12 +168,9 @@ pub enum Step {
     /// Remove the runner from a project.
     Unassign { runner: i64, project: i64 },
     /// Reset the runner's token and write the Secret.
-    RotateToken { runner: i64, reason: Reason },
+    RotateToken { runner: i64, reason: RotationReason },
     /// Something blocks progress; nothing is done in GitLab about it.
-    Blocked {
-        reason: &'static str,
-        message: String,
-    },
+    Blocked { reason: Reason, message: String },
 }
 
 /// The whole decision.
@@ -195,7 +214,7 @@ pub fn plan(
             });
             let taken = TokenState {
                 secret: SecretState::Valid,
-                pending: (!keep).then_some(Reason::TakenOver),
+                pending: (!keep).then_some(RotationReason::TakenOver),
                 ..token.clone()
             };
             steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
@@ -234,7 +253,7 @@ pub fn plan(
             steps.push(Step::Adopt(r.id));
             let taken = TokenState {
                 secret: SecretState::Valid,
-                pending: Some(Reason::Adopted),
+                pending: Some(RotationReason::Adopted),
                 ..token.clone()
             };
             steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
@@ -242,7 +261,7 @@ pub fn plan(
         }
         GitLabState::NotOurs(r) => {
             steps.push(Step::Blocked {
-                reason: "RunnerNotOwned",
+                reason: Reason::RunnerNotOwned,
                 message: format!(
                     "GitLab runner {} does not carry this Runner's ownership marker (another Runner or a person manages it); nothing is changed. Set spec.adopt.runnerId: {} to take it over (its token is reset)",
                     r.id, r.id
@@ -312,7 +331,7 @@ pub fn plan(
 
 fn secret_not_owned() -> Step {
     Step::Blocked {
-        reason: "SecretNotOwned",
+        reason: Reason::SecretNotOwned,
         message: "a Secret with the token Secret's name exists and is not owned by this Runner; it is never overwritten, so no token is written to it (and no runner created or adopted for it). Delete it or set spec.tokenSecret.name".into(),
     }
 }
@@ -322,7 +341,7 @@ fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp
     match token.secret {
         SecretState::Foreign => return Some(secret_not_owned()),
         SecretState::Missing | SecretState::Tampered | SecretState::Restored { .. } => {
-            return rotate(Reason::Recovered);
+            return rotate(RotationReason::Recovered);
         }
         SecretState::Valid => {}
     }
@@ -330,7 +349,7 @@ fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp
         return rotate(reason);
     }
     if desired.rotate_request.is_some() && desired.rotate_request != token.handled_request {
-        return rotate(Reason::Requested);
+        return rotate(RotationReason::Requested);
     }
     if let Some(deadline) = next_rotation(&desired.rotation, token.issued_at, token.expires_at)
         && deadline.1 <= now
@@ -345,12 +364,12 @@ pub fn next_rotation(
     policy: &RotationPolicy,
     issued_at: Option<Timestamp>,
     expires_at: Option<Timestamp>,
-) -> Option<(Reason, Timestamp)> {
+) -> Option<(RotationReason, Timestamp)> {
     let by_interval = match (policy.interval, issued_at) {
         (Some(i), Some(issued)) => issued
             .checked_add(signed(i))
             .ok()
-            .map(|t| (Reason::Interval, t)),
+            .map(|t| (RotationReason::Interval, t)),
         _ => None,
     };
     let by_expiry = expires_at.map(|exp| {
@@ -366,7 +385,7 @@ pub fn next_rotation(
         let at = exp
             .checked_sub(signed(Duration::from_secs_f64(window)))
             .unwrap_or(exp);
-        (Reason::Expiry, at)
+        (RotationReason::Expiry, at)
     });
     match (by_interval, by_expiry) {
         (Some(a), Some(b)) => Some(if a.1 <= b.1 { a } else { b }),

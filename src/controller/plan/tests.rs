@@ -146,7 +146,7 @@ fn foreign_runner_is_never_touched_unless_adopted() {
     assert!(matches!(
         &steps[..],
         [Step::Blocked {
-            reason: "RunnerNotOwned",
+            reason: Reason::RunnerNotOwned,
             ..
         }]
     ));
@@ -160,7 +160,7 @@ fn foreign_runner_is_never_touched_unless_adopted() {
             Step::Adopt(7),
             Step::RotateToken {
                 runner: 7,
-                reason: Reason::Adopted
+                reason: RotationReason::Adopted
             }
         ]
     );
@@ -176,7 +176,7 @@ fn foreign_runner_is_never_touched_unless_adopted() {
             Step::Adopt(7),
             Step::RotateToken {
                 runner: 7,
-                reason: Reason::Adopted
+                reason: RotationReason::Adopted
             }
         ]
     );
@@ -195,7 +195,7 @@ fn foreign_runner_is_never_touched_unless_adopted() {
             },
             Step::RotateToken {
                 runner: 7,
-                reason: Reason::Adopted
+                reason: RotationReason::Adopted
             }
         ]
     );
@@ -207,7 +207,7 @@ fn foreign_runner_is_never_touched_unless_adopted() {
     assert!(matches!(
         &plan(&d, &not_ours, &foreign, t(0))[..],
         [Step::Blocked {
-            reason: "SecretNotOwned",
+            reason: Reason::SecretNotOwned,
             ..
         }]
     ));
@@ -386,14 +386,14 @@ fn token_recovery_and_foreign_secrets() {
             SecretState::Missing,
             Some(Step::RotateToken {
                 runner: 7,
-                reason: Reason::Recovered,
+                reason: RotationReason::Recovered,
             }),
         ),
         (
             SecretState::Tampered,
             Some(Step::RotateToken {
                 runner: 7,
-                reason: Reason::Recovered,
+                reason: RotationReason::Recovered,
             }),
         ),
         (SecretState::Valid, None),
@@ -411,7 +411,7 @@ fn token_recovery_and_foreign_secrets() {
     assert!(matches!(
         plan(&desired(), &present(seen(&[1])), &tk, t(0)).as_slice(),
         [Step::Blocked {
-            reason: "SecretNotOwned",
+            reason: Reason::SecretNotOwned,
             ..
         }]
     ));
@@ -420,12 +420,12 @@ fn token_recovery_and_foreign_secrets() {
 #[test]
 fn pending_rotation_is_redone() {
     let mut tk = token();
-    tk.pending = Some(Reason::Interval);
+    tk.pending = Some(RotationReason::Interval);
     assert_eq!(
         plan(&desired(), &present(seen(&[1])), &tk, t(0)),
         vec![Step::RotateToken {
             runner: 7,
-            reason: Reason::Interval
+            reason: RotationReason::Interval
         }]
     );
 }
@@ -439,7 +439,7 @@ fn rotation_on_request_once_per_value() {
         plan(&d, &present(seen(&[1])), &tk, t(0)),
         vec![Step::RotateToken {
             runner: 7,
-            reason: Reason::Requested
+            reason: RotationReason::Requested
         }]
     );
     tk.handled_request = Some("2026-11-26".into());
@@ -456,7 +456,7 @@ fn rotation_by_interval_and_expiry() {
         plan(&d, &present(seen(&[1])), &tk, t(100)),
         vec![Step::RotateToken {
             runner: 7,
-            reason: Reason::Interval
+            reason: RotationReason::Interval
         }]
     );
     // Expiry: default window is a third of the lifetime (900 s → rotate at 600 s).
@@ -468,7 +468,7 @@ fn rotation_by_interval_and_expiry() {
         plan(&d, &present(seen(&[1])), &tk, t(600)),
         vec![Step::RotateToken {
             runner: 7,
-            reason: Reason::Expiry
+            reason: RotationReason::Expiry
         }]
     );
     // A window longer than the lifetime does not loop: capped at 90 % of it.
@@ -476,13 +476,13 @@ fn rotation_by_interval_and_expiry() {
     d.rotation.before_expiry = Some(Duration::from_secs(10_000));
     assert_eq!(
         next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
-        Some((Reason::Expiry, t(90)))
+        Some((RotationReason::Expiry, t(90)))
     );
     // The earlier trigger wins.
     d.rotation.interval = Some(Duration::from_secs(50));
     assert_eq!(
         next_rotation(&d.rotation, tk.issued_at, tk.expires_at),
-        Some((Reason::Interval, t(50)))
+        Some((RotationReason::Interval, t(50)))
     );
 }
 
@@ -536,7 +536,7 @@ fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
                 note_only.clone(),
                 Step::RotateToken {
                     runner: 7,
-                    reason: Reason::TakenOver
+                    reason: RotationReason::TakenOver
                 }
             ],
             "{dead:?}"
@@ -551,7 +551,7 @@ fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
             t(0)
         )[..],
         [Step::Blocked {
-            reason: "SecretNotOwned",
+            reason: Reason::SecretNotOwned,
             ..
         }]
     ));
@@ -581,7 +581,7 @@ fn restored_secrets_are_kept_when_live_and_overwritten_only_when_dead() {
         ),
         vec![Step::RotateToken {
             runner: 7,
-            reason: Reason::Recovered
+            reason: RotationReason::Recovered
         }]
     );
     // The runner it names is gone: the token is dead, a new runner's goes in its place.
@@ -607,7 +607,7 @@ fn restored_secrets_are_kept_when_live_and_overwritten_only_when_dead() {
             t(0)
         )[..],
         [Step::Blocked {
-            reason: "RunnerNotOwned",
+            reason: Reason::RunnerNotOwned,
             ..
         }]
     ));

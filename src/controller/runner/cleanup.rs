@@ -38,7 +38,7 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
                 &ctx,
                 &runner,
                 EventType::Warning,
-                "MarkerKept",
+                Reason::MarkerKept,
                 "Delete",
                 format!("GitLab runner {id} keeps this cluster's ownership marker ({why}): `runner-operator plan` lists it as an orphan, and a Runner of the same name in this cluster would take it over; remove the marker from its maintenance note by hand"),
             )
@@ -48,7 +48,7 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
             &ctx,
             &runner,
             EventType::Normal,
-            "Orphaned",
+            Reason::Orphaned,
             "Delete",
             format!(
                 "deletionPolicy Orphan: GitLab runner {} is left registered",
@@ -84,7 +84,7 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
                     &ctx,
                     &runner,
                     EventType::Warning,
-                    "LeftOutsideLane",
+                    Reason::LeftOutsideLane,
                     "Delete",
                     format!("GitLab runner {id} is left registered: {why}"),
                 )
@@ -204,7 +204,7 @@ pub(crate) async fn delete_in_gitlab(
             ctx,
             runner,
             EventType::Warning,
-            "NotDeleted",
+            Reason::NotDeleted,
             "Delete",
             format!("GitLab runner {id} does not carry this Runner's marker and is not the one it adopted; it is left in place"),
         )
@@ -239,7 +239,7 @@ pub(crate) async fn delete_in_gitlab(
         ctx,
         runner,
         EventType::Normal,
-        "Deleted",
+        Reason::Deleted,
         "Delete",
         format!("deleted GitLab runner {id}"),
     )

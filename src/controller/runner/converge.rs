@@ -6,7 +6,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::error::Error;
-use crate::controller::plan::{self, Desired, GitLabState, Reason, SecretState, Step};
+use crate::controller::plan::{self, Desired, GitLabState, RotationReason, SecretState, Step};
 use crate::controller::{caches, consumers, secret};
 use crate::crd::Runner;
 
@@ -44,7 +44,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         pass.warnings.push(consumers::Warning {
             type_: NOTE_TRUNCATED,
             status: true,
-            reason: "MarkerNeedsRoom",
+            reason: Reason::MarkerNeedsRoom,
             message:
                 "maintenanceNote was shortened in GitLab to leave room for the ownership marker"
                     .into(),
@@ -62,7 +62,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
         if request.is_none() || request == pass.status.handled_rotate_request.as_ref() {
             return Ok(());
         }
-        match pass.rotate(id, Reason::Requested).await {
+        match pass.rotate(id, RotationReason::Requested).await {
             Ok(()) => return Ok(()),
             Err(Error::GitLab { source, .. }) if source.is_not_found() => {}
             Err(e) => return Err(e),
@@ -212,13 +212,13 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     let (t, reason, note) = if marker_only {
                         (
                             EventType::Normal,
-                            "MarkerUpdated",
+                            Reason::MarkerUpdated,
                             format!("rewrote the ownership marker of runner {rid} ({changes})"),
                         )
                     } else if drift_possible && attrs.locked.is_none() {
                         (
                             EventType::Warning,
-                            "DriftReverted",
+                            Reason::DriftReverted,
                             format!(
                                 "runner {rid} was changed outside the operator; restored {changes}"
                             ),
@@ -226,7 +226,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     } else {
                         (
                             EventType::Normal,
-                            "Updated",
+                            Reason::Updated,
                             format!("updated runner {rid}: {changes}"),
                         )
                     };
@@ -268,7 +268,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                         ctx,
                         runner,
                         EventType::Normal,
-                        "Assigned",
+                        Reason::Assigned,
                         "Assign",
                         format!("assigned runner {rid} to project {project}"),
                     )
@@ -290,15 +290,15 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                     if let Some(d) = pass.details.as_mut() {
                         d.projects.retain(|p| p.id != project);
                     }
-                    event(ctx, runner, EventType::Normal, "Unassigned", "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
+                    event(ctx, runner, EventType::Normal, Reason::Unassigned, "Unassign", format!("unassigned runner {rid} from project {project} (not in spec.assignedProjects)")).await;
                 }
                 Step::RotateToken {
                     runner: rid,
                     reason,
                 } => {
                     pass.rotate(rid, reason).await?;
-                    if reason == Reason::Adopted {
-                        event(ctx, runner, EventType::Warning, "Adopted", "Adopt", format!("took over GitLab runner {rid}; its previous token was reset and no longer works")).await;
+                    if reason == RotationReason::Adopted {
+                        event(ctx, runner, EventType::Warning, Reason::Adopted, "Adopt", format!("took over GitLab runner {rid}; its previous token was reset and no longer works")).await;
                     }
                 }
                 Step::Blocked { reason, message } => {
@@ -317,7 +317,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
     }
     // Ready only from what was observed after acting: changes that did not stick are no match.
     pass.blocked = Some((
-        "NotConverged",
+        Reason::NotConverged,
         "GitLab did not reach the spec after four rounds of changes (another writer may be undoing them); retrying".into(),
     ));
     Ok(())
@@ -421,7 +421,7 @@ pub(crate) async fn adopt(
     {
         if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
             pass.blocked = Some((
-                "RunnerClaimed",
+                Reason::RunnerClaimed,
                 format!(
                     "GitLab runner {target} is managed by Runner {} of cluster {}; it is not adopted. Delete that Runner with deletionPolicy: Orphan in that cluster, or remove the marker from the runner's maintenance note, first",
                     m.path(),
@@ -441,7 +441,7 @@ pub(crate) async fn adopt(
     }
     if let Some((ns, name)) = claimed_by {
         pass.blocked = Some((
-            "RunnerClaimed",
+            Reason::RunnerClaimed,
             format!(
                 "GitLab runner {target} is managed by Runner {ns}/{name}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
             ),
@@ -451,7 +451,7 @@ pub(crate) async fn adopt(
     // Recorded before any write: a crash from here on finds the runner ours (spec.adopt and
     // status agree) with its reset still pending.
     pass.status.runner_id = Some(target);
-    pass.status.pending_rotation = Some(Reason::Adopted.as_str().into());
+    pass.status.pending_rotation = Some(RotationReason::Adopted.as_str().into());
     pass.save().await?;
     // "My description disappeared": each field the adoption changes, before and after.
     if let GitLabState::NotOurs(d) = gitlab {
@@ -468,7 +468,7 @@ pub(crate) async fn adopt(
                 ctx,
                 runner,
                 EventType::Normal,
-                "AdoptionChangesField",
+                Reason::AdoptionChangesField,
                 &format!("Adopt{action}"),
                 format!("adopting GitLab runner {target} changes {}", change.text()),
             )

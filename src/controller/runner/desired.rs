@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use crate::controller::error::Error;
 use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{
-    Desired, DesiredAttrs, Reason, RotationPolicy, SecretState, TokenState,
+    Desired, DesiredAttrs, RotationPolicy, RotationReason, SecretState, TokenState,
 };
 use crate::crd::{self, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::RunnerDetails;
@@ -170,7 +170,10 @@ pub(crate) fn token_state(status: &RunnerStatus, secret: SecretState) -> TokenSt
         secret,
         issued_at: ts(status.token_issued_at.as_deref()),
         expires_at: ts(status.token_expires_at.as_deref()),
-        pending: status.pending_rotation.as_deref().and_then(Reason::parse),
+        pending: status
+            .pending_rotation
+            .as_deref()
+            .and_then(RotationReason::parse),
         handled_request: status.handled_rotate_request.clone(),
     }
 }

@@ -12,6 +12,7 @@ mod observe;
 mod pass;
 mod status;
 
+use crate::controller::reasons::Reason;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -134,7 +135,7 @@ pub(crate) async fn report_invalid(
     ]
     .map(|(type_, status)| {
         serde_json::json!({
-            "type": type_, "status": status, "reason": "InvalidObject", "message": message,
+            "type": type_, "status": status, "reason": Reason::InvalidObject, "message": message,
             "observedGeneration": meta.generation, "lastTransitionTime": now,
         })
     });
@@ -153,7 +154,7 @@ pub(crate) async fn report_invalid(
     ctx.publish(
         &reference,
         EventType::Warning,
-        "InvalidObject",
+        Reason::InvalidObject,
         "Reconcile",
         message,
     )
@@ -167,7 +168,7 @@ pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Ac
     let wait = ctx
         .backoff(n.saturating_sub(1))
         .max(error.retry_after().unwrap_or_default());
-    tracing::warn!(namespace = runner.namespace().unwrap_or_default(), name = %runner.name_any(), runner_id = runner.status.as_ref().and_then(|s| s.runner_id), reason = error.reason(), error = %error, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
+    tracing::warn!(namespace = runner.namespace().unwrap_or_default(), name = %runner.name_any(), runner_id = runner.status.as_ref().and_then(|s| s.runner_id), reason = error.reason().as_str(), error = %error, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -183,7 +184,7 @@ pub(crate) async fn event(
     ctx: &Context,
     runner: &Runner,
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: String,
 ) {

@@ -1,6 +1,7 @@
 //! One pass's writes: the Secret, creation, token resets — each recorded in status first
 //! where a crash could otherwise lose its effect.
 
+use crate::controller::reasons::Reason;
 use crate::gitlab::ErrorKind;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -11,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::controller::connection::Resolved;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
-use crate::controller::plan::{Desired, Reason};
+use crate::controller::plan::{Desired, RotationReason};
 use crate::controller::{consumers, secret};
 use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
 use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails};
@@ -24,7 +25,7 @@ pub(crate) struct Pass<'a> {
     pub(crate) conn: Resolved,
     pub(crate) status: RunnerStatus,
     pub(crate) details: Option<RunnerDetails>,
-    pub(crate) blocked: Option<(&'static str, String)>,
+    pub(crate) blocked: Option<(Reason, String)>,
     pub(crate) warnings: Vec<consumers::Warning>,
     /// Consumers were rolled in this pass (their conditions are fresh).
     pub(crate) rolled: bool,
@@ -150,7 +151,7 @@ impl Pass<'_> {
         for w in &warnings {
             // Once per new token: the condition stays, the event says when it happened.
             let reason = if w.type_ == consumers::ROTATION_CONFLICT {
-                consumers::ROTATION_CONFLICT
+                Reason::TokenRotationConflict
             } else {
                 w.reason
             };
@@ -226,9 +227,9 @@ impl Pass<'_> {
         self.status.runner_id = Some(reg.id);
         self.status.creation_started = None;
         let reason = if recreated {
-            Reason::Recovered
+            RotationReason::Recovered
         } else {
-            Reason::Created
+            RotationReason::Created
         };
         self.ctx
             .metrics
@@ -239,9 +240,9 @@ impl Pass<'_> {
             .inc();
         self.status.last_rotation_reason = Some(
             if recreated {
-                Reason::Recovered
+                RotationReason::Recovered
             } else {
-                Reason::Created
+                RotationReason::Created
             }
             .as_str()
             .into(),
@@ -251,7 +252,7 @@ impl Pass<'_> {
         // that finds the runner through the id in the Secret.
         let (reason, note) = if recreated {
             (
-                "Recreated",
+                Reason::Recreated,
                 format!(
                     "the GitLab runner was deleted outside the operator; registered a new one (id {}) and wrote its token",
                     reg.id
@@ -259,7 +260,7 @@ impl Pass<'_> {
             )
         } else {
             (
-                "Created",
+                Reason::Created,
                 format!(
                     "registered GitLab runner {} and wrote its token to Secret {}",
                     reg.id,
@@ -312,7 +313,7 @@ impl Pass<'_> {
                 // Recorded before the marker is rewritten or the token reset: a crash in
                 // between finds the runner by this id, not by a search that no longer sees a
                 // predecessor's marker.
-                self.status.pending_rotation = Some(Reason::TakenOver.as_str().into());
+                self.status.pending_rotation = Some(RotationReason::TakenOver.as_str().into());
                 self.save().await?;
                 false
             }
@@ -336,7 +337,7 @@ impl Pass<'_> {
             self.ctx,
             self.runner,
             EventType::Normal,
-            "TakenOver",
+            Reason::TakenOver,
             "TakeOver",
             format!("took over GitLab runner {id}{from}; {token}"),
         )
@@ -344,7 +345,7 @@ impl Pass<'_> {
         Ok(())
     }
 
-    pub(crate) async fn rotate(&mut self, id: i64, reason: Reason) -> Result<(), Error> {
+    pub(crate) async fn rotate(&mut self, id: i64, reason: RotationReason) -> Result<(), Error> {
         self.check_secret_writable().await?;
         self.ctx
             .metrics
@@ -365,7 +366,8 @@ impl Pass<'_> {
             .await?;
         self.status.pending_rotation = None;
         self.status.last_rotation_reason = Some(reason.as_str().into());
-        if reason == Reason::Requested || self.runner.annotations().contains_key(ROTATE_ANNOTATION)
+        if reason == RotationReason::Requested
+            || self.runner.annotations().contains_key(ROTATE_ANNOTATION)
         {
             self.status.handled_rotate_request =
                 self.runner.annotations().get(ROTATE_ANNOTATION).cloned();
@@ -373,13 +375,13 @@ impl Pass<'_> {
         // No status write here: the pass writes status once at its end (a crash before that
         // leaves pendingRotation recorded, and the next pass resets once more).
         let why = match reason {
-            Reason::Interval => "the rotation interval elapsed",
-            Reason::Expiry => "the token nears its expiry",
-            Reason::Requested => "requested through the rotate-token annotation",
-            Reason::Recovered => "the Secret was missing, edited or not yet written",
-            Reason::Adopted => "the runner was adopted",
-            Reason::TakenOver => "the runner was taken over after a rebuild",
-            Reason::Created => "created",
+            RotationReason::Interval => "the rotation interval elapsed",
+            RotationReason::Expiry => "the token nears its expiry",
+            RotationReason::Requested => "requested through the rotate-token annotation",
+            RotationReason::Recovered => "the Secret was missing, edited or not yet written",
+            RotationReason::Adopted => "the runner was adopted",
+            RotationReason::TakenOver => "the runner was taken over after a rebuild",
+            RotationReason::Created => "created",
         };
         let expiry = reset
             .token_expires_at
@@ -390,7 +392,7 @@ impl Pass<'_> {
             self.ctx,
             self.runner,
             EventType::Normal,
-            "TokenRotated",
+            Reason::TokenRotated,
             "RotateToken",
             format!(
                 "reset the token of runner {id} ({why}) and wrote the new one to Secret {}{expiry}",

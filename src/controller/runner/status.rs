@@ -1,5 +1,6 @@
 //! One pass and its report: connection, converge, conditions, the status write.
 
+use crate::controller::reasons::Reason;
 use crate::gitlab::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,19 +229,20 @@ async fn checked(
     let runner = runner.clone();
     let generation = runner.meta().generation;
     let mut status = runner.status.clone().unwrap_or_default();
-    let set = |status: &mut RunnerStatus, type_: &str, ok: bool, reason: &str, message: String| {
-        set_condition(
-            &mut status.conditions,
-            condition(
-                type_,
-                ok,
-                reason,
-                message,
-                generation,
-                Time(ctx.clock.now()),
-            ),
-        );
-    };
+    let set =
+        |status: &mut RunnerStatus, type_: &str, ok: bool, reason: Reason, message: String| {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    type_,
+                    ok,
+                    reason,
+                    message,
+                    generation,
+                    Time(ctx.clock.now()),
+                ),
+            );
+        };
     let conn = match connection::for_runner(
         &ctx,
         &runner.namespace().unwrap_or_default(),
@@ -254,7 +256,7 @@ async fn checked(
                 &mut status,
                 "ConnectionReady",
                 true,
-                "Resolved",
+                Reason::Resolved,
                 String::new(),
             );
             c
@@ -322,14 +324,16 @@ async fn checked(
     }
     match (&outcome, &pass.blocked) {
         (Err(e), _) => set(&mut status, READY, false, e.reason(), e.to_string()),
-        (Ok(_), Some((reason, message))) => set(&mut status, READY, false, reason, message.clone()),
+        (Ok(_), Some((reason, message))) => {
+            set(&mut status, READY, false, *reason, message.clone())
+        }
         (Ok(_), None) => {
             let message = format!(
                 "GitLab runner {} matches the spec; its token is in Secret {}",
                 status.runner_id.unwrap_or_default(),
                 runner.token_secret_name()
             );
-            set(&mut status, READY, true, "Reconciled", message);
+            set(&mut status, READY, true, Reason::Reconciled, message);
         }
     }
     // Side conditions hold while their warning does. Consumer conditions are only re-evaluated
@@ -351,7 +355,7 @@ async fn checked(
                 &mut status,
                 t,
                 true,
-                "Restarted",
+                Reason::Restarted,
                 "every consumer was rolled onto the current token".into(),
             ),
             None if evaluated => status.conditions.retain(|c| c.type_ != t),
@@ -382,13 +386,13 @@ async fn checked(
                     .status
                     .as_ref()
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
-                    .is_none_or(|c| c.reason != *reason);
+                    .is_none_or(|c| c.reason != reason.as_str());
                 if changed {
                     event(
                         &ctx,
                         &runner,
                         EventType::Warning,
-                        reason,
+                        *reason,
                         "Reconcile",
                         message.clone(),
                     )
