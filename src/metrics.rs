@@ -1,8 +1,8 @@
 //! Prometheus metrics with bounded label sets (fixed vocabularies; per-Runner only where asked:
 //! the token expiry gauge).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -251,7 +251,6 @@ impl Metrics {
         }
         self.runner_state
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert((namespace.into(), name.into()), (connection.into(), ready));
     }
 
@@ -263,16 +262,12 @@ impl Metrics {
         });
         self.runner_state
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.into(), name.into()));
     }
 
     /// A connection's access token expiry (Unix seconds), or None when unknown or never.
     pub fn connection_token(&self, connection: &str, expires_unix: Option<i64>) {
-        let mut map = self
-            .connection_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.connection_tokens.lock();
         match expires_unix {
             Some(t) => {
                 map.insert(connection.into(), t);
@@ -290,12 +285,7 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        for (connection, at) in self
-            .connection_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (connection, at) in self.connection_tokens.lock().iter() {
             self.connection_token_expiry
                 .get_or_create(&ConnectionKey {
                     connection: connection.clone(),
@@ -303,12 +293,7 @@ impl Metrics {
                 .set(at - now);
         }
         self.runners.clear();
-        for (connection, ready) in self
-            .runner_state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for (connection, ready) in self.runner_state.lock().values() {
             self.runners
                 .get_or_create(&ConnectionLabels {
                     connection: connection.clone(),

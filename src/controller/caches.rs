@@ -2,7 +2,8 @@
 //! Runners, connections and the metadata of token Secrets, as the watches fill them. Commands
 //! that run no controller (`plan`, `import`) have none and read live.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -50,7 +51,7 @@ impl Caches {
     }
 
     pub fn add_scope(&self, scope: Scope) {
-        lock(&self.scopes).push(scope);
+        self.scopes.lock().push(scope);
     }
 
     pub fn set_cluster_connections(&self, store: Store<ClusterGitLabConnection>) {
@@ -58,12 +59,13 @@ impl Caches {
     }
 
     fn scope(&self, ns: &str) -> Option<Scope> {
-        lock(&self.scopes).iter().find(|s| s.covers(ns)).cloned()
+        self.scopes.lock().iter().find(|s| s.covers(ns)).cloned()
     }
 
     /// Every cached Runner (all scopes).
     pub fn runners(&self) -> Vec<Arc<DeserializeGuard<Runner>>> {
-        lock(&self.scopes)
+        self.scopes
+            .lock()
             .iter()
             .flat_map(|s| s.runners.state())
             .collect()
@@ -141,8 +143,4 @@ where
 {
     use futures::FutureExt;
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -24,25 +24,7 @@ use crate::crd::{
 };
 use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient};
 
-/// A usable connection.
-#[derive(Clone)]
-pub struct Resolved {
-    pub client: Arc<dyn GitLabApi>,
-    pub url: String,
-    pub key: String,
-    /// The connection's rate limiter (periodic checks step aside when it is busy).
-    pub limiter: Option<Arc<crate::gitlab::RateLimiter>>,
-    /// A ClusterGitLabConnection's tenancy (its name, its rules or None for the default lane);
-    /// None for a namespace's own GitLabConnection, which is not limited.
-    pub lane: Option<Arc<Lane>>,
-}
-
-/// Whose token a Runner uses and what its namespace may do with it.
-#[derive(Debug)]
-pub struct Lane {
-    pub connection: String,
-    pub tenancy: Option<crate::crd::Tenancy>,
-}
+use super::gitlab_clients::{Lane, Resolved};
 
 async fn secret_value(
     client: &kube::Client,
@@ -144,61 +126,23 @@ async fn build(
             .unwrap_or_default(),
         settings.insecure_skip_tls_verify
     );
-    {
-        let cache = ctx.gitlab.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((fp, client)) = cache.get(&key)
-            && *fp == fingerprint
-        {
-            let limiter = ctx
-                .limiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned();
-            return Ok(Resolved {
-                client: client.clone(),
-                url: url.to_string(),
-                key,
-                limiter,
-                lane: None,
-            });
-        }
+    if let Some(client) = ctx.gitlab.client(&key, &fingerprint) {
+        return Ok(Resolved {
+            client,
+            url: url.to_string(),
+            limiter: ctx.gitlab.limiter(&key),
+            key,
+            lane: None,
+        });
     }
     // Each connection keeps its own rate (and its queue across rebuilds); a 429 holds back
     // every connection using the same GitLab and token.
-    let pause = ctx
-        .gates
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(format!(
-            "{}|{}",
-            url.trim_end_matches('/'),
-            super::secret::token_hash(&token)
-        ))
-        .or_default()
-        .clone();
-    let gate = {
-        let mut limiters = ctx.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        let limiter = limiters
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(crate::gitlab::RateLimiter::with_gate(
-                    rps,
-                    burst,
-                    pause.clone(),
-                ))
-            })
-            .clone();
-        if !limiter.shares(&pause) {
-            // The token or URL changed: a fresh limiter on the new gate.
-            let fresh = Arc::new(crate::gitlab::RateLimiter::with_gate(rps, burst, pause));
-            limiters.insert(key.clone(), fresh.clone());
-            fresh
-        } else {
-            limiter.reconfigure(rps, burst);
-            limiter
-        }
-    };
+    let gate_key = format!(
+        "{}|{}",
+        url.trim_end_matches('/'),
+        super::secret::token_hash(&token)
+    );
+    let gate = ctx.gitlab.limiter_for(&key, gate_key, rps, burst);
     let mut config = ClientConfig::new(url, SecretString::from(token));
     config.requests_per_second = rps;
     config.burst = burst;
@@ -209,10 +153,7 @@ async fn build(
     config.observer = Some(ctx.metrics.clone());
     let client: Arc<dyn GitLabApi> =
         Arc::new(GitLabClient::new(config).map_err(|e| Error::Connection(e.to_string()))?);
-    ctx.gitlab
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key.clone(), (fingerprint, client.clone()));
+    ctx.gitlab.set_client(&key, fingerprint, client.clone());
     Ok(Resolved {
         client,
         url: url.to_string(),
@@ -287,20 +228,14 @@ pub(crate) fn cluster_key(conn: &ClusterGitLabConnection) -> String {
 }
 
 /// The client resolved for this spec (generation) of the connection, if any. Status writes do
-/// not count; a change of its token or CA Secret forgets the entry (`Context::forget_resolved`).
+/// not count; a change of its token or CA Secret forgets the entry (`GitLabClients::forget_resolved`).
 fn reuse<K: kube::Resource>(ctx: &Context, key: &str, conn: &K) -> Option<Resolved> {
-    let generation = conn.meta().generation?;
-    let resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
-    resolved
-        .get(key)
-        .filter(|(g, _)| *g == generation)
-        .map(|(_, r)| r.clone())
+    ctx.gitlab.resolved(key, conn.meta().generation?)
 }
 
 fn remember<K: kube::Resource>(ctx: &Context, conn: &K, r: &Result<Resolved, Error>) {
-    let mut resolved = ctx.resolved.lock().unwrap_or_else(|p| p.into_inner());
     if let (Ok(r), Some(g)) = (r, conn.meta().generation) {
-        resolved.insert(r.key.clone(), (g, r.clone()));
+        ctx.gitlab.remember_resolved(g, r);
     }
 }
 

@@ -2,16 +2,12 @@
 //! per-object backoff.
 
 use crate::controller::reasons::Reason;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 
 use super::identity::ClusterName;
-use crate::crd::Runner;
-use crate::gitlab::GitLabApi;
 
 /// Tunables of `run`.
 #[derive(Debug, Clone)]
@@ -94,54 +90,17 @@ impl Default for Settings {
     }
 }
 
-/// A connection's GitLab client.
-pub type Client = Arc<dyn GitLabApi>;
-
-/// Connection key, "project" or "group", path.
-pub type PathKey = (String, &'static str, String);
-
-/// (connection key, "project" or "group", id).
-pub type IdKey = (String, &'static str, i64);
-
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     /// Who publishes the events (controller, pod).
     pub reporter: Reporter,
     pub settings: Settings,
-    /// One client per connection (key: kind/namespace/name), rebuilt when its settings change.
-    pub gitlab: Mutex<HashMap<String, (String, Client)>>,
-    /// Each connection as last resolved, by the connection's generation: Runner passes reuse it
-    /// without reading the token Secret again (the connection's own checks read it).
-    pub(crate) resolved: Mutex<HashMap<String, (i64, super::connection::Resolved)>>,
-    /// One 429 pause per GitLab and access token (key: URL and token hash), shared by every
-    /// connection using them: GitLab limits per user, and after a 429 nothing may reach it
-    /// before Retry-After.
-    pub gates: Mutex<HashMap<String, Arc<crate::gitlab::PauseGate>>>,
-    /// One rate limiter per connection (its own rateLimit), kept across client rebuilds.
-    pub limiters: Mutex<HashMap<String, Arc<crate::gitlab::RateLimiter>>>,
-    /// GitLab runner id → the marker its note carries (None: no marker), as last read. A
-    /// marker changes hands only when this process takes a runner over (and updates this), so
-    /// the searches for a runner lost mid-create or left by a predecessor read each
-    /// candidate's note once per process.
-    pub marker_owners: Mutex<HashMap<i64, Option<super::identity::Marker>>>,
-    /// Undecodable Runners already reported: (uid, generation).
-    pub invalid_reported: Mutex<std::collections::HashSet<(String, i64)>>,
-    /// Consecutive failures per Runner.
-    pub failures: Mutex<HashMap<ObjectRef<Runner>, u32>>,
-    /// Project and group paths resolved to ids, per connection: many Runners name the same
-    /// project (key: connection key, "project" or "group", path; value: id, when read).
-    paths: Mutex<HashMap<PathKey, (i64, tokio::time::Instant)>>,
-    /// The other way round, for tenancy: GitLab's canonical full path of a project or group id
-    /// (key: connection key, "project" or "group", id; value: path, when read).
-    canonical_paths: Mutex<HashMap<IdKey, (String, tokio::time::Instant)>>,
-    /// One lookup per path at a time (the others wait for its answer).
-    path_locks: Mutex<HashMap<PathKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// When this process last read each Runner's managers (key: uid).
-    pub managers_checked: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Clients, rate limiters and what was learnt from GitLab, per connection.
+    pub gitlab: super::gitlab_clients::GitLabClients,
     /// The running controllers' caches (none in `plan` and `import`).
     pub caches: super::caches::Caches,
-    /// What this process last wrote and checked per Runner.
+    /// What this process remembers per Runner (forgotten when it is deleted).
     pub recent: super::recent::Recent,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What "now" is (token deadlines, timestamps in status).
@@ -162,22 +121,13 @@ impl Context {
         let metrics = Arc::new(crate::metrics::Metrics::new(
             settings.cluster_name.as_ref().map(ClusterName::as_str),
         ));
+        let gitlab = super::gitlab_clients::GitLabClients::new(settings.resync);
         Context {
             client,
             recorder,
             reporter,
             settings,
-            gitlab: Mutex::new(HashMap::new()),
-            resolved: Mutex::new(HashMap::new()),
-            gates: Mutex::new(HashMap::new()),
-            limiters: Mutex::new(HashMap::new()),
-            invalid_reported: Mutex::new(Default::default()),
-            marker_owners: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            managers_checked: Mutex::new(HashMap::new()),
-            paths: Mutex::new(HashMap::new()),
-            canonical_paths: Mutex::new(HashMap::new()),
-            path_locks: Mutex::new(HashMap::new()),
+            gitlab,
             caches: Default::default(),
             recent: Default::default(),
             metrics,
@@ -196,48 +146,6 @@ impl Context {
                 && r.status.as_ref().and_then(|s| s.runner_id) == Some(id))
             .then(|| (r.namespace().unwrap_or_default(), r.name_any()))
         })
-    }
-
-    /// Jittered resync period (±10 %), so many Runners do not wake together.
-    /// A path's id: from the cache when read within the resync period, else from `fetch` —
-    /// once, however many Runners ask at the same time.
-    pub async fn resolve_path<E, Fut>(
-        &self,
-        conn: &str,
-        kind: &'static str,
-        path: &str,
-        fetch: impl FnOnce() -> Fut,
-    ) -> Result<i64, E>
-    where
-        Fut: std::future::Future<Output = Result<i64, E>>,
-    {
-        let key = (conn.to_string(), kind, path.to_string());
-        let fresh = |paths: &HashMap<_, (i64, tokio::time::Instant)>| {
-            paths
-                .get(&key)
-                .filter(|(_, at)| at.elapsed() < self.settings.resync)
-                .map(|(id, _)| *id)
-        };
-        if let Some(id) = fresh(&self.paths.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(id);
-        }
-        let gate = self
-            .path_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let _one_at_a_time = gate.lock().await;
-        if let Some(id) = fresh(&self.paths.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(id);
-        }
-        let id = fetch().await?;
-        self.paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (id, tokio::time::Instant::now()));
-        Ok(id)
     }
 
     /// Publishes an event on `object` and logs the same words (info for Normal, warn for
@@ -327,57 +235,7 @@ impl Context {
             .map(|_| ())
     }
 
-    /// Forgets how a connection was resolved (its token or CA Secret changed).
-    pub fn forget_resolved(&self, conn: &str) {
-        self.resolved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(conn);
-    }
-
-    /// Forgets a connection's resolved paths (GitLab said a project or group is gone).
-    pub fn forget_paths(&self, conn: &str) {
-        self.paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(c, _, _), _| c != conn);
-        self.canonical_paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(c, _, _), _| c != conn);
-    }
-
-    /// A project's or group's canonical full path: from the cache when read within the resync
-    /// period (a move in GitLab is seen within one period), else from `fetch`.
-    pub async fn canonical_path<E, Fut>(
-        &self,
-        conn: &str,
-        kind: &'static str,
-        id: i64,
-        fetch: impl FnOnce() -> Fut,
-    ) -> Result<String, E>
-    where
-        Fut: std::future::Future<Output = Result<String, E>>,
-    {
-        let key = (conn.to_string(), kind, id);
-        let cached = self
-            .canonical_paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < self.settings.resync)
-            .map(|(p, _)| p.clone());
-        if let Some(p) = cached {
-            return Ok(p);
-        }
-        let path = fetch().await?;
-        self.canonical_paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (path.clone(), tokio::time::Instant::now()));
-        Ok(path)
-    }
-
+    /// Jittered resync period (±10 %), so many Runners do not wake together.
     pub fn resync(&self) -> Duration {
         self.settings.resync.mul_f64(0.9 + 0.2 * fastrand::f64())
     }
@@ -388,20 +246,6 @@ impl Context {
         Duration::from_secs_f64(
             base.min(self.settings.backoff_max.as_secs_f64()) * (0.8 + 0.4 * fastrand::f64()),
         )
-    }
-
-    pub fn record_failure(&self, obj: ObjectRef<Runner>) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = f.entry(obj).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    pub fn record_success(&self, obj: &ObjectRef<Runner>) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(obj);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod consumers;
 pub mod context;
 pub mod error;
+pub mod gitlab_clients;
 pub mod identity;
 pub mod managers;
 pub mod plan;
@@ -94,7 +95,7 @@ pub async fn run(
                     })
                     .map(|c| {
                         // Runner passes read the token again instead of reusing the client.
-                        ctx_c.forget_resolved(&connection::cluster_key(&c));
+                        ctx_c.gitlab.forget_resolved(&connection::cluster_key(&c));
                         ObjectRef::from_obj(&*c)
                     })
                     .collect::<Vec<_>>()
@@ -269,7 +270,9 @@ async fn run_scope(
                     })
                     .map(|c| {
                         // Runner passes read the token again instead of reusing the client.
-                        ctx_n.forget_resolved(&connection::namespaced_key(&c));
+                        ctx_n
+                            .gitlab
+                            .forget_resolved(&connection::namespaced_key(&c));
                         ObjectRef::from_obj(&*c)
                     })
                     .collect::<Vec<_>>()

@@ -1,11 +1,14 @@
-//! What this process last did for each Runner, so that passes cost nothing they need not:
-//! the Runner as the operator last wrote it (the watch cache can lag behind that write), the
-//! token Secret version it wrote or checked, and when its last full pass is due again and what
-//! it had seen (a pass triggered by the operator's own writes then does nothing).
+//! What this process remembers of each Runner (by uid), so that passes cost nothing they need
+//! not: the Runner as the operator last wrote it (the watch cache can lag behind that write),
+//! the token Secret version it wrote or checked, when its last full pass is due again and what
+//! it had seen (a pass triggered by the operator's own writes then does nothing), its failures
+//! in a row, when its managers were read, and which undecodable generation was reported.
+//! `forget` drops all of it when the Runner is deleted.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -21,6 +24,12 @@ struct Entry {
     /// When this process last wrote the token Secret, until a pass saw the cache hold it.
     secret_written: Option<std::time::Instant>,
     pass: Option<Memo>,
+    /// Failed reconciles in a row (for the backoff).
+    failures: u32,
+    /// When this process last read the runner's managers.
+    managers_read: Option<tokio::time::Instant>,
+    /// The generation reported as not decoding.
+    invalid_reported: Option<i64>,
 }
 
 /// The last full pass: what triggered it may change, and when the next one is due.
@@ -42,12 +51,12 @@ pub struct Recent {
 impl Recent {
     /// Reads an entry without creating one.
     fn get<T>(&self, uid: &str, f: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.entries.lock();
         map.get(uid).and_then(f)
     }
 
     fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.entries.lock();
         f(map.entry(uid.to_string()).or_default())
     }
 
@@ -133,12 +142,40 @@ impl Recent {
         self.with(uid, |e| e.pass = memo);
     }
 
+    /// One more failure in a row; returns how many.
+    pub fn failed(&self, uid: &str) -> u32 {
+        self.with(uid, |e| {
+            e.failures += 1;
+            e.failures
+        })
+    }
+
+    pub fn succeeded(&self, uid: &str) {
+        if let Some(e) = self.entries.lock().get_mut(uid) {
+            e.failures = 0;
+        }
+    }
+
+    /// How long ago the runner's managers were read, if they were.
+    pub fn managers_read_ago(&self, uid: &str) -> Option<std::time::Duration> {
+        self.get(uid, |e| e.managers_read.map(|t| t.elapsed()))
+    }
+
+    pub fn managers_read(&self, uid: &str) {
+        self.with(uid, |e| e.managers_read = Some(tokio::time::Instant::now()));
+    }
+
+    /// Whether this generation of an undecodable Runner is reported for the first time (and
+    /// records that it is).
+    pub fn first_report_of_invalid(&self, uid: &str, generation: i64) -> bool {
+        self.with(uid, |e| {
+            e.invalid_reported.replace(generation) != Some(generation)
+        })
+    }
+
     /// The Runner is gone: nothing to remember.
     pub fn forget(&self, uid: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
+        self.entries.lock().remove(uid);
     }
 }
 
@@ -160,7 +197,7 @@ pub fn fingerprint(
         .flatten()
         .filter(|(k, _)| {
             k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
-                && k.as_str() != super::runner::ROTATE_ANNOTATION
+                && k.as_str() != crate::crd::ROTATE_ANNOTATION
         })
         .for_each(|kv| kv.hash(&mut h));
     meta.deletion_timestamp.is_some().hash(&mut h);
@@ -169,7 +206,7 @@ pub fn fingerprint(
     let base = h.finish();
     runner
         .annotations()
-        .get(super::runner::ROTATE_ANNOTATION)
+        .get(crate::crd::ROTATE_ANNOTATION)
         .hash(&mut h);
     (h.finish(), base)
 }

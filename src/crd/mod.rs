@@ -21,6 +21,10 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "gitlab.runner-operator.dev";
 /// The served and stored version.
 pub const VERSION: &str = "v1alpha1";
+/// Changing this annotation's value on a Runner asks for a new token.
+pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
+/// Held by every Runner until its GitLab runner is deleted (or released).
+pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
 
 /// Every CRD this operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {

@@ -2,9 +2,10 @@
 //! after a 429 until GitLab's deadline. The gate is shared by every connection using the same
 //! GitLab and token (GitLab limits per user); each connection keeps its own rate.
 
+use parking_lot::Mutex;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::Quota;
@@ -95,12 +96,7 @@ impl RateLimiter {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            let bucket = self
-                .bucket
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .0
-                .clone();
+            let bucket = self.bucket.lock().0.clone();
             match bucket.check() {
                 Ok(()) => break,
                 Err(not_until) => {
@@ -126,12 +122,7 @@ impl RateLimiter {
 
     /// What is left of a 429 pause at `now`.
     fn paused_for(&self, now: Instant) -> Duration {
-        match *self
-            .paused_until
-            .until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
+        match *self.paused_until.until.lock() {
             Some(until) if until > now => until - now,
             _ => Duration::ZERO,
         }
@@ -139,7 +130,7 @@ impl RateLimiter {
 
     /// Changes the sustained rate and burst (a connection's rateLimit was edited).
     pub fn reconfigure(&self, rate: f64, burst: u32) {
-        *self.bucket.lock().unwrap_or_else(|p| p.into_inner()) = bucket(rate, burst);
+        *self.bucket.lock() = bucket(rate, burst);
     }
 
     /// Holds every caller back until `now + wait` (GitLab said 429). The bucket is emptied:
@@ -147,21 +138,13 @@ impl RateLimiter {
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
         {
-            let mut p = self
-                .paused_until
-                .until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut p = self.paused_until.until.lock();
             if p.is_some_and(|u| u >= until) {
                 return;
             }
             *p = Some(until);
         }
-        let (bucket, burst, _) = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let (bucket, burst, _) = self.bucket.lock().clone();
         for _ in 0..burst.get() {
             if bucket.check().is_err() {
                 break;
@@ -178,7 +161,7 @@ impl RateLimiter {
         if pause.is_zero() && waiting == 0 {
             return None;
         }
-        let rate = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).2;
+        let rate = self.bucket.lock().2;
         Some(pause + Duration::from_secs_f64(waiting as f64 / rate))
     }
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{self, GitLabState, SecretState, Step};
 use crate::controller::reasons::Reason;
-use crate::controller::{Context, Error, Settings, connection, runner, secret};
+use crate::controller::{Context, Error, Settings, connection, gitlab_clients, runner, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
 use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
 
@@ -368,7 +368,7 @@ pub fn gitlab_from_env(url: &str, var: &str) -> Result<GitLabClient, String> {
 /// changes to preview.
 type LaneCheck<'a> = (
     &'a Context,
-    &'a connection::Resolved,
+    &'a gitlab_clients::Resolved,
     &'a [crate::crd::ClusterGitLabConnection],
 );
 
@@ -403,7 +403,7 @@ async fn one(
         });
         if let Some((name, tenancy)) = changed {
             let mut after = resolved.clone();
-            after.lane = Some(std::sync::Arc::new(connection::Lane {
+            after.lane = Some(std::sync::Arc::new(gitlab_clients::Lane {
                 connection: name.clone(),
                 tenancy,
             }));

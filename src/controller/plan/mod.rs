@@ -3,7 +3,7 @@
 //! No I/O here; `runner/converge.rs` observes and acts. Every rule users rely on is decided (and
 //! tested) in this file.
 
-use crate::controller::reasons::Reason;
+use crate::controller::reasons::{Reason, RotationReason};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -16,69 +16,6 @@ mod attrs;
 mod tests;
 
 pub use attrs::*;
-
-/// Why a token is (re)issued; recorded in status as `lastRotationReason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationReason {
-    Created,
-    Interval,
-    Expiry,
-    Requested,
-    Recovered,
-    Adopted,
-    /// Taken over from this cluster's earlier incarnation of the Runner, its token unknown
-    /// or dead.
-    TakenOver,
-}
-
-impl RotationReason {
-    pub const ALL: &[RotationReason] = &[
-        RotationReason::Created,
-        RotationReason::Interval,
-        RotationReason::Expiry,
-        RotationReason::Requested,
-        RotationReason::Recovered,
-        RotationReason::Adopted,
-        RotationReason::TakenOver,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RotationReason::Created => "Created",
-            RotationReason::Interval => "Interval",
-            RotationReason::Expiry => "Expiry",
-            RotationReason::Requested => "Requested",
-            RotationReason::Recovered => "Recovered",
-            RotationReason::Adopted => "Adopted",
-            RotationReason::TakenOver => "TakenOver",
-        }
-    }
-
-    /// What it means, for docs/troubleshooting.md.
-    pub fn meaning(self) -> &'static str {
-        match self {
-            RotationReason::Created => "issued when the runner was created",
-            RotationReason::Interval => "spec.tokenRotation.interval passed",
-            RotationReason::Expiry => {
-                "the token was about to expire (spec.tokenRotation.beforeExpiry)"
-            }
-            RotationReason::Requested => {
-                "the gitlab.runner-operator.dev/rotate-token annotation changed"
-            }
-            RotationReason::Recovered => {
-                "the Secret was missing or edited by hand, or the runner was deleted in GitLab and registered again"
-            }
-            RotationReason::Adopted => "the runner was adopted (spec.adopt)",
-            RotationReason::TakenOver => {
-                "the runner was taken over from this cluster's earlier incarnation of the Runner (a rebuild) and no token GitLab accepts was restored"
-            }
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RotationReason> {
-        Self::ALL.iter().copied().find(|r| r.as_str() == s)
-    }
-}
 
 /// When tokens rotate.
 #[derive(Debug, Clone, Default, PartialEq)]

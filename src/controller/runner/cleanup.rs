@@ -26,7 +26,6 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
     };
     ctx.metrics
         .forget(&runner.namespace().unwrap_or_default(), &runner.name_any());
-    lock(&ctx.managers_checked).remove(&runner.uid().unwrap_or_default());
     ctx.recent.forget(&runner.uid().unwrap_or_default());
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
         let id = runner.status.as_ref().and_then(|s| s.runner_id);

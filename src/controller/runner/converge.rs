@@ -6,7 +6,8 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::error::Error;
-use crate::controller::plan::{self, Desired, GitLabState, RotationReason, SecretState, Step};
+use crate::controller::plan::{self, Desired, GitLabState, SecretState, Step};
+use crate::controller::reasons::RotationReason;
 use crate::controller::{caches, consumers, secret};
 use crate::crd::Runner;
 
@@ -146,7 +147,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                 && owner.id != want
             {
                 pass.status.project_ids.clear();
-                ctx.forget_paths(&pass.conn.key);
+                ctx.gitlab.forget_paths(&pass.conn.key);
                 return Err(Error::Invalid(format!(
                     "GitLab now lists project {} ({}) as the owner of runner {}, not project {want} of spec.project {:?} (deleted?); recreate this Runner with spec.project set to an existing project, or delete the Runner",
                     owner.id,
@@ -243,7 +244,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
                             // The project is gone (or hidden): resolve the spec's paths again on
                             // the next pass instead of trusting the ids recorded in status.
                             pass.status.project_ids.clear();
-                            ctx.forget_paths(&pass.conn.key);
+                            ctx.gitlab.forget_paths(&pass.conn.key);
                             return Err(Error::Invalid(format!(
                                 "project {project} of spec.assignedProjects no longer exists in GitLab, or the token's user cannot see it ({}): remove it from spec.assignedProjects, or fix the path",
                                 e.message().unwrap_or("404")

@@ -9,9 +9,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::controller::error::Error;
 use crate::controller::identity::{ClusterName, Marker};
-use crate::controller::plan::{
-    Desired, DesiredAttrs, RotationPolicy, RotationReason, SecretState, TokenState,
-};
+use crate::controller::plan::{Desired, DesiredAttrs, RotationPolicy, SecretState, TokenState};
+use crate::controller::reasons::RotationReason;
 use crate::crd::{self, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::RunnerDetails;
 

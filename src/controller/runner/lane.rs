@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, ResourceExt};
 
-use crate::controller::connection::Resolved;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::gitlab_clients::Resolved;
 use crate::controller::tenancy::{self, AdoptTarget, Request};
 use crate::crd::{Runner, RunnerStatus, RunnerType};
 use crate::gitlab::GitLabApi;
@@ -67,25 +67,27 @@ pub(crate) async fn check_lane(
 }
 
 async fn project_path(ctx: &Context, conn: &Resolved, id: i64) -> Result<String, Error> {
-    ctx.canonical_path(&conn.key, "project", id, || async {
-        conn.client
-            .get_project(&id.to_string())
-            .await
-            .map(|p| p.path_with_namespace)
-            .map_err(Error::gitlab(format!("looking up project {id}'s path")))
-    })
-    .await
+    ctx.gitlab
+        .canonical_path(&conn.key, "project", id, || async {
+            conn.client
+                .get_project(&id.to_string())
+                .await
+                .map(|p| p.path_with_namespace)
+                .map_err(Error::gitlab(format!("looking up project {id}'s path")))
+        })
+        .await
 }
 
 async fn group_path(ctx: &Context, conn: &Resolved, id: i64) -> Result<String, Error> {
-    ctx.canonical_path(&conn.key, "group", id, || async {
-        conn.client
-            .get_group(&id.to_string())
-            .await
-            .map(|g| g.full_path)
-            .map_err(Error::gitlab(format!("looking up group {id}'s path")))
-    })
-    .await
+    ctx.gitlab
+        .canonical_path(&conn.key, "group", id, || async {
+            conn.client
+                .get_group(&id.to_string())
+                .await
+                .map(|g| g.full_path)
+                .map_err(Error::gitlab(format!("looking up group {id}'s path")))
+        })
+        .await
 }
 
 /// The runner `spec.adopt` names, as GitLab describes it (read, never changed).

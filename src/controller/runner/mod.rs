@@ -21,7 +21,6 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::context::Context;
@@ -36,9 +35,7 @@ pub(crate) use observe::*;
 pub(crate) use pass::*;
 pub(crate) use status::*;
 
-pub const FINALIZER: &str = "gitlab.runner-operator.dev/cleanup";
-
-pub const ROTATE_ANNOTATION: &str = "gitlab.runner-operator.dev/rotate-token";
+pub use crate::crd::{FINALIZER, ROTATE_ANNOTATION};
 
 pub(crate) const MANAGER: &str = "runner-operator";
 
@@ -50,7 +47,7 @@ pub(crate) const NOTE_TRUNCATED: &str = "NoteTruncated";
 pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = runner.namespace().unwrap_or_default();
     let api: Api<Runner> = Api::namespaced(ctx.client.clone(), &ns);
-    let oref = ObjectRef::from_obj(&*runner);
+    let uid = runner.uid().unwrap_or_default();
     let started = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, runner, |event| async {
         match event {
@@ -69,7 +66,7 @@ pub async fn reconcile(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action,
         other => Error::Invalid(other.to_string()),
     });
     if result.is_ok() {
-        ctx.record_success(&oref);
+        ctx.recent.succeeded(&uid);
     }
     ctx.metrics.reconciled(
         if result.is_ok() { "success" } else { "error" },
@@ -108,16 +105,11 @@ pub(crate) async fn report_invalid(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let meta = &invalid.metadata;
-    let key = (
-        meta.uid.clone().unwrap_or_default(),
+    let (uid, generation) = (
+        meta.uid.as_deref().unwrap_or_default(),
         meta.generation.unwrap_or_default(),
     );
-    if !ctx
-        .invalid_reported
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key)
-    {
+    if !ctx.recent.first_report_of_invalid(uid, generation) {
         return Ok(Action::await_change());
     }
     let ns = meta.namespace.clone().unwrap_or_default();
@@ -164,7 +156,7 @@ pub(crate) async fn report_invalid(
 
 /// Requeue policy for failures: per-object exponential backoff, GitLab's Retry-After as a floor.
 pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Action {
-    let n = ctx.record_failure(ObjectRef::from_obj(&*runner));
+    let n = ctx.recent.failed(&runner.uid().unwrap_or_default());
     let wait = ctx
         .backoff(n.saturating_sub(1))
         .max(error.retry_after().unwrap_or_default());
@@ -174,10 +166,6 @@ pub fn error_policy(runner: Arc<Runner>, error: &Error, ctx: Arc<Context>) -> Ac
 
 pub(crate) fn now_str(ctx: &Context) -> String {
     ctx.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(crate) async fn event(

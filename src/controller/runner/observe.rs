@@ -48,10 +48,8 @@ pub(crate) async fn observe_managers(
     let uid = pass.runner.uid().unwrap_or_default();
     let previous = pass.status.gitlab.as_ref();
     let kept = || previous.and_then(|p| p.managers.clone());
-    let checked_ago = lock(&ctx.managers_checked).get(&uid).map(|t| t.elapsed());
-    let record = || {
-        lock(&ctx.managers_checked).insert(uid.clone(), tokio::time::Instant::now());
-    };
+    let checked_ago = ctx.recent.managers_read_ago(&uid);
+    let record = || ctx.recent.managers_read(&uid);
     match managers::decide(
         previous,
         d.status.as_deref(),
@@ -122,7 +120,7 @@ pub(crate) async fn resolve_project(
         })
     };
     match cache {
-        Some((ctx, key)) => ctx.resolve_path(key, "project", p, lookup).await,
+        Some((ctx, key)) => ctx.gitlab.resolve_path(key, "project", p, lookup).await,
         None => lookup().await,
     }
 }
@@ -177,7 +175,7 @@ pub(crate) async fn resolve_ids(
                 })
             };
             let id = match cache {
-                Some((ctx, key)) => ctx.resolve_path(key, "group", g, lookup).await?,
+                Some((ctx, key)) => ctx.gitlab.resolve_path(key, "group", g, lookup).await?,
                 None => lookup().await?,
             };
             Ok((None, Some(id), BTreeSet::new()))
@@ -254,7 +252,7 @@ pub(crate) async fn find_marked(
     let uid = runner.meta().uid.clone().unwrap_or_default();
     let cluster = ctx.settings.cluster_name.as_ref();
     for candidate in candidates {
-        let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
+        let known = ctx.gitlab.marker(candidate.id);
         if matches!(&known, Some(owner) if owner.as_ref().map(|m| m.uid.as_str()) != Some(uid.as_str()))
         {
             continue;
@@ -297,7 +295,8 @@ async fn list_scope(
 }
 
 fn remember_marker(ctx: &Context, d: &RunnerDetails) {
-    lock(&ctx.marker_owners).insert(d.id, Marker::parse(d.maintenance_note.as_deref()));
+    ctx.gitlab
+        .remember_marker(d.id, Marker::parse(d.maintenance_note.as_deref()));
 }
 
 /// What a runner found by id is to this Runner: ours, left by this cluster's earlier
@@ -366,7 +365,7 @@ pub(crate) async fn find_predecessor(
         if candidate.runner_type != runner.spec.runner_type.as_str() {
             continue;
         }
-        let known = lock(&ctx.marker_owners).get(&candidate.id).cloned();
+        let known = ctx.gitlab.marker(candidate.id);
         if let Some(m) = &known
             && !m
                 .as_ref()

@@ -9,10 +9,11 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::controller::connection::Resolved;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
-use crate::controller::plan::{Desired, RotationReason};
+use crate::controller::gitlab_clients::Resolved;
+use crate::controller::plan::Desired;
+use crate::controller::reasons::RotationReason;
 use crate::controller::{consumers, secret};
 use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
 use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails};
@@ -318,7 +319,7 @@ impl Pass<'_> {
                 false
             }
         };
-        lock(&self.ctx.marker_owners).remove(&id);
+        self.ctx.gitlab.forget_marker(id);
         let from = previous
             .map(|m| {
                 format!(

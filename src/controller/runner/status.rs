@@ -316,7 +316,7 @@ async fn checked(
         // "Missing/invalid project" on create): resolve the paths again on the next pass.
         status.project_ids.clear();
         status.group_id = None;
-        ctx.forget_paths(&conn_key);
+        ctx.gitlab.forget_paths(&conn_key);
     }
     status.observed_generation = generation;
     if let Some(g) = observed {
