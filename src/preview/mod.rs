@@ -385,201 +385,44 @@ async fn one(
     p.runner_id = status
         .runner_id
         .or(runner.spec.adopt.as_ref().map(|a| a.runner_id));
+    let cluster = ctx.and_then(|c| c.settings.cluster_name.as_ref());
     if runner.meta().deletion_timestamp.is_some() {
-        let cluster = ctx.and_then(|c| c.settings.cluster_name.as_ref());
         return deletion(gl, runner, p, cluster).await;
     }
     let (owner_project, owner_group, assigned) =
         runner::resolve_ids(None, runner, &status, gl).await?;
-    if let Some((ctx, resolved, changes)) = lane {
+    if let Some(check) = lane {
         let ids = (owner_project, owner_group, &assigned);
-        // As the controller judges it now: outside its lane, the plan is blocked.
-        runner::check_lane(ctx, runner, resolved, &status, ids).await?;
-        let changed = resolved.lane.as_ref().and_then(|l| {
-            changes
-                .iter()
-                .find(|c| c.name_any() == l.connection)
-                .map(|c| (l.connection.clone(), c.spec.tenancy.clone()))
-        });
-        if let Some((name, tenancy)) = changed {
-            let mut after = resolved.clone();
-            after.lane = Some(std::sync::Arc::new(gitlab_clients::Lane {
-                connection: name.clone(),
-                tenancy,
-            }));
-            if let Err(Error::Tenancy(why)) =
-                runner::check_lane(ctx, runner, &after, &status, ids).await
-            {
-                p.warnings.push(format!(
-                    "the new ClusterGitLabConnection {name} puts this Runner out of its lane (TenancyViolation once applied): {why}"
-                ));
-            }
-        }
+        p.warnings
+            .extend(lane_warnings(check, runner, &status, ids).await?);
     }
-    let cluster = ctx.and_then(|c| c.settings.cluster_name.as_ref());
-    let desired = runner::desired(runner, assigned, cluster)?;
-    let secret_obj = match ctx {
-        Some(ctx) => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&runner.token_secret_name())
-            .await
-            .map_err(Error::kube("reading the token Secret"))?,
-        None => None,
+    let desired = runner::desired(runner, assigned, owner_project, cluster)?;
+    let seen = Sight {
+        ctx,
+        gl,
+        runner,
+        claims,
+        scope: (owner_project, owner_group),
     };
-    let mut secret_state =
-        secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
-    if secret_state == SecretState::Foreign
-        && cluster.is_some()
-        && secret_obj
-            .as_ref()
-            .and_then(|s| secret::restored(s, runner))
-            .is_some()
-    {
-        // Checking the token would record a contact in GitLab: `plan` assumes it is live
-        // and says so.
-        secret_state = SecretState::Restored { live: true };
-        p.warnings.push(format!(
-            "the Secret {} was restored (no owner): its token is kept if GitLab still accepts it, else reset",
-            runner.token_secret_name()
-        ));
-    }
-    let known = status.runner_id.or_else(|| {
-        secret_obj
-            .as_ref()
-            .filter(|_| secret_state != SecretState::Foreign)
-            .and_then(secret::runner_id)
-    });
-    let observed = match known.or(desired.adopt) {
-        Some(id) => runner::fetch(gl, id).await?,
-        None => None,
-    };
-    let restored = matches!(secret_state, SecretState::Restored { .. });
-    let mut observed = observed;
-    let gitlab = match (&observed, known) {
-        (Some(d), _) if runner::is_ours(d, runner, status.runner_id, cluster) => {
-            GitLabState::Present(Box::new(d.clone()))
-        }
-        (Some(d), _)
-            if runner::is_predecessors(d, runner, cluster)
-                && claimed_elsewhere(d.id, runner, Some(d), claims).is_none() =>
-        {
-            GitLabState::Predecessor(Box::new(d.clone()))
-        }
-        (Some(d), _) => GitLabState::NotOurs(Box::new(d.clone())),
-        (None, Some(_)) if !(restored && status.runner_id.is_none()) => GitLabState::Gone,
-        (None, _) => match desired.adopt {
-            Some(id) => {
-                return Err(Error::Invalid(format!(
-                    "spec.adopt.runnerId {id}: no such runner in GitLab"
-                )));
-            }
-            None => match ctx {
-                Some(ctx) => {
-                    match runner::find_predecessor(ctx, gl, runner, owner_project, owner_group)
-                        .await?
-                        .filter(|d| claimed_elsewhere(d.id, runner, Some(d), claims).is_none())
-                    {
-                        Some(d) => {
-                            observed = Some(d.clone());
-                            if runner::is_ours(&d, runner, None, cluster) {
-                                GitLabState::Present(Box::new(d))
-                            } else {
-                                GitLabState::Predecessor(Box::new(d))
-                            }
-                        }
-                        None => GitLabState::Unknown,
-                    }
-                }
-                None => GitLabState::Unknown,
-            },
-        },
-    };
+    let (secret_state, gitlab) = seen.observe(&desired, &mut p.warnings).await?;
     let token = runner::token_state(&status, secret_state);
     let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
-    let details = observed.as_ref();
+    let details = match &gitlab {
+        GitLabState::Present(d)
+        | GitLabState::NotOurs(d)
+        | GitLabState::Predecessor(d)
+        | GitLabState::Claimed(d, _) => Some(&**d),
+        GitLabState::Unknown | GitLabState::Gone => None,
+    };
     let paths = project_paths(gl, details, &steps).await;
     for step in steps {
-        match step {
-            Step::Create { recreated } => {
-                p.runner_id = None;
-                let mut attrs = desired.attrs.clone();
-                // The marker is ours to add; show the note as the user wrote it.
-                attrs.maintenance_note = runner.spec.maintenance_note.clone().unwrap_or_default();
-                p.actions.push(Action::Create {
-                    runner_type: runner.spec.runner_type.as_str().into(),
-                    owner: match runner.spec.runner_type {
-                        RunnerType::ProjectType => runner.spec.project.clone(),
-                        RunnerType::GroupType => runner.spec.group.clone(),
-                        RunnerType::InstanceType => None,
-                    },
-                    recreated,
-                    fields: fields(plan::field_changes(None, &attrs.all())),
-                });
-            }
-            Step::Adopt(id) => {
-                if let Some(who) = claimed_elsewhere(id, runner, details, claims) {
-                    p.outcome = Outcome::Blocked;
-                    p.reason = Some(Reason::RunnerClaimed.into());
-                    p.message = Some(format!(
-                        "GitLab runner {id} is managed by Runner {who}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
-                    ));
-                    p.actions.clear();
-                    return Ok(p);
-                }
-                p.actions.push(Action::Adopt { runner_id: id });
-                if let Some(d) = details {
-                    for c in plan::field_changes(Some(d), &desired.attrs.diff(d)) {
-                        p.warnings
-                            .push(format!("adopting runner {id} changes {}", c.text()));
-                    }
-                }
-                p.warnings.push(format!(
-                    "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
-                ));
-            }
-            Step::TakeOver {
-                runner: rid,
-                keep_token,
-            } => {
-                p.runner_id = Some(rid);
-                p.actions.push(Action::TakeOver {
-                    runner_id: rid,
-                    keep_token,
-                });
-            }
-            Step::Update { runner: rid, attrs } => p.actions.push(Action::Update {
-                runner_id: rid,
-                fields: fields(plan::field_changes(details, &attrs)),
-            }),
-            Step::Assign {
-                runner: rid,
-                project,
-            } => p.actions.push(Action::Assign {
-                runner_id: rid,
-                project_id: project,
-                project: paths.get(&project).cloned(),
-            }),
-            Step::Unassign {
-                runner: rid,
-                project,
-            } => p.actions.push(Action::Unassign {
-                runner_id: rid,
-                project_id: project,
-                project: paths.get(&project).cloned(),
-            }),
-            Step::RotateToken {
-                runner: rid,
-                reason,
-            } => p.actions.push(Action::RotateToken {
-                runner_id: rid,
-                reason: reason.as_str().into(),
-            }),
-            Step::Blocked { reason, message } => {
-                p.outcome = Outcome::Blocked;
-                p.reason = Some(reason.into());
-                p.message = Some(message);
-                p.actions.clear();
-                return Ok(p);
-            }
+        if let Some(blocked) = describe(&mut p, step, runner, &desired, details, &paths) {
+            let (reason, message) = blocked;
+            p.outcome = Outcome::Blocked;
+            p.reason = Some(reason.into());
+            p.message = Some(message);
+            p.actions.clear();
+            return Ok(p);
         }
     }
     if !p.actions.is_empty() {
@@ -597,6 +440,228 @@ async fn one(
     Ok(p)
 }
 
+/// As the controller judges the lane now (outside it, the plan is blocked), and what the
+/// connection changes being previewed would make of it.
+async fn lane_warnings(
+    (ctx, resolved, changes): LaneCheck<'_>,
+    runner: &Runner,
+    status: &crate::crd::RunnerStatus,
+    ids: (Option<i64>, Option<i64>, &std::collections::BTreeSet<i64>),
+) -> Result<Vec<String>, Error> {
+    runner::check_lane(ctx, runner, resolved, status, ids).await?;
+    let changed = resolved.lane.as_ref().and_then(|l| {
+        changes
+            .iter()
+            .find(|c| c.name_any() == l.connection)
+            .map(|c| (l.connection.clone(), c.spec.tenancy.clone()))
+    });
+    let Some((name, tenancy)) = changed else {
+        return Ok(vec![]);
+    };
+    let mut after = resolved.clone();
+    after.lane = Some(std::sync::Arc::new(gitlab_clients::Lane {
+        connection: name.clone(),
+        tenancy,
+    }));
+    Ok(
+        match runner::check_lane(ctx, runner, &after, status, ids).await {
+            Err(Error::Tenancy(why)) => vec![format!(
+                "the new ClusterGitLabConnection {name} puts this Runner out of its lane (TenancyViolation once applied): {why}"
+            )],
+            _ => vec![],
+        },
+    )
+}
+
+/// What `plan` observes: as the controller does, but read-only (a restored token is not
+/// checked with GitLab, which would record a contact) and with the claims read from the
+/// cluster's Runners instead of the controller's caches.
+struct Sight<'a> {
+    ctx: Option<&'a Context>,
+    gl: &'a dyn GitLabApi,
+    runner: &'a Runner,
+    claims: &'a BTreeMap<i64, Vec<(String, String)>>,
+    /// The owner project and group ids.
+    scope: (Option<i64>, Option<i64>),
+}
+
+impl Sight<'_> {
+    async fn observe(
+        &self,
+        desired: &plan::Desired,
+        warnings: &mut Vec<String>,
+    ) -> Result<(SecretState, GitLabState), Error> {
+        let runner = self.runner;
+        let status = runner.status.clone().unwrap_or_default();
+        let cluster = self.ctx.and_then(|c| c.settings.cluster_name.as_ref());
+        let secret_obj = match self.ctx {
+            Some(ctx) => Api::<Secret>::namespaced(
+                ctx.client.clone(),
+                &runner.namespace().unwrap_or_default(),
+            )
+            .get_opt(&runner.token_secret_name())
+            .await
+            .map_err(Error::kube("reading the token Secret"))?,
+            None => None,
+        };
+        let mut secret_state =
+            secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
+        let restored = secret_obj
+            .as_ref()
+            .and_then(|s| secret::restored(s, runner));
+        if secret_state == SecretState::Foreign && cluster.is_some() && restored.is_some() {
+            // Checking the token would record a contact in GitLab: assumed live, and said so.
+            secret_state = SecretState::Restored { live: true };
+            warnings.push(format!(
+                "the Secret {} was restored (no owner): its token is kept if GitLab still accepts it, else reset",
+                runner.token_secret_name()
+            ));
+        }
+        let known = status.runner_id.or_else(|| {
+            secret_obj
+                .as_ref()
+                .filter(|_| secret_state != SecretState::Foreign)
+                .and_then(secret::runner_id)
+        });
+        let restored = matches!(secret_state, SecretState::Restored { .. });
+        let gitlab = match known.or(desired.adopt) {
+            Some(id) => match runner::fetch(self.gl, id).await? {
+                Some(d) => self.classify(d, known.is_none()),
+                None if known.is_some() && !(restored && status.runner_id.is_none()) => {
+                    GitLabState::Gone
+                }
+                None if known.is_none() => {
+                    return Err(Error::Invalid(format!(
+                        "spec.adopt.runnerId {id}: no such runner in GitLab"
+                    )));
+                }
+                None => self.predecessor().await?,
+            },
+            None => self.predecessor().await?,
+        };
+        Ok((secret_state, gitlab))
+    }
+
+    /// A runner found by id (`adopting`: the one spec.adopt names).
+    fn classify(&self, d: RunnerDetails, adopting: bool) -> GitLabState {
+        let (runner, status) = (self.runner, self.runner.status.as_ref());
+        let cluster = self.ctx.and_then(|c| c.settings.cluster_name.as_ref());
+        let recorded = status.and_then(|s| s.runner_id);
+        if runner::is_ours(&d, runner, recorded, cluster) {
+            return GitLabState::Present(Box::new(d));
+        }
+        let claimant = claimant(d.id, runner, Some(&d), self.claims, cluster);
+        match claimant {
+            Some(by) if adopting => GitLabState::Claimed(Box::new(d), by),
+            None if runner::is_predecessors(&d, runner, cluster) => {
+                GitLabState::Predecessor(Box::new(d))
+            }
+            _ => GitLabState::NotOurs(Box::new(d)),
+        }
+    }
+
+    /// Before registering: a runner this cluster made for this Runner before a rebuild.
+    async fn predecessor(&self) -> Result<GitLabState, Error> {
+        let Some(ctx) = self.ctx else {
+            return Ok(GitLabState::Unknown);
+        };
+        let (project, group) = self.scope;
+        let cluster = ctx.settings.cluster_name.as_ref();
+        let found = runner::find_predecessor(ctx, self.gl, self.runner, project, group)
+            .await?
+            .filter(|d| claimant(d.id, self.runner, Some(d), self.claims, cluster).is_none());
+        Ok(match found {
+            Some(d) if runner::is_ours(&d, self.runner, None, cluster) => {
+                GitLabState::Present(Box::new(d))
+            }
+            Some(d) => GitLabState::Predecessor(Box::new(d)),
+            None => GitLabState::Unknown,
+        })
+    }
+}
+
+/// Adds one step to the plan shown; returns the reason and message of a step that blocks.
+fn describe(
+    p: &mut RunnerPlan,
+    step: Step,
+    runner: &Runner,
+    desired: &plan::Desired,
+    details: Option<&RunnerDetails>,
+    paths: &BTreeMap<i64, String>,
+) -> Option<(Reason, String)> {
+    let action = match step {
+        Step::Create { recreated } => {
+            p.runner_id = None;
+            let mut attrs = desired.attrs.clone();
+            // The marker is ours to add; show the note as the user wrote it.
+            attrs.maintenance_note = runner.spec.maintenance_note.clone().unwrap_or_default();
+            Action::Create {
+                runner_type: runner.spec.runner_type.as_str().into(),
+                owner: match runner.spec.runner_type {
+                    RunnerType::ProjectType => runner.spec.project.clone(),
+                    RunnerType::GroupType => runner.spec.group.clone(),
+                    RunnerType::InstanceType => None,
+                },
+                recreated,
+                fields: fields(plan::field_changes(None, &attrs.all())),
+            }
+        }
+        Step::Adopt(id) => {
+            if let Some(d) = details {
+                for c in plan::field_changes(Some(d), &desired.attrs.diff(d)) {
+                    p.warnings
+                        .push(format!("adopting runner {id} changes {}", c.text()));
+                }
+            }
+            p.warnings.push(format!(
+                "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
+            ));
+            Action::Adopt { runner_id: id }
+        }
+        Step::TakeOver {
+            runner: rid,
+            keep_token,
+        } => {
+            p.runner_id = Some(rid);
+            Action::TakeOver {
+                runner_id: rid,
+                keep_token,
+            }
+        }
+        Step::Update { runner: rid, attrs } => Action::Update {
+            runner_id: rid,
+            fields: fields(plan::field_changes(details, &attrs)),
+        },
+        Step::Assign {
+            runner: rid,
+            project,
+        } => Action::Assign {
+            runner_id: rid,
+            project_id: project,
+            project: paths.get(&project).cloned(),
+        },
+        Step::Unassign {
+            runner: rid,
+            project,
+        } => Action::Unassign {
+            runner_id: rid,
+            project_id: project,
+            project: paths.get(&project).cloned(),
+        },
+        Step::RotateToken {
+            runner: rid,
+            reason,
+        } => Action::RotateToken {
+            runner_id: rid,
+            reason: reason.as_str().into(),
+        },
+        Step::Blocked { reason, message } => return Some((reason, message)),
+        Step::Invalid { message } => return Some((Reason::InvalidSpec, message)),
+    };
+    p.actions.push(action);
+    None
+}
+
 fn fields(changes: Vec<plan::FieldChange>) -> Vec<Field> {
     changes
         .into_iter()
@@ -608,23 +673,31 @@ fn fields(changes: Vec<plan::FieldChange>) -> Vec<Field> {
         .collect()
 }
 
-/// Another Runner that claims runner `id`: by its marker, or by the id in its status.
-fn claimed_elsewhere(
+/// Another Runner that claims runner `id`: by the id in its status, or by its marker (a live
+/// Runner of this cluster, or any Runner of another).
+fn claimant(
     id: i64,
     runner: &Runner,
     details: Option<&RunnerDetails>,
     claims: &BTreeMap<i64, Vec<(String, String)>>,
-) -> Option<String> {
+    cluster: Option<&ClusterName>,
+) -> Option<plan::Claimant> {
     let uid = runner.uid().unwrap_or_default();
     if let Some((_, who)) = claims
         .get(&id)
         .and_then(|c| c.iter().find(|(u, _)| *u != uid))
     {
-        return Some(who.clone());
+        return Some(plan::Claimant::Runner(who.clone()));
     }
     let m = Marker::parse(details.and_then(|d| d.maintenance_note.as_deref()))?;
+    if !m.in_cluster(cluster) {
+        return Some(plan::Claimant::OtherCluster {
+            runner: m.path(),
+            cluster: m.cluster.clone().unwrap_or_default(),
+        });
+    }
     let live = claims.values().flatten().any(|(u, _)| *u == m.uid);
-    (live && m.uid != uid).then(|| m.path())
+    (live && m.uid != uid).then(|| plan::Claimant::Runner(m.path()))
 }
 
 /// Paths of the projects the steps (un)assign, for people: GitLab's own list for those

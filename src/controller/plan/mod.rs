@@ -36,6 +36,8 @@ pub struct Desired {
     /// Value of the rotate-token annotation, if any.
     pub rotate_request: Option<String>,
     pub adopt: Option<i64>,
+    /// A project runner's owner project: its id and spec.project as written.
+    pub owner_project: Option<(i64, String)>,
 }
 
 /// GitLab's side.
@@ -53,6 +55,17 @@ pub enum GitLabState {
     /// namespace and name; that uid is gone from the cluster): taken over, not registered
     /// again.
     Predecessor(Box<RunnerDetails>),
+    /// The runner `spec.adopt` names, managed by another live Runner: never adopted.
+    Claimed(Box<RunnerDetails>, Claimant),
+}
+
+/// Who manages a runner besides this Runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimant {
+    /// A Runner of this cluster (`namespace/name`) that marked it or recorded it in status.
+    Runner(String),
+    /// A Runner (`namespace/name`) of another cluster, by its marker.
+    OtherCluster { runner: String, cluster: String },
 }
 
 /// The token Secret as observed.
@@ -108,6 +121,99 @@ pub enum Step {
     RotateToken { runner: i64, reason: RotationReason },
     /// Something blocks progress; nothing is done in GitLab about it.
     Blocked { reason: Reason, message: String },
+    /// GitLab shows the spec cannot be met as written (a project it names is gone): the
+    /// project and group ids resolved for it are forgotten, and the pass fails with
+    /// InvalidSpec.
+    Invalid { message: String },
+}
+
+/// A pass that only has to handle a new rotate-token request (nothing else changed since a
+/// pass found GitLab matching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    /// The request was handled already: nothing to do.
+    Done,
+    /// Reset the recorded runner's token without reading it first (a runner gone meanwhile
+    /// answers 404: then observe everything).
+    Rotate(i64),
+    /// Observe and plan everything.
+    Full,
+}
+
+/// Whether a pass can take the rotation shortcut.
+pub fn shortcut(
+    rotation_only: bool,
+    recorded: Option<i64>,
+    request: Option<&str>,
+    handled: Option<&str>,
+) -> Shortcut {
+    match recorded {
+        Some(_) if rotation_only && (request.is_none() || request == handled) => Shortcut::Done,
+        Some(id) if rotation_only => Shortcut::Rotate(id),
+        _ => Shortcut::Full,
+    }
+}
+
+/// What a step's failure means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// GitLab is already where the step would take it.
+    Done,
+    /// The spec cannot be met as written (see `Step::Invalid`).
+    Invalid(String),
+    /// An error to report and retry.
+    Error,
+}
+
+/// The meaning of GitLab's refusal of a step (`message`: GitLab's words).
+pub fn on_failure(
+    step: &Step,
+    kind: crate::gitlab::ErrorKind,
+    refusal: Option<crate::gitlab::Refusal>,
+    message: Option<&str>,
+) -> Failure {
+    use crate::gitlab::{ErrorKind, Refusal};
+    match (step, kind) {
+        (Step::Assign { .. }, _) if refusal == Some(Refusal::AlreadyAssigned) => Failure::Done,
+        // The project is gone (or hidden): the ids recorded for the spec's paths are stale.
+        (Step::Assign { project, .. }, ErrorKind::NotFound) => Failure::Invalid(format!(
+            "project {project} of spec.assignedProjects no longer exists in GitLab, or the token's user cannot see it ({}): remove it from spec.assignedProjects, or fix the path",
+            message.unwrap_or("404")
+        )),
+        (Step::Unassign { .. }, ErrorKind::NotFound) => Failure::Done,
+        _ => Failure::Error,
+    }
+}
+
+/// GitLab moves a runner to its oldest other project when its owner project is deleted: no
+/// drift to revert, and the spec cannot be met as written.
+fn owner_moved(desired: &Desired, gitlab: &GitLabState) -> Option<Step> {
+    let (GitLabState::Present(d), Some((want, path))) = (gitlab, &desired.owner_project) else {
+        return None;
+    };
+    let owner = d.projects.first().filter(|o| o.id != *want)?;
+    Some(Step::Invalid {
+        message: format!(
+            "GitLab now lists project {} ({}) as the owner of runner {}, not project {want} of spec.project {path:?} (deleted?); recreate this Runner with spec.project set to an existing project, or delete the Runner",
+            owner.id,
+            owner.path_with_namespace.as_deref().unwrap_or("?"),
+            d.id,
+        ),
+    })
+}
+
+fn claimed(id: i64, by: &Claimant) -> Step {
+    Step::Blocked {
+        reason: Reason::RunnerClaimed,
+        message: match by {
+            Claimant::Runner(who) => format!(
+                "GitLab runner {id} is managed by Runner {who}; it is not adopted. Delete that Runner with deletionPolicy: Orphan first"
+            ),
+            Claimant::OtherCluster { runner, cluster } => format!(
+                "GitLab runner {id} is managed by Runner {runner} of cluster {cluster}; it is not adopted. Delete that Runner with deletionPolicy: Orphan in that cluster, or remove the marker from the runner's maintenance note, first"
+            ),
+        },
+    }
 }
 
 /// The whole decision.
@@ -117,6 +223,13 @@ pub fn plan(
     token: &TokenState,
     now: Timestamp,
 ) -> Vec<Step> {
+    if let Some(invalid) = owner_moved(desired, gitlab) {
+        return vec![invalid];
+    }
+    steps(desired, gitlab, token, now)
+}
+
+fn steps(desired: &Desired, gitlab: &GitLabState, token: &TokenState, now: Timestamp) -> Vec<Step> {
     let mut steps = vec![];
     if token.secret == SecretState::Foreign
         && matches!(
@@ -154,7 +267,12 @@ pub fn plan(
                 pending: (!keep).then_some(RotationReason::TakenOver),
                 ..token.clone()
             };
-            steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
+            steps.extend(self::steps(
+                desired,
+                &GitLabState::Present(r.clone()),
+                &taken,
+                now,
+            ));
             return steps;
         }
         GitLabState::Present(r) if token.secret == (SecretState::Restored { live: true }) => {
@@ -167,7 +285,7 @@ pub fn plan(
                 secret: SecretState::Valid,
                 ..token.clone()
             };
-            steps.extend(plan(desired, gitlab, &kept, now));
+            steps.extend(self::steps(desired, gitlab, &kept, now));
             return steps;
         }
         GitLabState::Unknown => {
@@ -181,6 +299,7 @@ pub fn plan(
             steps.push(Step::Create { recreated: true });
             return steps;
         }
+        GitLabState::Claimed(r, by) => return vec![claimed(r.id, by)],
         GitLabState::NotOurs(r) if desired.adopt == Some(r.id) => {
             if token.secret == SecretState::Foreign {
                 return vec![secret_not_owned()];
@@ -193,7 +312,12 @@ pub fn plan(
                 pending: Some(RotationReason::Adopted),
                 ..token.clone()
             };
-            steps.extend(plan(desired, &GitLabState::Present(r.clone()), &taken, now));
+            steps.extend(self::steps(
+                desired,
+                &GitLabState::Present(r.clone()),
+                &taken,
+                now,
+            ));
             return steps;
         }
         GitLabState::NotOurs(r) => {

@@ -57,6 +57,7 @@ fn desired() -> Desired {
         rotation: RotationPolicy::default(),
         rotate_request: None,
         adopt: None,
+        owner_project: Some((1, "platform/api".into())),
     }
 }
 
@@ -626,4 +627,129 @@ fn default_expiry_rotation_comes_before_gitlab_runners_own() {
             "{lifetime}"
         );
     }
+}
+
+#[test]
+fn an_owner_project_moved_by_gitlab_makes_the_spec_invalid() {
+    // GitLab moved the runner to project 2 when project 1 was deleted.
+    let mut moved = seen(&[2, 3]);
+    moved.projects[0].path_with_namespace = Some("platform/web".into());
+    let steps = plan(&desired(), &present(moved), &token(), t(0));
+    let [Step::Invalid { message }] = steps.as_slice() else {
+        panic!("{steps:?}");
+    };
+    assert!(
+        message.contains("project 2 (platform/web)")
+            && message.contains("not project 1 of spec.project \"platform/api\""),
+        "{message}"
+    );
+    // Not a project runner, or owned by the spec's project: no such check.
+    let mut group = desired();
+    group.owner_project = None;
+    assert_eq!(plan(&group, &present(seen(&[2])), &token(), t(0)), vec![]);
+    assert_eq!(
+        plan(&desired(), &present(seen(&[1])), &token(), t(0)),
+        vec![]
+    );
+}
+
+#[test]
+fn a_runner_another_runner_manages_is_never_adopted() {
+    let mut d = desired();
+    d.adopt = Some(7);
+    for (by, says) in [
+        (
+            Claimant::Runner("ci/other".into()),
+            "managed by Runner ci/other; it is not adopted",
+        ),
+        (
+            Claimant::OtherCluster {
+                runner: "ci/other".into(),
+                cluster: "staging".into(),
+            },
+            "managed by Runner ci/other of cluster staging",
+        ),
+    ] {
+        let claimed = GitLabState::Claimed(Box::new(seen(&[1])), by);
+        let steps = plan(&d, &claimed, &token(), t(0));
+        let [Step::Blocked { reason, message }] = steps.as_slice() else {
+            panic!("{steps:?}");
+        };
+        assert_eq!(*reason, Reason::RunnerClaimed);
+        assert!(message.contains(says), "{message}");
+    }
+}
+
+#[test]
+fn a_new_rotate_request_alone_resets_without_reading() {
+    use Shortcut::*;
+    let cases = [
+        // (only the request changed, recorded id, request, handled) → shortcut
+        (true, Some(7), Some("b"), Some("a"), Rotate(7)),
+        (true, Some(7), Some("a"), Some("a"), Done),
+        (true, Some(7), None, Some("a"), Done),
+        (true, None, Some("b"), None, Full),
+        (false, Some(7), Some("b"), Some("a"), Full),
+    ];
+    for (only, id, request, handled, want) in cases {
+        assert_eq!(
+            shortcut(only, id, request, handled),
+            want,
+            "{only} {id:?} {request:?} {handled:?}"
+        );
+    }
+}
+
+#[test]
+fn refusals_mean_done_invalid_or_error() {
+    use crate::gitlab::{ErrorKind, Refusal};
+    let assign = Step::Assign {
+        runner: 7,
+        project: 9,
+    };
+    let unassign = Step::Unassign {
+        runner: 7,
+        project: 9,
+    };
+    let update = Step::Update {
+        runner: 7,
+        attrs: RunnerAttributes::default(),
+    };
+    assert_eq!(
+        on_failure(
+            &assign,
+            ErrorKind::Rejected,
+            Some(Refusal::AlreadyAssigned),
+            None
+        ),
+        Failure::Done
+    );
+    let Failure::Invalid(why) = on_failure(
+        &assign,
+        ErrorKind::NotFound,
+        None,
+        Some("404 Project Not Found"),
+    ) else {
+        panic!("a missing project is invalid input");
+    };
+    assert!(
+        why.contains("project 9 of spec.assignedProjects") && why.contains("404 Project Not Found"),
+        "{why}"
+    );
+    assert_eq!(
+        on_failure(&unassign, ErrorKind::NotFound, None, None),
+        Failure::Done
+    );
+    for kind in [
+        ErrorKind::Forbidden,
+        ErrorKind::ServerError,
+        ErrorKind::Unreachable,
+    ] {
+        assert_eq!(on_failure(&assign, kind, None, None), Failure::Error);
+        assert_eq!(on_failure(&unassign, kind, None, None), Failure::Error);
+    }
+    assert_eq!(
+        on_failure(&update, ErrorKind::NotFound, None, None),
+        Failure::Error
+    );
 }

@@ -137,6 +137,7 @@ pub(crate) fn gitlab_tags(tags: &[String]) -> BTreeSet<String> {
 pub(crate) fn desired(
     runner: &Runner,
     assigned: BTreeSet<i64>,
+    owner_project: Option<i64>,
     cluster: Option<&ClusterName>,
 ) -> Result<Desired, Error> {
     let s = &runner.spec;
@@ -160,6 +161,9 @@ pub(crate) fn desired(
         rotation: rotation_policy(runner)?,
         rotate_request: runner.annotations().get(ROTATE_ANNOTATION).cloned(),
         adopt: s.adopt.as_ref().map(|a| a.runner_id),
+        owner_project: owner_project
+            .filter(|_| s.runner_type == RunnerType::ProjectType)
+            .zip(s.project.clone()),
     })
 }
 

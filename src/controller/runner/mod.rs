@@ -4,6 +4,7 @@
 //! (observe → plan → act rounds), `pass` (the writes, each recorded first where a crash could
 //! lose its effect), `status` (one pass and its report), `cleanup` (deletion).
 
+mod act;
 mod cleanup;
 mod converge;
 mod desired;

@@ -1,5 +1,6 @@
-//! GitLab and the cluster as they are: paths to ids, the runner by id, a runner lost
-//! mid-create found by its marker, what GitLab reports for status.
+//! Observe: GitLab and the cluster as they are — the token Secret, the runner (by the id
+//! status or the Secret records, by `spec.adopt`, or found by its marker after an interrupted
+//! create or a rebuild), who else claims it, paths to ids, and what GitLab reports for status.
 
 use std::collections::BTreeSet;
 
@@ -11,11 +12,222 @@ use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::identity::Marker;
 use crate::controller::managers;
-use crate::controller::plan::GitLabState;
+use crate::controller::plan::{Claimant, GitLabState, SecretState};
+use crate::controller::{caches, secret};
 use crate::crd::{GitLabRunnerState, Runner, RunnerStatus, RunnerType};
+use crate::gitlab::ErrorKind;
 use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
 
 use super::*;
+
+/// What a round sees before deciding.
+pub(crate) struct Observed {
+    pub(crate) secret: SecretState,
+    pub(crate) gitlab: GitLabState,
+}
+
+/// One round's observation. `answered`: what GitLab answered to the last round's writes, when
+/// that says all it stored (then the runner is not read again). Records in status what the
+/// observation proves (the runner's id, the end of an interrupted create).
+pub(crate) async fn observe(
+    pass: &mut Pass<'_>,
+    scope: &Scope,
+    answered: Option<RunnerDetails>,
+) -> Result<Observed, Error> {
+    let (secret, id_in_secret) = observe_secret(pass).await?;
+    let known = pass.status.runner_id.or(id_in_secret);
+    let restored = matches!(secret, SecretState::Restored { .. });
+    let gitlab = match (known, answered.filter(|d| Some(d.id) == known)) {
+        (Some(_), Some(d)) => GitLabState::Present(Box::new(d)),
+        (Some(id), None) => match fetch(pass.gl(), id).await? {
+            Some(d) => classify(pass.ctx, d, pass.runner, pass.status.runner_id),
+            // Only a restored Secret named it: the old runner is gone, nothing was lost here.
+            None if restored && pass.status.runner_id.is_none() => GitLabState::Unknown,
+            None => GitLabState::Gone,
+        },
+        (None, _) => match scope.desired.adopt {
+            Some(id) => adoption_target(pass, id).await?,
+            None => unrecorded(pass, scope).await?,
+        },
+    };
+    if let GitLabState::Present(d)
+    | GitLabState::NotOurs(d)
+    | GitLabState::Predecessor(d)
+    | GitLabState::Claimed(d, _) = &gitlab
+    {
+        pass.details = Some((**d).clone());
+    }
+    if let GitLabState::Present(d) = &gitlab {
+        pass.status.token_expires_at = token_expiry(
+            pass.status.token_expires_at.as_deref(),
+            d.token_expires_at.as_deref(),
+        );
+        // Known from the Secret after a crash before the status write: record it now (and
+        // the create it came from is over).
+        pass.status.runner_id = Some(d.id);
+        pass.status.creation_started = None;
+    }
+    Ok(Observed { secret, gitlab })
+}
+
+/// The runner `spec.adopt` names: ours already, someone else's, or managed by another Runner.
+async fn adoption_target(pass: &mut Pass<'_>, id: i64) -> Result<GitLabState, Error> {
+    let cluster = pass.ctx.settings.cluster_name.as_ref();
+    let Some(d) = fetch(pass.gl(), id).await? else {
+        return Err(Error::Invalid(format!(
+            "spec.adopt.runnerId {id}: no such runner in GitLab"
+        )));
+    };
+    if is_ours(&d, pass.runner, pass.status.runner_id, cluster) {
+        return Ok(GitLabState::Present(Box::new(d)));
+    }
+    Ok(match claimant(pass, &d).await? {
+        Some(by) => GitLabState::Claimed(Box::new(d), by),
+        None => GitLabState::NotOurs(Box::new(d)),
+    })
+}
+
+/// No tug of war: another live Runner manages the runner when it recorded it in its status,
+/// or marked it (created or adopted it) — in this cluster, or in another one.
+async fn claimant(pass: &Pass<'_>, d: &RunnerDetails) -> Result<Option<Claimant>, Error> {
+    let ctx = pass.ctx;
+    let uid = pass.runner.uid().unwrap_or_default();
+    if let Some((ns, name)) = ctx.claimant(d.id, &uid) {
+        return Ok(Some(Claimant::Runner(format!("{ns}/{name}"))));
+    }
+    let Some(m) = Marker::parse(d.maintenance_note.as_deref()) else {
+        return Ok(None);
+    };
+    if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
+        return Ok(Some(Claimant::OtherCluster {
+            runner: m.path(),
+            cluster: m.cluster.clone().unwrap_or_default(),
+        }));
+    }
+    let other = Api::<Runner>::namespaced(ctx.client.clone(), &m.namespace)
+        .get_opt(&m.name)
+        .await
+        .map_err(Error::kube("reading the Runner that claims the runner"))?;
+    Ok(other
+        .filter(|o| o.meta().uid.as_deref() == Some(m.uid.as_str()))
+        .map(|_| Claimant::Runner(m.path())))
+}
+
+/// Nothing records a runner: after an interrupted create, ours is found by its marker (a
+/// list); before registering, a runner this cluster made for this Runner before a rebuild
+/// (only with --cluster-name).
+async fn unrecorded(pass: &mut Pass<'_>, scope: &Scope) -> Result<GitLabState, Error> {
+    let (ctx, runner) = (pass.ctx, pass.runner);
+    let scope_ids = (scope.owner_project, scope.owner_group);
+    if pass.status.creation_started.is_some() {
+        let started = pass.status.creation_started.as_deref();
+        let description = &scope.desired.attrs.description;
+        let found = find_marked(
+            ctx,
+            pass.gl(),
+            runner,
+            scope_ids.0,
+            scope_ids.1,
+            started,
+            description,
+        )
+        .await?;
+        return Ok(match found {
+            Some(d) => {
+                pass.status.runner_id = Some(d.id);
+                pass.status.creation_started = None;
+                GitLabState::Present(Box::new(d))
+            }
+            None => GitLabState::Unknown,
+        });
+    }
+    Ok(
+        match find_predecessor(ctx, pass.gl(), runner, scope_ids.0, scope_ids.1).await? {
+            Some(d) => classify(ctx, d, runner, pass.status.runner_id),
+            None => GitLabState::Unknown,
+        },
+    )
+}
+
+/// The token Secret: from the cache when it is the version this process wrote or checked and
+/// status names the same token, else read (the token itself is read only then). Also the
+/// runner id it records, when status lost it.
+pub(crate) async fn observe_secret(
+    pass: &mut Pass<'_>,
+) -> Result<(SecretState, Option<i64>), Error> {
+    let (ctx, runner) = (pass.ctx, pass.runner);
+    let (ns, name) = (
+        runner.namespace().unwrap_or_default(),
+        runner.token_secret_name(),
+    );
+    let uid = runner.uid().unwrap_or_default();
+    let known = ctx.recent.secret_version(&uid);
+    let cached = match ctx.caches.token_secret(&ns, &name) {
+        caches::Cached::Found(m) => Some(m.and_then(|m| m.resource_version())),
+        caches::Cached::NoCache => None,
+    };
+    if let (Some(cached), Some((version, hash))) = (&cached, &known)
+        && pass.status.token_hash.as_ref() == Some(hash)
+        && pass.status.runner_id.is_some()
+        && (cached.as_ref() == Some(version)
+            || (pass.rolled && ctx.recent.secret_cache_lags(&uid, cached.as_deref())))
+    {
+        // The version this process wrote or checked (or wrote in this very pass, before the
+        // cache caught up).
+        return Ok((SecretState::Valid, None));
+    }
+    // The cache holds only Secrets labelled as ours: its not having one proves nothing (a
+    // Secret someone else made under that name must be found, and never overwritten).
+    let secret_obj = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("reading the token Secret"))?;
+    let state = secret::observe(
+        secret_obj.as_ref(),
+        runner,
+        pass.status.token_hash.as_deref(),
+    );
+    pass.restored = None;
+    if state == SecretState::Foreign
+        && ctx.settings.cluster_name.is_some()
+        && let Some(mut restored) = secret_obj
+            .as_ref()
+            .and_then(|s| secret::restored(s, runner))
+    {
+        // Restored from a backup: kept if GitLab still accepts its token for the runner it
+        // names (a verify without system_id: no runner manager is created).
+        let live = match pass.gl().verify_runner(&restored.token).await {
+            Ok(answer) => {
+                if answer.token_expires_at.is_some() {
+                    restored.expires_at = answer.token_expires_at.clone();
+                }
+                answer.id == restored.runner_id
+            }
+            Err(e) if e.kind() == ErrorKind::Forbidden => false,
+            Err(e) => {
+                return Err(Error::gitlab(
+                    "checking whether GitLab accepts the restored token Secret's token",
+                )(e));
+            }
+        };
+        let id = restored.runner_id;
+        if live {
+            pass.restored = Some(restored);
+        }
+        return Ok((SecretState::Restored { live }, Some(id)));
+    }
+    let version = secret_obj
+        .as_ref()
+        .and_then(|s| s.resource_version())
+        .zip(pass.status.token_hash.clone())
+        .filter(|_| state == SecretState::Valid);
+    ctx.recent.set_secret_version(&uid, version);
+    let id = secret_obj
+        .as_ref()
+        .filter(|_| state != SecretState::Foreign)
+        .and_then(secret::runner_id);
+    Ok((state, id))
+}
 
 /// GitLab's view of the runner for status. The managers are read when due (see `managers`),
 /// else kept; contactedAt moves with them, not on every pass: a live runner contacts GitLab
