@@ -5,9 +5,11 @@
 //! lose its effect), `status` (one pass and its report), `cleanup` (deletion).
 
 mod act;
+mod check;
 mod cleanup;
 mod converge;
 mod desired;
+mod gate;
 mod lane;
 mod observe;
 mod pass;
@@ -31,6 +33,7 @@ use crate::crd::{READY, Runner};
 pub(crate) use cleanup::*;
 pub(crate) use converge::*;
 pub(crate) use desired::*;
+pub(crate) use gate::apply;
 pub(crate) use lane::*;
 pub(crate) use observe::*;
 pub(crate) use pass::*;
