@@ -54,23 +54,14 @@ async fn secret_value(
     Ok(value)
 }
 
-async fn build(
+/// The connection's CA bundle (from a Secret or a ConfigMap in `ns_for_refs`), if it names
+/// one.
+async fn ca_bundle(
     ctx: &Context,
-    key: String,
-    url: &str,
-    (token_ns, token_name, token_key): (&str, &str, &str),
     settings: &ClientSettings,
     ns_for_refs: &str,
-) -> Result<Resolved, Error> {
-    let token = secret_value(
-        &ctx.client,
-        token_ns,
-        token_name,
-        token_key,
-        "the connection's access token",
-    )
-    .await?;
-    let ca = if let Some(r) = &settings.ca_bundle_secret_ref {
+) -> Result<Option<String>, Error> {
+    Ok(if let Some(r) = &settings.ca_bundle_secret_ref {
         Some(
             secret_value(
                 &ctx.client,
@@ -104,7 +95,26 @@ async fn build(
         })?)
     } else {
         None
-    };
+    })
+}
+
+async fn build(
+    ctx: &Context,
+    key: String,
+    url: &str,
+    (token_ns, token_name, token_key): (&str, &str, &str),
+    settings: &ClientSettings,
+    ns_for_refs: &str,
+) -> Result<Resolved, Error> {
+    let token = secret_value(
+        &ctx.client,
+        token_ns,
+        token_name,
+        token_key,
+        "the connection's access token",
+    )
+    .await?;
+    let ca = ca_bundle(ctx, settings, ns_for_refs).await?;
     let rate = settings.rate_limit.clone();
     let rps = rate
         .as_ref()

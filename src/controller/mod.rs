@@ -74,31 +74,7 @@ pub async fn run(
             Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
             watcher::Config::default(),
             move |secret: PartialObjectMeta<Secret>| {
-                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                let operator_ns = operator_ns.clone();
-                cluster_store
-                    .state()
-                    .into_iter()
-                    .filter(move |c| {
-                        let s = &c.spec;
-                        let token_ns = s
-                            .token_secret_ref
-                            .namespace
-                            .as_deref()
-                            .unwrap_or(&operator_ns);
-                        (token_ns == ns && s.token_secret_ref.name == name)
-                            || (operator_ns == ns
-                                && s.client
-                                    .ca_bundle_secret_ref
-                                    .as_ref()
-                                    .is_some_and(|r| r.name == name))
-                    })
-                    .map(|c| {
-                        // Runner passes read the token again instead of reusing the client.
-                        ctx_c.gitlab.forget_resolved(&connection::cluster_key(&c));
-                        ObjectRef::from_obj(&*c)
-                    })
-                    .collect::<Vec<_>>()
+                cluster_connections_using(&ctx_c, &cluster_store, &operator_ns, &secret)
             },
         )
     } else {
@@ -134,27 +110,73 @@ pub async fn run(
     }
 }
 
+/// Every resource of kind K in `namespace`, or in all namespaces.
+fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Runner and GitLabConnection controllers of one namespace (or of all).
 async fn run_scope(
     ctx: Arc<Context>,
     namespace: Option<String>,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let client = ctx.client.clone();
-    // Runners are read through a guard: one that does not decode (stored under an older or
-    // looser schema) is reported on its own instead of failing the whole watch.
-    let runners: Api<DeserializeGuard<Runner>> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let conn_controller = Controller::new(
+        scoped::<GitLabConnection>(&ctx.client, &namespace),
+        watcher::Config::default(),
+    );
+    let conn_store = conn_controller.store();
+    let runners = runner_loop(
+        &ctx,
+        &namespace,
+        &options,
+        conn_store.clone(),
+        shutdown.clone(),
+    );
+    let ctx_n = ctx.clone();
+    let connections = conn_controller
+        // A connection's token or CA Secret changed or vanished: re-check it now, not at the
+        // next resync (metadata only; the token is read when the check runs).
+        .watches(
+            scoped::<PartialObjectMeta<Secret>>(&ctx.client, &namespace),
+            watcher::Config::default(),
+            move |secret: PartialObjectMeta<Secret>| {
+                connections_using(&ctx_n, &conn_store, &secret)
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            connection::reconcile_namespaced,
+            |_, e: &Error, _| connection_retry(e),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    tokio::join!(runners, connections);
+}
+
+/// The Runner controller of one scope: Runners read through a guard (one that does not
+/// decode is reported on its own instead of failing the whole watch), their token Secrets'
+/// metadata, and the connections they use.
+async fn runner_loop(
+    ctx: &Arc<Context>,
+    namespace: &Option<String>,
+    options: &Options,
+    connections: reflector::Store<GitLabConnection>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = &ctx.client;
     let mut runner_cfg = watcher::Config::default();
     if let Some(sel) = &options.label_selector {
         runner_cfg = runner_cfg.labels(sel);
     }
-    let secrets: Api<PartialObjectMeta<Secret>> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let secret_cfg = watcher::Config::default().labels(&format!(
         "{}={}",
         secret::LABEL_MANAGED_BY,
@@ -164,128 +186,141 @@ async fn run_scope(
     let (store, runner_writer) = reflector::store();
     let runner_stream = reflector(
         runner_writer,
-        watcher(runners, runner_cfg).default_backoff().modify(
-            |g: &mut DeserializeGuard<Runner>| {
-                if let Ok(r) = g.0.as_mut() {
-                    caches::slim(r);
-                }
-            },
-        ),
+        watcher(
+            scoped::<DeserializeGuard<Runner>>(client, namespace),
+            runner_cfg,
+        )
+        .default_backoff()
+        .modify(|g: &mut DeserializeGuard<Runner>| {
+            if let Ok(r) = g.0.as_mut() {
+                caches::slim(r);
+            }
+        }),
     )
     .applied_objects();
-    let controller = Controller::for_stream(runner_stream, store.clone())
-        .with_config(ControllerConfig::default().concurrency(options.concurrency));
-    let store2 = store.clone();
     // Owned token Secrets: metadata only, kept in a store the passes read instead of the API.
     let (secret_store, secret_writer) = reflector::store();
     let secret_stream = reflector(
         secret_writer,
-        watcher(secrets, secret_cfg)
-            .default_backoff()
-            .modify(caches::slim_secret),
+        watcher(
+            scoped::<PartialObjectMeta<Secret>>(client, namespace),
+            secret_cfg,
+        )
+        .default_backoff()
+        .modify(caches::slim_secret),
     )
     .touched_objects();
-    let conn_api: Api<GitLabConnection> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let conn_controller = Controller::new(conn_api.clone(), watcher::Config::default());
-    let conn_store = conn_controller.store();
     ctx.caches.add_scope(caches::Scope {
         namespace: namespace.clone(),
         runners: store.clone(),
-        connections: conn_store.clone(),
+        connections,
         token_secrets: secret_store,
     });
-    let runner_loop = controller
+    let (by_conn, by_cluster_conn) = (store.clone(), store.clone());
+    Controller::for_stream(runner_stream, store)
+        .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .owns_stream(secret_stream)
         .watches(
-            conn_api,
+            scoped::<GitLabConnection>(client, namespace),
             watcher::Config::default(),
             move |conn: GitLabConnection| {
-                let ns = conn.namespace();
-                let name = conn.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(move |g| {
-                        g.0.as_ref().is_ok_and(|r| {
-                            r.spec.connection_ref.kind == ConnectionKind::GitLabConnection
-                                && r.spec.connection_ref.name == name
-                                && r.namespace() == ns
-                        })
-                    })
-                    .map(|r| ObjectRef::from_obj(&*r))
+                let (kind, ns) = (ConnectionKind::GitLabConnection, conn.namespace());
+                runners_using(&by_conn, kind, ns, conn.name_any())
             },
         )
         .watches(
             Api::<ClusterGitLabConnection>::all(client.clone()),
             watcher::Config::default(),
             move |conn: ClusterGitLabConnection| {
-                let name = conn.name_any();
-                store2
-                    .state()
-                    .into_iter()
-                    .filter(move |g| {
-                        g.0.as_ref().is_ok_and(|r| {
-                            r.spec.connection_ref.kind == ConnectionKind::ClusterGitLabConnection
-                                && r.spec.connection_ref.name == name
-                        })
-                    })
-                    .map(|r| ObjectRef::from_obj(&*r))
+                let kind = ConnectionKind::ClusterGitLabConnection;
+                runners_using(&by_cluster_conn, kind, None, conn.name_any())
             },
         )
-        .graceful_shutdown_on(shutdown.clone())
+        .graceful_shutdown_on(shutdown)
         .run(
             runner::reconcile_guarded,
             runner::error_policy_guarded,
             ctx.clone(),
         )
-        .for_each(|_| async {});
-    // Metadata only: an Api of PartialObjectMeta makes kube ask for metadata, never data.
-    let secrets_meta: Api<PartialObjectMeta<Secret>> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let ctx_n = ctx.clone();
-    let conn_loop = conn_controller
-        // A connection's token or CA Secret changed or vanished: re-check it now, not at the
-        // next resync (metadata only; the token is read when the check runs).
-        .watches(
-            secrets_meta,
-            watcher::Config::default(),
-            move |secret: PartialObjectMeta<Secret>| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                conn_store
-                    .state()
-                    .into_iter()
-                    .filter(move |c| {
-                        let s = &c.spec;
-                        c.namespace() == ns
-                            && (s.token_secret_ref.name == name
-                                || s.client
-                                    .ca_bundle_secret_ref
-                                    .as_ref()
-                                    .is_some_and(|r| r.name == name))
-                    })
-                    .map(|c| {
-                        // Runner passes read the token again instead of reusing the client.
-                        ctx_n
-                            .gitlab
-                            .forget_resolved(&connection::namespaced_key(&c));
-                        ObjectRef::from_obj(&*c)
-                    })
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            connection::reconcile_namespaced,
-            |_, e: &Error, _| connection_retry(e),
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    tokio::join!(runner_loop, conn_loop);
+        .for_each(|_| async {})
+        .await
+}
+
+/// The Runners that use connection `name` (of `kind`; in namespace `ns` for namespaced ones).
+fn runners_using(
+    store: &reflector::Store<DeserializeGuard<Runner>>,
+    kind: ConnectionKind,
+    ns: Option<String>,
+    name: String,
+) -> Vec<ObjectRef<DeserializeGuard<Runner>>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|g| {
+            g.0.as_ref().is_ok_and(|r| {
+                let c = &r.spec.connection_ref;
+                c.kind == kind
+                    && c.name == name
+                    && (kind == ConnectionKind::ClusterGitLabConnection || r.namespace() == ns)
+            })
+        })
+        .map(|r| ObjectRef::from_obj(&*r))
+        .collect()
+}
+
+/// The namespace's connections whose token or CA Secret is `secret`; Runner passes read their
+/// token again instead of reusing the client.
+fn connections_using(
+    ctx: &Context,
+    store: &reflector::Store<GitLabConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<GitLabConnection>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|c| {
+            let s = &c.spec;
+            let ca = s.client.ca_bundle_secret_ref.as_ref();
+            c.namespace() == ns
+                && (s.token_secret_ref.name == name || ca.is_some_and(|r| r.name == name))
+        })
+        .map(|c| {
+            ctx.gitlab.forget_resolved(&connection::namespaced_key(&c));
+            ObjectRef::from_obj(&*c)
+        })
+        .collect()
+}
+
+/// The ClusterGitLabConnections whose token Secret (in its namespace, by default the
+/// operator's) or CA Secret (in the operator's namespace) is `secret`.
+fn cluster_connections_using(
+    ctx: &Context,
+    store: &reflector::Store<ClusterGitLabConnection>,
+    operator_ns: &str,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<ClusterGitLabConnection>> {
+    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|c| {
+            let s = &c.spec;
+            let token_ns = s
+                .token_secret_ref
+                .namespace
+                .as_deref()
+                .unwrap_or(operator_ns);
+            let ca = s.client.ca_bundle_secret_ref.as_ref();
+            (token_ns == ns && s.token_secret_ref.name == name)
+                || (operator_ns == ns && ca.is_some_and(|r| r.name == name))
+        })
+        .map(|c| {
+            // Runner passes read the token again instead of reusing the client.
+            ctx.gitlab.forget_resolved(&connection::cluster_key(&c));
+            ObjectRef::from_obj(&*c)
+        })
+        .collect()
 }
 
 fn connection_retry(e: &Error) -> Action {

@@ -16,7 +16,7 @@ use crate::controller::plan::Desired;
 use crate::controller::reasons::RotationReason;
 use crate::controller::{consumers, secret};
 use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
-use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails};
+use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails, RunnerRegistration};
 
 use super::*;
 
@@ -205,22 +205,7 @@ impl Pass<'_> {
                     .await
                     .map_err(Error::gitlab("creating the runner with POST /user/runners"))?
             }
-            RegistrationStrategy::RegistrationToken => {
-                let r = spec.registration.as_ref().and_then(|r| r.registration_token_secret_ref.clone()).ok_or_else(|| Error::Invalid("registration strategy RegistrationToken needs registrationTokenSecretRef".into()))?;
-                let ns = self.runner.namespace().unwrap_or_default();
-                let token =
-                    read_secret_key(self.ctx, &ns, &r.name, r.key.as_deref().unwrap_or("token"))
-                        .await?;
-                self.gl().register_runner(&SecretString::from(token), &desired.attrs.all()).await.map_err(|e| {
-                    if e.kind() == ErrorKind::Disabled {
-                        Error::RegistrationTokensDisabled(format!("GitLab refused the registration token (410: {}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them", e.message().unwrap_or_default()))
-                    } else if e.kind() == ErrorKind::Forbidden {
-                        Error::Invalid(format!("GitLab refused the registration token (403: {}): check the Secret {}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", e.message().unwrap_or_default(), ns, r.name))
-                    } else {
-                        Error::gitlab("registering the runner with POST /runners")(e)
-                    }
-                })?
-            }
+            RegistrationStrategy::RegistrationToken => self.register(desired).await?,
         };
         // The token exists nowhere else: into the Secret first, then the id into status.
         self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
@@ -239,24 +224,21 @@ impl Pass<'_> {
                 reason: reason.as_str().into(),
             })
             .inc();
-        self.status.last_rotation_reason = Some(
-            if recreated {
-                RotationReason::Recovered
-            } else {
-                RotationReason::Created
-            }
-            .as_str()
-            .into(),
-        );
+        self.status.last_rotation_reason = Some(reason.as_str().into());
         self.status.pending_rotation = None;
         // No status write here: the pass writes status once at its end, and a crash before
         // that finds the runner through the id in the Secret.
+        self.created_event(reg.id, recreated).await;
+        Ok(())
+    }
+
+    async fn created_event(&self, id: i64, recreated: bool) {
         let (reason, note) = if recreated {
             (
                 Reason::Recreated,
                 format!(
                     "the GitLab runner was deleted outside the operator; registered a new one (id {}) and wrote its token",
-                    reg.id
+                    id
                 ),
             )
         } else {
@@ -264,7 +246,7 @@ impl Pass<'_> {
                 Reason::Created,
                 format!(
                     "registered GitLab runner {} and wrote its token to Secret {}",
-                    reg.id,
+                    id,
                     self.runner.token_secret_name()
                 ),
             )
@@ -278,7 +260,34 @@ impl Pass<'_> {
             note,
         )
         .await;
-        Ok(())
+    }
+
+    /// The legacy flow: `POST /runners` with the registration token from its Secret.
+    async fn register(&self, desired: &Desired) -> Result<RunnerRegistration, Error> {
+        let spec = &self.runner.spec;
+        let r = spec
+            .registration
+            .as_ref()
+            .and_then(|r| r.registration_token_secret_ref.clone())
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "registration strategy RegistrationToken needs registrationTokenSecretRef"
+                        .into(),
+                )
+            })?;
+        let ns = self.runner.namespace().unwrap_or_default();
+        let key = r.key.as_deref().unwrap_or("token");
+        let token = read_secret_key(self.ctx, &ns, &r.name, key).await?;
+        let (token, attrs) = (SecretString::from(token), desired.attrs.all());
+        let answer = self.gl().register_runner(&token, &attrs);
+        answer.await.map_err(|e| {
+            let said = e.message().unwrap_or_default();
+            match e.kind() {
+                ErrorKind::Disabled => Error::RegistrationTokensDisabled(format!("GitLab refused the registration token (410: {said}): registration tokens are disabled on this instance (the default since GitLab 17.0); use spec.registration.strategy: UserRunner, or have an administrator re-enable them")),
+                ErrorKind::Forbidden => Error::Invalid(format!("GitLab refused the registration token (403: {said}): check the Secret {ns}/{} holds a valid project, group or instance registration token, or use strategy UserRunner", r.name)),
+                _ => Error::gitlab("registering the runner with POST /runners")(e),
+            }
+        })
     }
 
     /// Makes a runner left by this cluster's earlier incarnation of the Runner this one's: its
