@@ -117,6 +117,18 @@ pub async fn roll(
             }
         }
     }
+    let warnings = warnings(&ns, forbidden, missing, self_rotating);
+    Ok((restarted, warnings))
+}
+
+/// The conditions a roll leaves: consumers RBAC keeps the operator from, consumers missing,
+/// consumers that would rotate the token themselves.
+fn warnings(
+    ns: &str,
+    forbidden: Vec<String>,
+    missing: Vec<String>,
+    self_rotating: Vec<String>,
+) -> Vec<Warning> {
     let mut warnings = vec![];
     if !forbidden.is_empty() {
         warnings.push(Warning {
@@ -148,7 +160,7 @@ pub async fn roll(
             message: format!("{} do not set {FLAG}=true: the runner process will rotate its token itself and the Secret's token stops working; set the variable in the pod template", self_rotating.join(", ")),
         });
     }
-    Ok((restarted, warnings))
+    warnings
 }
 
 /// What restarting one consumer came to.

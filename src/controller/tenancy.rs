@@ -157,41 +157,67 @@ pub fn evaluate(connection: &str, tenancy: Option<&Tenancy>, req: &Request<'_>) 
         ));
     }
     if let Some(target) = &req.adopt {
-        let id = target.id;
-        match rule.adopt {
-            AdoptPolicy::Never => {
-                return Err(format!(
-                    "{lane} does not allow adopting existing runners (adopt: Never), so runner {id} is not taken and its token stays valid; {untouched}. Remove spec.adopt, or ask the connection's owners for adopt: WithinPaths"
-                ));
-            }
-            AdoptPolicy::WithinPaths => {
-                if !types.iter().any(|t| t.as_str() == target.runner_type) {
-                    return Err(format!(
-                        "{lane}: runner {id} is a {}, which the rule does not allow; it is not adopted and its token stays valid; {untouched}",
-                        target.runner_type
-                    ));
-                }
-                let owner = target.owner_path.as_ref();
-                let first_outside = match owner {
-                    None => Some("(no owner project or group)".to_string()),
-                    Some(_) => outside(
-                        owner
-                            .into_iter()
-                            .chain(target.assigned_paths.iter())
-                            .collect(),
-                    ),
-                };
-                if let Some(p) = first_outside {
-                    return Err(format!(
-                        "{lane}: runner {id} serves {p}, outside its paths ({}); it is not adopted and its token stays valid; {untouched}. Adopt only runners whose owner and every project lie under those paths",
-                        globs()
-                    ));
-                }
-            }
-            AdoptPolicy::Any => {}
-        }
+        check_adoption(&rule, &types, target, ns, &lane)?;
     }
     Ok(name)
+}
+
+/// Whether the rule lets the namespace adopt `target`.
+fn check_adoption(
+    rule: &TenancyRule,
+    types: &[RunnerType],
+    target: &AdoptTarget,
+    ns: &str,
+    lane: &str,
+) -> Result<(), String> {
+    let untouched = "nothing was done in GitLab";
+    let outside = |paths: Vec<&String>| -> Option<String> {
+        paths
+            .into_iter()
+            .find(|p| !path_allowed(&rule.paths, ns, p))
+            .cloned()
+    };
+    let globs = || {
+        rule.paths
+            .iter()
+            .map(|g| g.replace("${namespace}", ns))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let id = target.id;
+    match rule.adopt {
+        AdoptPolicy::Never => {
+            return Err(format!(
+                "{lane} does not allow adopting existing runners (adopt: Never), so runner {id} is not taken and its token stays valid; {untouched}. Remove spec.adopt, or ask the connection's owners for adopt: WithinPaths"
+            ));
+        }
+        AdoptPolicy::WithinPaths => {
+            if !types.iter().any(|t| t.as_str() == target.runner_type) {
+                return Err(format!(
+                    "{lane}: runner {id} is a {}, which the rule does not allow; it is not adopted and its token stays valid; {untouched}",
+                    target.runner_type
+                ));
+            }
+            let owner = target.owner_path.as_ref();
+            let first_outside = match owner {
+                None => Some("(no owner project or group)".to_string()),
+                Some(_) => outside(
+                    owner
+                        .into_iter()
+                        .chain(target.assigned_paths.iter())
+                        .collect(),
+                ),
+            };
+            if let Some(p) = first_outside {
+                return Err(format!(
+                    "{lane}: runner {id} serves {p}, outside its paths ({}); it is not adopted and its token stays valid; {untouched}. Adopt only runners whose owner and every project lie under those paths",
+                    globs()
+                ));
+            }
+        }
+        AdoptPolicy::Any => {}
+    }
+    Ok(())
 }
 
 /// Whether `path` matches one of `globs` (none: any path).

@@ -13,10 +13,11 @@ use kube::{Api, Resource, ResourceExt};
 use crate::controller::connection::{self};
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::gitlab_clients::Resolved;
 use crate::controller::plan::SecretState;
 use crate::controller::secret;
 use crate::crd::{DeletionPolicy, READY, Runner, condition, set_condition};
-use crate::gitlab::GitLabApi;
+use crate::gitlab::{GitLabApi, RunnerDetails};
 
 use super::*;
 
@@ -28,33 +29,7 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
         .forget(&runner.namespace().unwrap_or_default(), &runner.name_any());
     ctx.recent.forget(&runner.uid().unwrap_or_default());
     if runner.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Orphan {
-        let id = runner.status.as_ref().and_then(|s| s.runner_id);
-        if let (Some(id), Some(_)) = (id, &ctx.settings.cluster_name)
-            && let Err(why) = release_marker(&ctx, &runner, id).await
-        {
-            // Orphan must not depend on GitLab: the Runner goes, the marker stays.
-            event(
-                &ctx,
-                &runner,
-                EventType::Warning,
-                Reason::MarkerKept,
-                "Delete",
-                format!("GitLab runner {id} keeps this cluster's ownership marker ({why}): `runner-operator plan` lists it as an orphan, and a Runner of the same name in this cluster would take it over; remove the marker from its maintenance note by hand"),
-            )
-            .await;
-        }
-        event(
-            &ctx,
-            &runner,
-            EventType::Normal,
-            Reason::Orphaned,
-            "Delete",
-            format!(
-                "deletionPolicy Orphan: GitLab runner {} is left registered",
-                id.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into())
-            ),
-        )
-        .await;
+        orphan(&ctx, &runner).await;
         return Ok(Action::await_change());
     }
     let ns = runner.namespace().unwrap_or_default();
@@ -71,28 +46,8 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
             return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
         }
     };
-    // A Runner outside its lane may not delete the runner either: it stays in GitLab.
-    if let Some(st) = runner.status.as_ref()
-        && let Some(id) = st.runner_id
-    {
-        let owner = st.project_ids.first().copied();
-        let assigned: BTreeSet<i64> = st.project_ids.iter().skip(1).copied().collect();
-        match check_lane(&ctx, &runner, &conn, st, (owner, st.group_id, &assigned)).await {
-            Err(Error::Tenancy(why)) => {
-                event(
-                    &ctx,
-                    &runner,
-                    EventType::Warning,
-                    Reason::LeftOutsideLane,
-                    "Delete",
-                    format!("GitLab runner {id} is left registered: {why}"),
-                )
-                .await;
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
+    if left_outside_lane(&ctx, &runner, &conn).await? {
+        return Ok(Action::await_change());
     }
     match delete_in_gitlab(&ctx, &runner, &*conn.client).await {
         // GitLab refuses the connection's token: only a person can fix that.
@@ -111,6 +66,66 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
         }
         other => other,
     }
+}
+
+/// `deletionPolicy: Orphan`: the runner stays registered (without this cluster's marker, when
+/// it has a name).
+async fn orphan(ctx: &Context, runner: &Runner) {
+    let id = runner.status.as_ref().and_then(|s| s.runner_id);
+    if let (Some(id), Some(_)) = (id, &ctx.settings.cluster_name)
+        && let Err(why) = release_marker(ctx, runner, id).await
+    {
+        // Orphan must not depend on GitLab: the Runner goes, the marker stays.
+        event(
+            ctx,
+            runner,
+            EventType::Warning,
+            Reason::MarkerKept,
+            "Delete",
+            format!("GitLab runner {id} keeps this cluster's ownership marker ({why}): `runner-operator plan` lists it as an orphan, and a Runner of the same name in this cluster would take it over; remove the marker from its maintenance note by hand"),
+        )
+        .await;
+    }
+    event(
+        ctx,
+        runner,
+        EventType::Normal,
+        Reason::Orphaned,
+        "Delete",
+        format!(
+            "deletionPolicy Orphan: GitLab runner {} is left registered",
+            id.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into())
+        ),
+    )
+    .await;
+}
+
+/// A Runner outside its lane may not delete the runner either: it stays in GitLab (an event
+/// says so). True when that is the case.
+async fn left_outside_lane(ctx: &Context, runner: &Runner, conn: &Resolved) -> Result<bool, Error> {
+    if let Some(st) = runner.status.as_ref()
+        && let Some(id) = st.runner_id
+    {
+        let owner = st.project_ids.first().copied();
+        let assigned: BTreeSet<i64> = st.project_ids.iter().skip(1).copied().collect();
+        match check_lane(ctx, runner, conn, st, (owner, st.group_id, &assigned)).await {
+            Err(Error::Tenancy(why)) => {
+                event(
+                    ctx,
+                    runner,
+                    EventType::Warning,
+                    Reason::LeftOutsideLane,
+                    "Delete",
+                    format!("GitLab runner {id} is left registered: {why}"),
+                )
+                .await;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    Ok(false)
 }
 
 /// The Runner's deletion waits on something only a person can fix: a DeletionBlocked condition
@@ -155,40 +170,8 @@ pub(crate) async fn delete_in_gitlab(
     runner: &Runner,
     gl: &dyn GitLabApi,
 ) -> Result<Action, Error> {
-    let ns = runner.namespace().unwrap_or_default();
     let status = runner.status.clone().unwrap_or_default();
-    // The Secret may be all that knows the id (a crash before the status write): a failed
-    // read is an error to retry, never "no runner".
-    let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&runner.token_secret_name())
-        .await
-        .map_err(Error::kube(
-            "reading the token Secret before deleting the runner",
-        ))?
-        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
-        .and_then(|s| secret::runner_id(&s));
-    let found = match status.runner_id.or(secret_id) {
-        Some(id) => fetch(gl, id).await?,
-        None if status.creation_started.is_none() => None,
-        None => {
-            // Created, then crashed before recording the id: find it by our marker.
-            let (p, g, _) = resolve_ids(None, runner, &status, gl).await.unwrap_or((
-                None,
-                None,
-                BTreeSet::new(),
-            ));
-            find_marked(
-                ctx,
-                gl,
-                runner,
-                p,
-                g,
-                status.creation_started.as_deref(),
-                runner.spec.description.as_deref().unwrap_or(""),
-            )
-            .await?
-        }
-    };
+    let found = find_for_deletion(ctx, runner, gl).await?;
     let Some(details) = found else {
         return Ok(Action::await_change());
     };
@@ -210,6 +193,66 @@ pub(crate) async fn delete_in_gitlab(
         .await;
         return Ok(Action::await_change());
     }
+    delete_everywhere(gl, &details).await?;
+    event(
+        ctx,
+        runner,
+        EventType::Normal,
+        Reason::Deleted,
+        "Delete",
+        format!("deleted GitLab runner {id}"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// The runner to delete: by the id status or the token Secret records, or, after a create
+/// interrupted before recording it, by its marker.
+async fn find_for_deletion(
+    ctx: &Context,
+    runner: &Runner,
+    gl: &dyn GitLabApi,
+) -> Result<Option<RunnerDetails>, Error> {
+    let ns = runner.namespace().unwrap_or_default();
+    let status = runner.status.clone().unwrap_or_default();
+    // The Secret may be all that knows the id (a crash before the status write): a failed
+    // read is an error to retry, never "no runner".
+    let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&runner.token_secret_name())
+        .await
+        .map_err(Error::kube(
+            "reading the token Secret before deleting the runner",
+        ))?
+        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
+        .and_then(|s| secret::runner_id(&s));
+    Ok(match status.runner_id.or(secret_id) {
+        Some(id) => fetch(gl, id).await?,
+        None if status.creation_started.is_none() => None,
+        None => {
+            // Created, then crashed before recording the id: find it by our marker.
+            let (p, g, _) = resolve_ids(None, runner, &status, gl).await.unwrap_or((
+                None,
+                None,
+                BTreeSet::new(),
+            ));
+            find_marked(
+                ctx,
+                gl,
+                runner,
+                p,
+                g,
+                status.creation_started.as_deref(),
+                runner.spec.description.as_deref().unwrap_or(""),
+            )
+            .await?
+        }
+    })
+}
+
+/// `DELETE /runners/:id`; when GitLab insists (a project runner assigned to several projects
+/// and a non-admin token), unassigned from the other projects first.
+async fn delete_everywhere(gl: &dyn GitLabApi, details: &RunnerDetails) -> Result<(), Error> {
+    let id = details.id;
     match gl.delete_runner(id).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
@@ -234,16 +277,7 @@ pub(crate) async fn delete_in_gitlab(
         }
         Err(e) => return Err(Error::gitlab(format!("deleting runner {id}"))(e)),
     }
-    event(
-        ctx,
-        runner,
-        EventType::Normal,
-        Reason::Deleted,
-        "Delete",
-        format!("deleted GitLab runner {id}"),
-    )
-    .await;
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// `deletionPolicy: Orphan` with a cluster name: the runner stays, without this cluster's

@@ -70,7 +70,22 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
         }
     }
     let outcome = checked(&ctx, &runner, periodic, rotation_only).await;
-    match (&outcome, &inputs) {
+    remember_pass(&ctx, &runner, &outcome, &inputs);
+    outcome.map(|c| match c {
+        Checked::Done(wait, _) | Checked::Deferred(wait) => Action::requeue(wait),
+    })
+}
+
+/// What the next gate compares with: the pass's inputs and when it is due again (nothing
+/// after a failed pass, which always runs again).
+fn remember_pass(
+    ctx: &Context,
+    runner: &Runner,
+    outcome: &Result<Checked, Error>,
+    inputs: &Option<(Option<i64>, Option<String>)>,
+) {
+    let uid = runner.uid().unwrap_or_default();
+    match (outcome, inputs) {
         (Ok(Checked::Done(wait, ready)), Some((conn_generation, cached_secret))) => {
             // What the next trigger will see: our own Secret write, if any, is the version
             // the cache is about to hold.
@@ -79,7 +94,7 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
                 .secret_version(&uid)
                 .map(|(v, _)| v)
                 .or_else(|| cached_secret.clone());
-            let fp = recent::fingerprint(&runner, *conn_generation, secret.as_deref());
+            let fp = recent::fingerprint(runner, *conn_generation, secret.as_deref());
             ctx.recent.set_memo(
                 &uid,
                 Some(recent::Memo {
@@ -93,9 +108,6 @@ pub(crate) async fn apply(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Acti
         (Ok(Checked::Deferred(_)), _) => {}
         _ => ctx.recent.set_memo(&uid, None),
     }
-    outcome.map(|c| match c {
-        Checked::Done(wait, _) | Checked::Deferred(wait) => Action::requeue(wait),
-    })
 }
 
 /// The connection's generation and the token Secret's resourceVersion, from the caches; None
