@@ -113,49 +113,7 @@ pub async fn import(
     target: &Target,
     claims: &Claims,
 ) -> Result<Imported, String> {
-    let filter = |runner_type: &str| RunnerFilter {
-        runner_type: Some(runner_type.into()),
-        status: sel.status.clone(),
-        paused: sel.paused,
-        tag_list: (!sel.tags.is_empty()).then(|| sel.tags.clone()),
-        ..Default::default()
-    };
-    let mut ids: BTreeSet<i64> = sel.ids.iter().copied().collect();
-    let mut listed = vec![];
-    for p in &sel.projects {
-        listed.extend(
-            gl.list_project_runners(p, &filter("project_type"))
-                .await
-                .map_err(|e| format!("listing the runners of project {p:?}: {e}"))?,
-        );
-    }
-    for g in &sel.groups {
-        listed.extend(
-            gl.list_group_runners(g, &filter("group_type"))
-                .await
-                .map_err(|e| format!("listing the runners of group {g:?}: {e}"))?,
-        );
-    }
-    if sel.instance {
-        listed.extend(
-            gl.list_all_runners(&filter("instance_type"))
-                .await
-                .map_err(|e| {
-                    format!("listing instance runners (an administrator's token is needed): {e}")
-                })?,
-        );
-    }
-    let matches = |d: Option<&str>| {
-        sel.description
-            .as_ref()
-            .is_none_or(|re| re.is_match(d.unwrap_or_default()))
-    };
-    ids.extend(
-        listed
-            .iter()
-            .filter(|r| matches(r.description.as_deref()))
-            .map(|r| r.id),
-    );
+    let ids = selected_ids(gl, sel).await?;
     let mut out = Imported::default();
     let mut names = BTreeSet::new();
     let mut groups: BTreeMap<i64, String> = BTreeMap::new();
@@ -200,6 +158,55 @@ pub async fn import(
             .push((name.clone(), manifest(&d, &name, group, target)?));
     }
     Ok(out)
+}
+
+/// The ids the selection names, and those of the runners listed for its projects, groups
+/// and the instance whose description matches.
+async fn selected_ids(gl: &dyn GitLabApi, sel: &Selection) -> Result<BTreeSet<i64>, String> {
+    let filter = |runner_type: &str| RunnerFilter {
+        runner_type: Some(runner_type.into()),
+        status: sel.status.clone(),
+        paused: sel.paused,
+        tag_list: (!sel.tags.is_empty()).then(|| sel.tags.clone()),
+        ..Default::default()
+    };
+    let mut ids: BTreeSet<i64> = sel.ids.iter().copied().collect();
+    let mut listed = vec![];
+    for p in &sel.projects {
+        listed.extend(
+            gl.list_project_runners(p, &filter("project_type"))
+                .await
+                .map_err(|e| format!("listing the runners of project {p:?}: {e}"))?,
+        );
+    }
+    for g in &sel.groups {
+        listed.extend(
+            gl.list_group_runners(g, &filter("group_type"))
+                .await
+                .map_err(|e| format!("listing the runners of group {g:?}: {e}"))?,
+        );
+    }
+    if sel.instance {
+        listed.extend(
+            gl.list_all_runners(&filter("instance_type"))
+                .await
+                .map_err(|e| {
+                    format!("listing instance runners (an administrator's token is needed): {e}")
+                })?,
+        );
+    }
+    let matches = |d: Option<&str>| {
+        sel.description
+            .as_ref()
+            .is_none_or(|re| re.is_match(d.unwrap_or_default()))
+    };
+    ids.extend(
+        listed
+            .iter()
+            .filter(|r| matches(r.description.as_deref()))
+            .map(|r| r.id),
+    );
+    Ok(ids)
 }
 
 fn passes(d: &RunnerDetails, sel: &Selection) -> bool {
@@ -340,22 +347,7 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
     {
         return Err("choose runners with --project, --group, --instance or --runner-id".into());
     }
-    let description = args
-        .description_regex
-        .as_deref()
-        .map(regex::Regex::new)
-        .transpose()
-        .map_err(|e| format!("--description-regex: {e}"))?;
-    let sel = Selection {
-        projects: args.project.clone(),
-        groups: args.group.clone(),
-        instance: args.instance,
-        ids: args.runner_id.clone(),
-        tags: args.tag.clone(),
-        status: args.status.clone(),
-        paused: args.paused,
-        description,
-    };
+    let sel = selection(&args)?;
     crate::cli::block_on(async {
         let kind = if args.cluster_connection {
             ConnectionKind::ClusterGitLabConnection
@@ -393,42 +385,66 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
             include_managed: args.include_managed,
         };
         let imported = import(&*gl, &sel, &target, &claims).await?;
-        for m in &imported.managed {
-            let what = if args.include_managed {
-                "written anyway (--include-managed)"
-            } else {
-                "skipped (--include-managed writes it)"
-            };
-            eprintln!(
-                "runner {} is managed by Runner {}: {what}",
-                m.runner_id, m.by
-            );
-        }
-        match &args.output_dir {
-            None => print!("{}", to_yaml(&imported)?),
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                for (name, r) in &imported.manifests {
-                    let path = dir.join(format!("{name}.yaml"));
-                    std::fs::write(&path, document(r)?)
-                        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
-                }
-            }
-        }
-        eprintln!(
-            "{} runner(s) imported, {} managed elsewhere{}",
-            imported.manifests.len(),
-            imported.managed.len(),
-            if args.include_managed {
-                ""
-            } else {
-                " (skipped)"
-            }
-        );
-        Ok(())
+        write_out(&imported, &args)
     })
+}
+
+/// Which runners the flags choose.
+fn selection(args: &ImportArgs) -> Result<Selection, String> {
+    let description = args
+        .description_regex
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| format!("--description-regex: {e}"))?;
+    Ok(Selection {
+        projects: args.project.clone(),
+        groups: args.group.clone(),
+        instance: args.instance,
+        ids: args.runner_id.clone(),
+        tags: args.tag.clone(),
+        status: args.status.clone(),
+        paused: args.paused,
+        description,
+    })
+}
+
+/// The manifests to stdout or into `--output-dir`, and a summary on stderr.
+fn write_out(imported: &Imported, args: &ImportArgs) -> Result<(), String> {
+    for m in &imported.managed {
+        let what = if args.include_managed {
+            "written anyway (--include-managed)"
+        } else {
+            "skipped (--include-managed writes it)"
+        };
+        eprintln!(
+            "runner {} is managed by Runner {}: {what}",
+            m.runner_id, m.by
+        );
+    }
+    match &args.output_dir {
+        None => print!("{}", to_yaml(imported)?),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            for (name, r) in &imported.manifests {
+                let path = dir.join(format!("{name}.yaml"));
+                std::fs::write(&path, document(r)?)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    eprintln!(
+        "{} runner(s) imported, {} managed elsewhere{}",
+        imported.manifests.len(),
+        imported.managed.len(),
+        if args.include_managed {
+            ""
+        } else {
+            " (skipped)"
+        }
+    );
+    Ok(())
 }
 
 /// Runners of the cluster that recorded a GitLab runner in status: `plan`'s listing, by name.

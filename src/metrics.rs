@@ -86,79 +86,66 @@ impl Default for Metrics {
 impl Metrics {
     /// The registry, its build info naming the cluster (`--cluster-name`; empty without one).
     pub fn new(cluster: Option<&str>) -> Self {
-        let mut registry = Registry::with_prefix("runner_operator");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        let passes_skipped = Family::<ResultLabels, Counter>::default();
-        let reconcile_duration = Family::<ResultLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        let gitlab_requests = Family::<RequestLabels, Counter>::default();
-        let gitlab_request_duration =
-            Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 14))
-            });
-        let rate_limit_waits = Counter::default();
-        let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        let token_expiry = Family::<RunnerLabels, Gauge>::default();
-        let rotations = Family::<ReasonLabels, Counter>::default();
-        let runners = Family::<ConnectionLabels, Gauge>::default();
-        let connection_token_expiry = Family::<ConnectionKey, Gauge>::default();
-        registry.register(
+        let histogram = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let mut m = Metrics {
+            registry: Registry::with_prefix("runner_operator"),
+            reconciles: Family::default(),
+            passes_skipped: Family::default(),
+            reconcile_duration: Family::new_with_constructor(histogram),
+            gitlab_requests: Family::default(),
+            gitlab_request_duration: Family::new_with_constructor(histogram),
+            rate_limit_waits: Counter::default(),
+            rate_limit_wait_seconds: Counter::default(),
+            token_expiry: Family::default(),
+            rotations: Family::default(),
+            runners: Family::default(),
+            runner_state: Mutex::new(HashMap::new()),
+            connection_token_expiry: Family::default(),
+            connection_tokens: Mutex::new(HashMap::new()),
+        };
+        m.register_runner_metrics(cluster);
+        m.register_gitlab_metrics();
+        m
+    }
+
+    fn register_runner_metrics(&mut self, cluster: Option<&str>) {
+        let r = &mut self.registry;
+        r.register(
             "connection_token_expiry_seconds",
             "Seconds until each connection's access token expires (negative: expired)",
-            connection_token_expiry.clone(),
+            self.connection_token_expiry.clone(),
         );
-        registry.register(
+        r.register(
             "reconciles",
             "Runner reconciles by result",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        registry.register(
+        r.register(
             "passes_skipped",
             "Runner reconciles that did not check GitLab: unchanged since the last check (not due), or deferred (a periodic check stepping aside for queued work)",
-            passes_skipped.clone(),
+            self.passes_skipped.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Duration of Runner reconciles",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        registry.register(
-            "gitlab_requests",
-            "GitLab API requests by endpoint and status class",
-            gitlab_requests.clone(),
-        );
-        registry.register(
-            "gitlab_request_duration_seconds",
-            "Duration of GitLab API requests",
-            gitlab_request_duration.clone(),
-        );
-        registry.register(
-            "gitlab_rate_limit_waits",
-            "Requests held back by a connection's rate limit or a 429",
-            rate_limit_waits.clone(),
-        );
-        registry.register(
-            "gitlab_rate_limit_wait_seconds",
-            "Time spent waiting for a connection's rate limit",
-            rate_limit_wait_seconds.clone(),
-        );
-        registry.register(
+        r.register(
             "token_expiry_timestamp_seconds",
             "When each Runner's current token expires (Unix seconds)",
-            token_expiry.clone(),
+            self.token_expiry.clone(),
         );
-        registry.register(
+        r.register(
             "token_rotations",
             "Token resets by reason",
-            rotations.clone(),
+            self.rotations.clone(),
         );
-        registry.register(
+        r.register(
             "runners",
             "Runners by connection and readiness",
-            runners.clone(),
+            self.runners.clone(),
         );
-        registry.register(
+        r.register(
             "build",
             "The operator's version, git commit and cluster name",
             prometheus_client::metrics::info::Info::new(vec![
@@ -167,22 +154,30 @@ impl Metrics {
                 ("cluster", cluster.unwrap_or_default().to_string()),
             ]),
         );
-        Metrics {
-            registry,
-            reconciles,
-            passes_skipped,
-            reconcile_duration,
-            gitlab_requests,
-            gitlab_request_duration,
-            rate_limit_waits,
-            rate_limit_wait_seconds,
-            token_expiry,
-            rotations,
-            runners,
-            runner_state: Mutex::new(HashMap::new()),
-            connection_token_expiry,
-            connection_tokens: Mutex::new(HashMap::new()),
-        }
+    }
+
+    fn register_gitlab_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "gitlab_requests",
+            "GitLab API requests by endpoint and status class",
+            self.gitlab_requests.clone(),
+        );
+        r.register(
+            "gitlab_request_duration_seconds",
+            "Duration of GitLab API requests",
+            self.gitlab_request_duration.clone(),
+        );
+        r.register(
+            "gitlab_rate_limit_waits",
+            "Requests held back by a connection's rate limit or a 429",
+            self.rate_limit_waits.clone(),
+        );
+        r.register(
+            "gitlab_rate_limit_wait_seconds",
+            "Time spent waiting for a connection's rate limit",
+            self.rate_limit_wait_seconds.clone(),
+        );
     }
 }
 

@@ -58,22 +58,7 @@ impl Claims {
 /// Every orphan of `cluster` in every GitLab the cluster's connections reach (each GitLab
 /// once). Reads each listed runner once (its note is not in lists); writes nothing.
 pub async fn scan(client: &kube::Client, cluster: &ClusterName) -> Result<Vec<Found>, String> {
-    let runners = Api::<Runner>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing Runners in every namespace (orphans are runners no Runner anywhere claims): {e}"))?;
-    let mut claims = Claims::default();
-    for r in &runners.items {
-        claims.uids.extend(r.uid());
-        claims.paths.insert(format!(
-            "{}/{}",
-            r.namespace().unwrap_or_default(),
-            r.name_any()
-        ));
-        claims
-            .ids
-            .extend(r.status.as_ref().and_then(|s| s.runner_id));
-    }
+    let claims = claims(client).await?;
     let ctx = Context::new(
         client.clone(),
         Settings {
@@ -81,35 +66,10 @@ pub async fn scan(client: &kube::Client, cluster: &ClusterName) -> Result<Vec<Fo
             ..Settings::default()
         },
     );
-    let mut connections: Vec<(ConnectionKind, String, String)> = vec![];
-    if let Ok(list) = Api::<ClusterGitLabConnection>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        connections.extend(list.items.iter().map(|c| {
-            (
-                ConnectionKind::ClusterGitLabConnection,
-                String::new(),
-                c.name_any(),
-            )
-        }));
-    }
-    if let Ok(list) = Api::<GitLabConnection>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        connections.extend(list.items.iter().map(|c| {
-            (
-                ConnectionKind::GitLabConnection,
-                c.namespace().unwrap_or_default(),
-                c.name_any(),
-            )
-        }));
-    }
     // Per GitLab: the runners seen (an admin connection sees more than a project owner's).
     let mut seen: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     let mut out = vec![];
-    for (kind, ns, name) in connections {
+    for (kind, ns, name) in connections(client).await {
         let label = match kind {
             ConnectionKind::ClusterGitLabConnection => format!("ClusterGitLabConnection/{name}"),
             ConnectionKind::GitLabConnection => format!("GitLabConnection/{ns}/{name}"),
@@ -130,10 +90,7 @@ pub async fn scan(client: &kube::Client, cluster: &ClusterName) -> Result<Vec<Fo
             },
         };
         let known = seen.entry(resolved.url.clone()).or_default();
-        for r in listed {
-            if !known.insert(r.id) {
-                continue;
-            }
+        for r in listed.into_iter().filter(|r| known.insert(r.id)) {
             let Ok(d) = gl.get_runner(r.id).await else {
                 continue;
             };
@@ -159,6 +116,55 @@ pub async fn scan(client: &kube::Client, cluster: &ClusterName) -> Result<Vec<Fo
     }
     out.sort_by(|a, b| (&a.orphan.gitlab, a.orphan.id).cmp(&(&b.orphan.gitlab, b.orphan.id)));
     Ok(out)
+}
+
+/// What the cluster's Runners claim: their uids, names and recorded runner ids.
+async fn claims(client: &kube::Client) -> Result<Claims, String> {
+    let runners = Api::<Runner>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Runners in every namespace (orphans are runners no Runner anywhere claims): {e}"))?;
+    let mut claims = Claims::default();
+    for r in &runners.items {
+        claims.uids.extend(r.uid());
+        claims.paths.insert(format!(
+            "{}/{}",
+            r.namespace().unwrap_or_default(),
+            r.name_any()
+        ));
+        claims
+            .ids
+            .extend(r.status.as_ref().and_then(|s| s.runner_id));
+    }
+    Ok(claims)
+}
+
+/// Every connection of the cluster: (kind, namespace, name).
+async fn connections(client: &kube::Client) -> Vec<(ConnectionKind, String, String)> {
+    let mut out = vec![];
+    if let Ok(list) = Api::<ClusterGitLabConnection>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        let kind = ConnectionKind::ClusterGitLabConnection;
+        out.extend(
+            list.items
+                .iter()
+                .map(|c| (kind, String::new(), c.name_any())),
+        );
+    }
+    if let Ok(list) = Api::<GitLabConnection>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        let kind = ConnectionKind::GitLabConnection;
+        out.extend(
+            list.items
+                .iter()
+                .map(|c| (kind, c.namespace().unwrap_or_default(), c.name_any())),
+        );
+    }
+    out
 }
 
 /// The orphans, without their clients.

@@ -37,79 +37,7 @@ fn runner_text(p: &RunnerPlan, out: &mut String) {
     };
     out.push_str(&format!("Runner {}/{}{id}: {head}\n", p.namespace, p.name));
     for a in &p.actions {
-        match a {
-            Action::Create {
-                runner_type,
-                owner,
-                recreated,
-                fields,
-            } => {
-                let owner = owner
-                    .as_ref()
-                    .map(|o| format!(" in {o}"))
-                    .unwrap_or_default();
-                let again = if *recreated {
-                    " (again: the recorded runner is gone from GitLab)"
-                } else {
-                    ""
-                };
-                out.push_str(&format!("  + create {runner_type} runner{owner}{again}\n"));
-                for f in fields {
-                    out.push_str(&format!(
-                        "      {}: {}\n",
-                        f.field,
-                        crate::controller::plan::shown(&f.after)
-                    ));
-                }
-            }
-            Action::Adopt { runner_id } => {
-                out.push_str(&format!("  + adopt GitLab runner {runner_id}\n"))
-            }
-            Action::TakeOver {
-                runner_id,
-                keep_token,
-            } => out.push_str(&format!(
-                "  + take over GitLab runner {runner_id} (this cluster's, from before a rebuild); {}\n",
-                if *keep_token {
-                    "its token is kept"
-                } else {
-                    "its token is reset"
-                }
-            )),
-            Action::Update { fields, .. } => {
-                for f in fields {
-                    out.push_str(&format!("  ~ {}: {}\n", f.field, field(f)));
-                }
-            }
-            Action::Assign {
-                project_id,
-                project: path,
-                ..
-            } => out.push_str(&format!(
-                "  + assign to project {}\n",
-                project(*project_id, path)
-            )),
-            Action::Unassign {
-                project_id,
-                project: path,
-                ..
-            } => out.push_str(&format!(
-                "  - unassign from project {}\n",
-                project(*project_id, path)
-            )),
-            Action::RotateToken { reason, .. } => out.push_str(&format!(
-                "  ~ reset the token ({reason}) and write the new one to the Secret\n"
-            )),
-            Action::Delete { runner_id } => {
-                out.push_str(&format!("  - delete GitLab runner {runner_id}\n"))
-            }
-            Action::Release { runner_id } => out.push_str(&match runner_id {
-                Some(id) => {
-                    format!("  - release the Runner; GitLab runner {id} stays registered\n")
-                }
-                None => "  - release the Runner (no GitLab runner to delete)\n".into(),
-            }),
-        }
+        action_text(a, out);
     }
     for w in &p.warnings {
         out.push_str(&format!("  ! {w}\n"));
@@ -119,6 +47,83 @@ fn runner_text(p: &RunnerPlan, out: &mut String) {
     }
     if let Some(r) = &p.next_rotation {
         out.push_str(&format!("  next token rotation: {} ({})\n", r.at, r.reason));
+    }
+}
+
+/// One action's lines.
+fn action_text(a: &Action, out: &mut String) {
+    match a {
+        Action::Create {
+            runner_type,
+            owner,
+            recreated,
+            fields,
+        } => {
+            let owner = owner
+                .as_ref()
+                .map(|o| format!(" in {o}"))
+                .unwrap_or_default();
+            let again = if *recreated {
+                " (again: the recorded runner is gone from GitLab)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("  + create {runner_type} runner{owner}{again}\n"));
+            for f in fields {
+                out.push_str(&format!(
+                    "      {}: {}\n",
+                    f.field,
+                    crate::controller::plan::shown(&f.after)
+                ));
+            }
+        }
+        Action::Adopt { runner_id } => {
+            out.push_str(&format!("  + adopt GitLab runner {runner_id}\n"))
+        }
+        Action::TakeOver {
+            runner_id,
+            keep_token,
+        } => out.push_str(&format!(
+            "  + take over GitLab runner {runner_id} (this cluster's, from before a rebuild); {}\n",
+            if *keep_token {
+                "its token is kept"
+            } else {
+                "its token is reset"
+            }
+        )),
+        Action::Update { fields, .. } => {
+            for f in fields {
+                out.push_str(&format!("  ~ {}: {}\n", f.field, field(f)));
+            }
+        }
+        Action::Assign {
+            project_id,
+            project: path,
+            ..
+        } => out.push_str(&format!(
+            "  + assign to project {}\n",
+            project(*project_id, path)
+        )),
+        Action::Unassign {
+            project_id,
+            project: path,
+            ..
+        } => out.push_str(&format!(
+            "  - unassign from project {}\n",
+            project(*project_id, path)
+        )),
+        Action::RotateToken { reason, .. } => out.push_str(&format!(
+            "  ~ reset the token ({reason}) and write the new one to the Secret\n"
+        )),
+        Action::Delete { runner_id } => {
+            out.push_str(&format!("  - delete GitLab runner {runner_id}\n"))
+        }
+        Action::Release { runner_id } => out.push_str(&match runner_id {
+            Some(id) => {
+                format!("  - release the Runner; GitLab runner {id} stays registered\n")
+            }
+            None => "  - release the Runner (no GitLab runner to delete)\n".into(),
+        }),
     }
 }
 
