@@ -12,8 +12,8 @@ use crate::gitlab::AccessTokenInfo;
 pub const TOKEN_EXPIRING: &str = "TokenExpiring";
 pub const TOKEN_SCOPES: &str = "TokenScopes";
 
-/// What each part of the operator's work needs, as GitLab checks it (gitlab-runners-api.md
-/// §3.3): any one of the scopes listed.
+/// What each part of the operator's work needs, as GitLab checks it (`lib/api/api.rb`,
+/// `lib/api/ci/runners.rb`, `lib/api/user_runners.rb`): any one of the scopes listed.
 const NEEDS: &[(&str, &[&str])] = &[
     (
         "creating runners (POST /user/runners)",

@@ -145,7 +145,8 @@ impl GitLabError {
     }
 
     /// What a documented refusal means, so callers match on a kind instead of GitLab's words
-    /// (`shared/gitlab-runners-api.md` §8: assignment, §7: deletion).
+    /// (GitLab's `lib/api/ci/runners.rb`: the assignment's uniqueness validation, and the
+    /// deletion of a project runner that serves more than one project).
     pub fn refusal(&self) -> Option<Refusal> {
         let GitLabError::Api {
             endpoint,

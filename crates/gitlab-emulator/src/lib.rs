@@ -1,5 +1,6 @@
-//! An in-memory GitLab that serves the Runners API on 127.0.0.1, faithful to
-//! `shared/gitlab-runners-api.md`. Test support and the operator's sandbox;
+//! An in-memory GitLab that serves the Runners API on 127.0.0.1, faithful to GitLab's own
+//! sources (`lib/api/ci/runners.rb`, `lib/api/user_runners.rb`, `lib/api/ci/runner.rb` and the
+//! models and policies they use). Test support and the operator's sandbox;
 //! it knows nothing of the operator.
 //!
 //! Control surface: the methods of [`GitLabEmulator`] in-process, or over HTTP under

@@ -1,5 +1,5 @@
-//! The emulator against `shared/gitlab-runners-api.md` §15, one test per behaviour (B1…B25)
-//! plus the extras listed there.
+//! The emulator against the behaviour GitLab's Runners API shows (its `lib/api/ci/runners.rb`,
+//! `lib/api/user_runners.rb` and their specs), one test per behaviour (B1…B25) plus extras.
 
 use serde_json::json;
 

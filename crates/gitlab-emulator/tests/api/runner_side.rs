@@ -1,4 +1,4 @@
-//! The runner process's side of the API (`shared/gitlab-runners-api.md` §5.4, §8.11–8.14):
+//! The runner process's side of the API (GitLab's `lib/api/ci/runner.rb`, `lib/api/ci/helpers/runner.rb`):
 //! job requests, verify with `info`, deleting a manager, and pagination links on every paginated
 //! endpoint.
 
