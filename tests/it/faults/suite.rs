@@ -311,6 +311,7 @@ pub(crate) async fn fault_run(seed: u64, n: usize) -> Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long (random faults over many rounds): CI runs it (cargo test -- --include-ignored)"]
 pub(crate) async fn fault_suite() {
     let seeds: Vec<u64> = std::env::var("RUNNER_OPERATOR_FAULT_SEEDS")
         .unwrap_or_else(|_| "1,2".into())

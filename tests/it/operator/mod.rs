@@ -520,12 +520,19 @@ pub(crate) fn project_spec() -> Value {
 /// Each scenario twice: against the in-memory API (`operator::local::…`) and against the real
 /// control plane (`operator::real::…`, ignored unless asked for: see `cluster`).
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)?; long: $($long:ident),* $(,)?) => {
         mod local {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(crate::cluster::Backend::Local).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "long: CI runs it (cargo test -- --include-ignored)"]
+                async fn $long() {
+                    super::$long(crate::cluster::Backend::Local).await
                 }
             )*
         }
@@ -535,6 +542,13 @@ macro_rules! on_both_backends {
                 #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
                 async fn $name() {
                     super::$name(crate::cluster::Backend::Real).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "real control plane: tests/control-plane/e2e.sh runs it (needs Go), or cargo test -- --include-ignored"]
+                async fn $long() {
+                    super::$long(crate::cluster::Backend::Real).await
                 }
             )*
         }
@@ -565,11 +579,12 @@ on_both_backends!(
     foreign_secrets_are_never_overwritten,
     tokens_never_leak_into_logs_events_or_status,
     expired_tokens_are_replaced_through_the_management_api,
-    many_rotations_at_once_stay_within_the_rate_limit,
     watch_namespaces_limit_what_is_reconciled,
     tenants_stay_in_their_lane,
+    naming_a_running_cluster_only_rewrites_markers;
+    // The slowest on the in-memory API too (200 Runners; three clusters one after another).
+    long: many_rotations_at_once_stay_within_the_rate_limit,
     a_rebuilt_cluster_takes_over_its_runners_and_prunes_orphans,
-    naming_a_running_cluster_only_rewrites_markers,
 );
 
 /// kstatus needs Go (tests/kstatus); run on the real control plane, whose objects Flux reads.
