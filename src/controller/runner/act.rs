@@ -9,7 +9,7 @@ use crate::controller::plan::{self, Failure, GitLabState, Step};
 use crate::controller::reasons::{Reason, RotationReason};
 use crate::gitlab::{GitLabError, RunnerAttributes};
 
-use super::converge::Scope;
+use super::desired::Scope;
 use super::event;
 use super::pass::Pass;
 

@@ -19,7 +19,8 @@ use super::converge::converge;
 use super::desired::{rotation_policy, ts};
 use super::observe::observe_gitlab;
 use super::pass::Pass;
-use super::status::{blocked_event, report, set, write_status};
+use super::pass::write_status;
+use super::status::{blocked_event, report, set};
 use super::warn_event;
 
 /// How a pass that checked GitLab ended: when to check again, or stepped aside (a periodic

@@ -15,11 +15,16 @@ use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::gitlab_clients::Resolved;
 use crate::controller::plan::SecretState;
+use crate::controller::reasons::Reason;
 use crate::controller::secret;
 use crate::crd::{DeletionPolicy, READY, Runner, condition, set_condition};
 use crate::gitlab::{GitLabApi, RunnerDetails};
 
-use super::*;
+use super::desired::{carries_marker, is_ours};
+use super::lane::check_lane;
+use super::observe::{fetch, find_marked, resolve_ids};
+use super::pass::write_status;
+use super::{event, fresh};
 
 pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Action, Error> {
     let Some(runner) = fresh(runner, &ctx).await? else {

@@ -4,25 +4,16 @@ use kube::{Resource, ResourceExt};
 
 use crate::controller::consumers;
 use crate::controller::error::Error;
-use crate::controller::plan::{self, Desired, Shortcut, Step};
+use crate::controller::plan::{self, Shortcut, Step};
 use crate::controller::reasons::{Reason, RotationReason};
 use crate::crd::Runner;
 
 use super::act::act;
-use super::desired::{desired, marker, token_state};
+use super::desired::{Scope, desired, marker, token_state};
 use super::lane::check_lane;
 use super::observe::{observe, resolve_ids};
 use super::pass::Pass;
 use super::{NOTE_LIMIT, NOTE_TRUNCATED, ROTATE_ANNOTATION};
-
-/// What the rounds work from, resolved once per pass.
-pub(crate) struct Scope {
-    pub(crate) owner_project: Option<i64>,
-    pub(crate) owner_group: Option<i64>,
-    pub(crate) desired: Desired,
-    /// The spec did not change since the last pass: a difference in GitLab is drift.
-    pub(crate) drift_possible: bool,
-}
 
 /// Observe → plan → act until GitLab matches (at most four rounds).
 pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {

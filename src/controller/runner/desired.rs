@@ -14,7 +14,7 @@ use crate::controller::reasons::RotationReason;
 use crate::crd::{self, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::RunnerDetails;
 
-use super::*;
+use super::{NOTE_LIMIT, ROTATE_ANNOTATION};
 
 /// Ownership marker kept in the runner's maintenance note.
 pub fn marker(runner: &Runner, cluster: Option<&ClusterName>) -> String {
@@ -132,6 +132,15 @@ pub(crate) fn gitlab_tags(tags: &[String]) -> BTreeSet<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// What the rounds work from, resolved once per pass.
+pub(crate) struct Scope {
+    pub(crate) owner_project: Option<i64>,
+    pub(crate) owner_group: Option<i64>,
+    pub(crate) desired: Desired,
+    /// The spec did not change since the last pass: a difference in GitLab is drift.
+    pub(crate) drift_possible: bool,
 }
 
 pub(crate) fn desired(

@@ -1,8 +1,11 @@
 //! One Runner: observe (Kubernetes, the Secret, GitLab), plan (pure), act, report.
 //!
-//! `desired` (spec → desired state), `observe` (GitLab and the cluster as they are), `converge`
-//! (observe → plan → act rounds), `pass` (the writes, each recorded first where a crash could
-//! lose its effect), `status` (one pass and its report), `cleanup` (deletion).
+//! A reconcile goes `gate` (whether a pass is needed) → `check` (the connection, then the
+//! rounds, then the report) → `converge` (the rounds: `observe` → `plan::plan` → `act`, until
+//! GitLab matches) → `status` (conditions and the status write). `desired` turns the spec into
+//! what `plan` compares with; `pass` holds the writes, each recorded first where a crash could
+//! lose its effect; `cleanup` is deletion; `lane` the tenancy check. Every choice is made in
+//! `controller::plan`; these modules observe and carry it out.
 
 mod act;
 mod check;
@@ -30,14 +33,14 @@ use super::context::Context;
 use super::error::Error;
 use crate::crd::{READY, Runner};
 
-pub(crate) use cleanup::*;
-pub(crate) use converge::*;
-pub(crate) use desired::*;
-pub(crate) use gate::apply;
-pub(crate) use lane::*;
-pub(crate) use observe::*;
-pub(crate) use pass::*;
-pub(crate) use status::*;
+// What the plan, import and prune commands share with the controller.
+pub use desired::marker;
+pub(crate) use desired::{desired, is_ours, is_predecessors, rotation_policy, token_state, ts};
+pub(crate) use lane::check_lane;
+pub(crate) use observe::{fetch, find_predecessor, resolve_ids};
+
+use cleanup::cleanup;
+use gate::apply;
 
 pub use crate::crd::{FINALIZER, ROTATE_ANNOTATION};
 

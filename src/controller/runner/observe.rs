@@ -18,7 +18,8 @@ use crate::crd::{GitLabRunnerState, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::ErrorKind;
 use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
 
-use super::*;
+use super::desired::{Scope, carries_marker, is_ours, is_predecessors, token_expiry};
+use super::pass::Pass;
 
 /// What a round sees before deciding.
 pub(crate) struct Observed {
@@ -287,25 +288,6 @@ pub(crate) async fn observe_managers(
             }
         },
     }
-}
-
-pub(crate) async fn read_secret_key(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    key: &str,
-) -> Result<String, Error> {
-    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(Error::kube(format!("reading Secret {ns}/{name}")))?;
-    s.and_then(|s| s.data)
-        .and_then(|d| {
-            d.get(key)
-                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-        })
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} has no non-empty key {key:?}")))
 }
 
 /// The cache of resolved paths a pass may use: the context and the connection's key.

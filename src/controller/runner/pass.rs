@@ -18,7 +18,7 @@ use crate::controller::{consumers, secret};
 use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
 use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails, RunnerRegistration};
 
-use super::*;
+use super::{MANAGER, ROTATE_ANNOTATION, event, now_str};
 
 pub(crate) struct Pass<'a> {
     pub(crate) ctx: &'a Context,
@@ -412,4 +412,59 @@ impl Pass<'_> {
         .await;
         Ok(())
     }
+}
+
+/// Writes status when it differs (ignoring condition timestamps): no loops from our own writes.
+pub(crate) async fn write_status(
+    ctx: &Context,
+    runner: &Runner,
+    status: &RunnerStatus,
+) -> Result<(), Error> {
+    // kstatus' Reconciling and Stalled follow the other conditions, whoever set them.
+    let mut status = status.clone();
+    crate::controller::standing::apply(&mut status.conditions);
+    let status = &status;
+    // Compared with what the server has: our last write in this pass, if any.
+    let last = ctx
+        .recent
+        .written_status(&runner.uid().unwrap_or_default())
+        .or_else(|| runner.status.clone());
+    if let Some(old) = &last {
+        let mut a = old.clone();
+        let mut b = status.clone();
+        let same_conditions = crate::crd::same_ignoring_time(&a.conditions, &b.conditions);
+        a.conditions.clear();
+        b.conditions.clear();
+        if same_conditions && a == b {
+            return Ok(());
+        }
+    }
+    let api: Api<Runner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
+    let written = api
+        .patch_status(
+            &runner.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(Error::kube("writing the Runner status"))?;
+    ctx.recent.wrote(written);
+    Ok(())
+}
+
+/// A key of a Secret (the registration token's).
+async fn read_secret_key(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<String, Error> {
+    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading Secret {ns}/{name}")))?;
+    s.and_then(|s| s.data)
+        .and_then(|d| {
+            d.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} has no non-empty key {key:?}")))
 }

@@ -2,60 +2,18 @@
 //! newly blocked Runner.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Resource, ResourceExt};
 
 use crate::controller::consumers;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::reasons::Reason;
-use crate::crd::{self, READY, Runner, RunnerStatus, condition, set_condition};
+use crate::crd::{READY, Runner, RunnerStatus, condition, set_condition};
 
 use super::desired::ts;
-use super::pass::Pass;
-use super::{MANAGER, NOTE_TRUNCATED, event};
-
-/// Writes status when it differs (ignoring condition timestamps): no loops from our own writes.
-pub(crate) async fn write_status(
-    ctx: &Context,
-    runner: &Runner,
-    status: &RunnerStatus,
-) -> Result<(), Error> {
-    // kstatus' Reconciling and Stalled follow the other conditions, whoever set them.
-    let mut status = status.clone();
-    crate::controller::standing::apply(&mut status.conditions);
-    let status = &status;
-    // Compared with what the server has: our last write in this pass, if any.
-    let last = ctx
-        .recent
-        .written_status(&runner.uid().unwrap_or_default())
-        .or_else(|| runner.status.clone());
-    if let Some(old) = &last {
-        let mut a = old.clone();
-        let mut b = status.clone();
-        let same_conditions = crd::same_ignoring_time(&a.conditions, &b.conditions);
-        a.conditions.clear();
-        b.conditions.clear();
-        if same_conditions && a == b {
-            return Ok(());
-        }
-    }
-    let api: Api<Runner> =
-        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
-    let written = api
-        .patch_status(
-            &runner.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map_err(Error::kube("writing the Runner status"))?;
-    ctx.recent.wrote(written);
-    Ok(())
-}
+use super::pass::{Pass, write_status};
+use super::{NOTE_TRUNCATED, event};
 
 /// Sets condition `type_` to (status, reason, message).
 pub(crate) fn set(
