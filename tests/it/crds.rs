@@ -453,3 +453,25 @@ fn every_field_and_column_is_described_in_a_sentence() {
     }
     assert!(bad.is_empty(), "not a sentence:\n{}", bad.join("\n"));
 }
+
+#[tokio::test]
+async fn run_refuses_to_start_without_the_crds() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let server = kube_local::KubeApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let err = runner_operator::kube_client::check_crds_installed(&client)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("not installed") && err.contains("kubectl apply --server-side"),
+        "{err}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for c in crd::all() {
+        crds.create(&PostParams::default(), &c).await.unwrap();
+    }
+    runner_operator::kube_client::check_crds_installed(&client)
+        .await
+        .unwrap();
+}

@@ -7,7 +7,6 @@ mod client;
 mod cluster;
 mod crds;
 mod faults;
-mod kubeapi;
 mod kubectl;
 mod node;
 mod operator;

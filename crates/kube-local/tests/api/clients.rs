@@ -1,5 +1,5 @@
 //! The local API as its clients use it: watches, faults, kube-runtime's controller and
-//! finalizer, kubectl's tables, Leases and Events, the operator's start-up check.
+//! finalizer, kubectl's tables, Leases and Events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,21 +7,20 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use kube_local::{KubeApiServer, KubeFault, KubeFaultAction};
-use runner_operator::crd::{self, Runner, RunnerStatus};
+use kube_local::{KubeFault, KubeFaultAction};
 use serde_json::{Value, json};
 
 use super::*;
 
 #[tokio::test]
-pub(crate) async fn watches_resume_bookmark_expire_and_time_out() {
+async fn watches_resume_bookmark_expire_and_time_out() {
     let (server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "ci");
     let first = cms
@@ -69,7 +68,7 @@ pub(crate) async fn watches_resume_bookmark_expire_and_time_out() {
 }
 
 #[tokio::test]
-pub(crate) async fn faults_are_injected_and_watches_dropped() {
+async fn faults_are_injected_and_watches_dropped() {
     let (server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "ci");
     let http = reqwest::Client::new();
@@ -138,21 +137,35 @@ pub(crate) struct Ctx {
     cleanups: Arc<AtomicUsize>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug)]
 pub(crate) struct TestError(String);
 
-pub(crate) async fn reconcile(
-    r: Arc<Runner>,
+impl std::fmt::Display for TestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TestError {}
+
+async fn reconcile(
+    r: Arc<DynamicObject>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, kube::runtime::finalizer::Error<TestError>> {
-    let api: Api<Runner> = Api::namespaced(ctx.client.clone(), &r.namespace().unwrap());
-    finalizer(&api, "gitlab.runner-operator.dev/test", r, |event| async {
+    let api = widget_api(&ctx.client);
+    finalizer(&api, "example.dev/test", r, |event| async {
         match event {
             Finalizer::Apply(r) => {
-                let status = RunnerStatus { observed_generation: r.meta().generation, runner_id: Some(42), ..Default::default() };
-                let patch = json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "status": status});
-                api.patch_status(&r.name_any(), &PatchParams::apply("test-controller").force(), &Patch::Apply(patch)).await.map_err(|e| TestError(e.to_string()))?;
+                let status = json!({"observedGeneration": r.meta().generation, "widgetId": 42});
+                let patch =
+                    json!({"apiVersion": "example.dev/v1", "kind": "Widget", "status": status});
+                api.patch_status(
+                    &r.name_any(),
+                    &PatchParams::apply("test-controller").force(),
+                    &Patch::Apply(patch),
+                )
+                .await
+                .map_err(|e| TestError(e.to_string()))?;
                 Ok(Action::await_change())
             }
             Finalizer::Cleanup(_) => {
@@ -165,14 +178,15 @@ pub(crate) async fn reconcile(
 }
 
 #[tokio::test]
-pub(crate) async fn kube_runtime_controller_with_finalizer_runs_against_it() {
+async fn kube_runtime_controller_with_finalizer_runs_against_it() {
     let (_server, client) = server_with_crds().await;
-    let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
+    let runners = widget_api(&client);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cleanups: Arc::new(AtomicUsize::new(0)),
     });
-    let controller = Controller::new(Api::<Runner>::all(client.clone()), Default::default())
+    let all = Api::<DynamicObject>::all_with(client.clone(), &widgets());
+    let controller = Controller::new_with(all, Default::default(), widgets())
         .run(
             reconcile,
             |_, _, _| Action::requeue(Duration::from_millis(200)),
@@ -181,15 +195,14 @@ pub(crate) async fn kube_runtime_controller_with_finalizer_runs_against_it() {
         .for_each(|_| async {});
     let handle = tokio::spawn(controller);
     runners
-        .create(&PostParams::default(), &runner("ctl"))
+        .create(&PostParams::default(), &widget("ctl"))
         .await
         .unwrap();
     let reconciled = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let r = runners.get("ctl").await.unwrap();
-            if r.status.as_ref().and_then(|s| s.runner_id) == Some(42)
-                && r.finalizers()
-                    .contains(&"gitlab.runner-operator.dev/test".to_string())
+            if r.data["status"]["widgetId"] == 42
+                && r.finalizers().contains(&"example.dev/test".to_string())
             {
                 return r;
             }
@@ -198,7 +211,7 @@ pub(crate) async fn kube_runtime_controller_with_finalizer_runs_against_it() {
     })
     .await
     .expect("the controller added its finalizer and wrote status");
-    assert_eq!(reconciled.status.unwrap().observed_generation, Some(1));
+    assert_eq!(reconciled.data["status"]["observedGeneration"], 1);
     runners
         .delete("ctl", &DeleteParams::default())
         .await
@@ -215,17 +228,17 @@ pub(crate) async fn kube_runtime_controller_with_finalizer_runs_against_it() {
 }
 
 #[tokio::test]
-pub(crate) async fn kubectl_tables_use_printer_columns() {
+async fn kubectl_tables_use_printer_columns() {
     let (server, client) = server_with_crds().await;
-    let runners: Api<Runner> = Api::namespaced(client, "ci");
+    let runners = widget_api(&client);
     runners
-        .create(&PostParams::default(), &runner("tbl"))
+        .create(&PostParams::default(), &widget("tbl"))
         .await
         .unwrap();
-    runners.patch_status("tbl", &PatchParams::default(), &Patch::Merge(json!({"status": {"runnerId": 9, "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}))).await.unwrap();
+    runners.patch_status("tbl", &PatchParams::default(), &Patch::Merge(json!({"status": {"widgetId": 9, "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}))).await.unwrap();
     let table: Value = reqwest::Client::new()
         .get(format!(
-            "{}/apis/gitlab.runner-operator.dev/v1alpha1/namespaces/ci/runners",
+            "{}/apis/example.dev/v1/namespaces/ci/widgets",
             server.url()
         ))
         .header(
@@ -245,35 +258,21 @@ pub(crate) async fn kubectl_tables_use_printer_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "Name",
-            "Type",
-            "Runner ID",
-            "GitLab",
-            "Managers",
-            "Version",
-            "Paused",
-            "Ready",
-            "Token Expiry",
-            "Age"
-        ]
-    );
+    assert_eq!(names, ["Name", "Type", "Widget ID", "Ready", "Age"]);
     let cells = &table["rows"][0]["cells"];
     assert_eq!(
         (
             cells[0].clone(),
             cells[1].clone(),
             cells[2].clone(),
-            cells[7].clone()
+            cells[3].clone()
         ),
-        (json!("tbl"), json!("project_type"), json!(9), json!("True"))
+        (json!("tbl"), json!("project"), json!(9), json!("True"))
     );
 }
 
 #[tokio::test]
-pub(crate) async fn leases_and_events_in_both_apis() {
+async fn leases_and_events_in_both_apis() {
     let (_server, client) = server_with_crds().await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), "ci");
@@ -289,9 +288,9 @@ pub(crate) async fn leases_and_events_in_both_apis() {
             instance: None,
         },
     );
-    let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
+    let runners = widget_api(&client);
     let r = runners
-        .create(&PostParams::default(), &runner("evented"))
+        .create(&PostParams::default(), &widget("evented"))
         .await
         .unwrap();
     let ev = kube::runtime::events::Event {
@@ -301,8 +300,14 @@ pub(crate) async fn leases_and_events_in_both_apis() {
         action: "Test".into(),
         secondary: None,
     };
-    recorder.publish(&ev, &r.object_ref(&())).await.unwrap();
-    recorder.publish(&ev, &r.object_ref(&())).await.unwrap();
+    recorder
+        .publish(&ev, &r.object_ref(&widgets()))
+        .await
+        .unwrap();
+    recorder
+        .publish(&ev, &r.object_ref(&widgets()))
+        .await
+        .unwrap();
     let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "ci");
     let list = core
         .list(&ListParams::default().fields("involvedObject.name=evented"))
@@ -320,24 +325,4 @@ pub(crate) async fn leases_and_events_in_both_apis() {
         ),
         (Some("Tested"), Some("hello"))
     );
-}
-
-#[tokio::test]
-pub(crate) async fn run_refuses_to_start_without_the_crds() {
-    let server = KubeApiServer::start().await.unwrap();
-    let client = server.client().await.unwrap();
-    let err = runner_operator::kube_client::check_crds_installed(&client)
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("not installed") && err.contains("kubectl apply --server-side"),
-        "{err}"
-    );
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for c in crd::all() {
-        crds.create(&PostParams::default(), &c).await.unwrap();
-    }
-    runner_operator::kube_client::check_crds_installed(&client)
-        .await
-        .unwrap();
 }

@@ -1,16 +1,19 @@
 //! The local Kubernetes API through kube-rs: discovery, verbs and their semantics, watches,
 //! finalizers, the status subresource, garbage collection, validation, faults, and a
-//! kube-runtime Controller running against it.
+//! kube-runtime Controller running against it — on a fixture resource of its own
+//! (`widget-crd.yaml`), so these tests know nothing of the operator.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
 use kube::{Api, Client, ResourceExt};
 use kube_local::KubeApiServer;
-use runner_operator::crd::{self, Runner};
 use serde_json::{Value, json};
 
 mod clients;
@@ -21,11 +24,11 @@ pub async fn server_with_crds() -> (KubeApiServer, Client) {
         .expect("server starts");
     let client = server.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for c in crd::all() {
-        crds.create(&PostParams::default(), &c)
-            .await
-            .expect("CRD created");
-    }
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(include_str!("widget-crd.yaml")).expect("the fixture CRD");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD created");
     let ns: Api<Namespace> = Api::all(client.clone());
     ns.create(
         &PostParams::default(),
@@ -36,16 +39,28 @@ pub async fn server_with_crds() -> (KubeApiServer, Client) {
     (server, client)
 }
 
-pub fn runner(name: &str) -> Runner {
-    serde_json::from_value(json!({
-        "apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner",
-        "metadata": {"name": name, "namespace": "ci"},
-        "spec": {"connectionRef": {"name": "gitlab"}, "runnerType": "project_type", "project": "platform/api", "tags": ["linux"]}
-    }))
-    .expect("runner")
+/// The fixture resource's API type.
+pub fn widgets() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.dev", "v1", "Widget"),
+        "widgets",
+    )
 }
 
-pub(crate) fn status_code(e: &kube::Error) -> u16 {
+pub fn widget_api(client: &Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), "ci", &widgets())
+}
+
+pub fn widget(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "example.dev/v1", "kind": "Widget",
+        "metadata": {"name": name, "namespace": "ci"},
+        "spec": {"type": "project", "ownerRef": {"name": "platform"}, "size": 3}
+    }))
+    .expect("widget")
+}
+
+pub fn status_code(e: &kube::Error) -> u16 {
     match e {
         kube::Error::Api(s) => s.code,
         other => panic!("expected an API error, got {other:?}"),
@@ -53,8 +68,8 @@ pub(crate) fn status_code(e: &kube::Error) -> u16 {
 }
 
 #[tokio::test]
-pub(crate) async fn discovery_serves_builtins_and_crds() {
-    let (_server, client) = server_with_crds().await;
+async fn discovery_serves_builtins_and_crds() {
+    let (server, client) = server_with_crds().await;
     let discovery = kube::discovery::Discovery::new(client.clone())
         .run()
         .await
@@ -62,10 +77,10 @@ pub(crate) async fn discovery_serves_builtins_and_crds() {
     let (ar, caps) = discovery
         .groups()
         .flat_map(|g| g.recommended_resources())
-        .find(|(ar, _)| ar.kind == "Runner")
-        .expect("Runner discovered");
-    assert_eq!(ar.group, "gitlab.runner-operator.dev");
-    assert_eq!(ar.plural, "runners");
+        .find(|(ar, _)| ar.kind == "Widget")
+        .expect("Widget discovered");
+    assert_eq!(ar.group, "example.dev");
+    assert_eq!(ar.plural, "widgets");
     assert!(caps.subresources.iter().any(|(s, _)| s.plural == "status"));
     for kind in [
         "Secret",
@@ -86,25 +101,23 @@ pub(crate) async fn discovery_serves_builtins_and_crds() {
     }
     let v = client.apiserver_version().await.unwrap();
     assert_eq!(v.major, "1");
-    let raw: Value = client
-        .request(
-            http::Request::get("/apis/gitlab.runner-operator.dev/v1alpha1")
-                .body(vec![])
-                .unwrap(),
-        )
+    let raw: Value = reqwest::get(format!("{}/apis/example.dev/v1", server.url()))
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    let runners = raw["resources"]
+    let widgets = raw["resources"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["name"] == "runners")
+        .find(|r| r["name"] == "widgets")
         .unwrap()
         .clone();
-    assert_eq!(runners["shortNames"], json!(["glrunner", "glrunners"]));
-    assert_eq!(runners["categories"], json!(["gitlab"]));
+    assert_eq!(widgets["shortNames"], json!(["wd", "wds"]));
+    assert_eq!(widgets["categories"], json!(["examples"]));
     let crd = Api::<CustomResourceDefinition>::all(client)
-        .get("runners.gitlab.runner-operator.dev")
+        .get("widgets.example.dev")
         .await
         .unwrap();
     let conds = crd.status.unwrap().conditions.unwrap();
@@ -116,7 +129,7 @@ pub(crate) async fn discovery_serves_builtins_and_crds() {
 }
 
 #[tokio::test]
-pub(crate) async fn create_get_list_with_selectors_and_metadata() {
+async fn create_get_list_with_selectors_and_metadata() {
     let (_server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "ci");
     let a: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a", "labels": {"app": "web", "tier": "front"}}, "data": {"k": "v"}})).unwrap();
@@ -188,26 +201,26 @@ pub(crate) async fn create_get_list_with_selectors_and_metadata() {
 }
 
 #[tokio::test]
-pub(crate) async fn optimistic_concurrency_generation_and_status_split() {
+async fn optimistic_concurrency_generation_and_status_split() {
     let (_server, client) = server_with_crds().await;
-    let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
-    let r = runners
-        .create(&PostParams::default(), &runner("r1"))
+    let widgets = widget_api(&client);
+    let r = widgets
+        .create(&PostParams::default(), &widget("r1"))
         .await
         .unwrap();
     assert_eq!(r.metadata.generation, Some(1));
     let mut stale = r.clone();
     let mut fresh = r.clone();
-    fresh.spec.description = Some("one".into());
-    let fresh = runners
+    fresh.data["spec"]["description"] = json!("one");
+    let fresh = widgets
         .replace("r1", &PostParams::default(), &fresh)
         .await
         .unwrap();
     assert_eq!(fresh.metadata.generation, Some(2));
-    stale.spec.description = Some("two".into());
+    stale.data["spec"]["description"] = json!("two");
     assert_eq!(
         status_code(
-            &runners
+            &widgets
                 .replace("r1", &PostParams::default(), &stale)
                 .await
                 .unwrap_err()
@@ -215,7 +228,7 @@ pub(crate) async fn optimistic_concurrency_generation_and_status_split() {
         409
     );
     // Labels do not move generation.
-    let labelled = runners
+    let labelled = widgets
         .patch(
             "r1",
             &PatchParams::default(),
@@ -225,36 +238,35 @@ pub(crate) async fn optimistic_concurrency_generation_and_status_split() {
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(2));
     // Status through the main resource is ignored; through /status it lands without a generation bump.
-    let ignored = runners
+    let ignored = widgets
         .patch(
             "r1",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"runnerId": 5}})),
+            &Patch::Merge(json!({"status": {"widgetId": 5}})),
         )
         .await
         .unwrap();
-    assert!(ignored.status.is_none());
-    let st = runners
+    assert!(ignored.data.get("status").is_none_or(Value::is_null));
+    let st = widgets
         .patch_status(
             "r1",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"runnerId": 5}, "spec": {"description": "sneaky"}})),
+            &Patch::Merge(json!({"status": {"widgetId": 5}, "spec": {"description": "sneaky"}})),
         )
         .await
         .unwrap();
-    assert_eq!(st.status.as_ref().and_then(|s| s.runner_id), Some(5));
+    assert_eq!(st.data["status"]["widgetId"], 5);
     assert_eq!(
-        st.spec.description.as_deref(),
-        Some("one"),
+        st.data["spec"]["description"], "one",
         "spec changes through /status are ignored"
     );
     assert_eq!(st.metadata.generation, Some(2));
     // A no-op write keeps the resourceVersion.
-    let again = runners
+    let again = widgets
         .patch_status(
             "r1",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"runnerId": 5}})),
+            &Patch::Merge(json!({"status": {"widgetId": 5}})),
         )
         .await
         .unwrap();
@@ -265,7 +277,7 @@ pub(crate) async fn optimistic_concurrency_generation_and_status_split() {
 }
 
 #[tokio::test]
-pub(crate) async fn json_patch_test_ops_merge_and_strategic() {
+async fn json_patch_test_ops_merge_and_strategic() {
     let (_server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "ci");
     cms.create(
@@ -310,7 +322,7 @@ pub(crate) async fn json_patch_test_ops_merge_and_strategic() {
 }
 
 #[tokio::test]
-pub(crate) async fn server_side_apply_managers_and_conflicts() {
+async fn server_side_apply_managers_and_conflicts() {
     let (server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "ci");
     let cfg = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"owned": v}});
@@ -353,16 +365,16 @@ pub(crate) async fn server_side_apply_managers_and_conflicts() {
 }
 
 #[tokio::test]
-pub(crate) async fn finalizers_delay_deletion_and_gc_follows_owners() {
+async fn finalizers_delay_deletion_and_gc_follows_owners() {
     let (_server, client) = server_with_crds().await;
-    let runners: Api<Runner> = Api::namespaced(client.clone(), "ci");
-    let mut r = runner("fin");
-    r.metadata.finalizers = Some(vec!["gitlab.runner-operator.dev/cleanup".into()]);
+    let runners = widget_api(&client);
+    let mut r = widget("fin");
+    r.metadata.finalizers = Some(vec!["example.dev/cleanup".into()]);
     let r = runners.create(&PostParams::default(), &r).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "ci");
     let owner = OwnerReference {
-        api_version: "gitlab.runner-operator.dev/v1alpha1".into(),
-        kind: "Runner".into(),
+        api_version: "example.dev/v1".into(),
+        kind: "Widget".into(),
         name: "fin".into(),
         uid: r.uid().unwrap(),
         controller: Some(true),
@@ -401,39 +413,44 @@ pub(crate) async fn finalizers_delay_deletion_and_gc_follows_owners() {
 }
 
 #[tokio::test]
-pub(crate) async fn custom_resources_are_validated_defaulted_and_pruned() {
+async fn custom_resources_are_validated_defaulted_and_pruned() {
     let (_server, client) = server_with_crds().await;
-    let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client, "ci", &kube::api::ApiResource::erase::<Runner>(&()));
-    let bad: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "bad"},
-        "spec": {"connectionRef": {"name": "g"}, "runnerType": "project_type", "project": "p", "maximumTimeout": 10}
-    }))
-    .unwrap();
+    let api = widget_api(&client);
+    let obj = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let bad = obj(
+        "bad",
+        json!({"type": "project", "ownerRef": {"name": "o"}, "size": 1000}),
+    );
     let e = api.create(&PostParams::default(), &bad).await.unwrap_err();
     let kube::Error::Api(s) = e else { panic!() };
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-    assert!(s.message.contains("spec.maximumTimeout"), "{}", s.message);
-    let cel: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "cel"},
-        "spec": {"connectionRef": {"name": "g"}, "runnerType": "group_type", "project": "p"}
-    }))
-    .unwrap();
+    assert!(s.message.contains("spec.size"), "{}", s.message);
+    let enum_bad = obj("enum", json!({"type": "gadget", "ownerRef": {"name": "o"}}));
+    let e = api
+        .create(&PostParams::default(), &enum_bad)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("spec.type"), "{e}");
+    let cel = obj("cel", json!({"type": "group", "ownerRef": {"name": "o"}}));
     let e = api.create(&PostParams::default(), &cel).await.unwrap_err();
     assert!(
         e.to_string()
-            .contains("group is required when runnerType is group_type"),
+            .contains("group is required when type is group"),
         "{e}"
     );
-    let extra: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": "extra"},
-        "spec": {"connectionRef": {"name": "g"}, "runnerType": "instance_type", "unknown": 1}
-    }))
-    .unwrap();
+    let extra = obj(
+        "extra",
+        json!({"type": "instance", "ownerRef": {"name": "o"}, "unknown": 1}),
+    );
     let created = api.create(&PostParams::default(), &extra).await.unwrap();
     assert!(created.data["spec"].get("unknown").is_none(), "pruned");
     assert_eq!(
-        created.data["spec"]["connectionRef"]["kind"], "GitLabConnection",
+        created.data["spec"]["ownerRef"]["kind"], "Team",
         "defaulted"
     );
     let mut extra2 = extra.clone();
@@ -444,28 +461,28 @@ pub(crate) async fn custom_resources_are_validated_defaulted_and_pruned() {
         .await
         .unwrap_err();
     // Server-side apply builds a typed patch first and refuses undeclared fields in its own
-    // words, as kube-apiserver does (admission::real_api_refuses_what_the_readme_promises).
+    // words, as kube-apiserver does.
     assert!(
         e.to_string()
             .contains(".spec.unknown: field not declared in schema"),
         "{e}"
     );
-    // Transition rules: runnerType is immutable.
+    // Transition rules: type is immutable.
     let e = api
         .patch(
             "extra",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"runnerType": "group_type", "group": "g"}})),
+            &Patch::Merge(json!({"spec": {"type": "group", "group": "g"}})),
         )
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("runnerType is immutable"), "{e}");
+    assert!(e.to_string().contains("type is immutable"), "{e}");
 }
 
 /// A manager that stops applying a struct loses it whole, as on the real API server: no empty
 /// map is left behind (a Rust type would fail to decode it).
 #[tokio::test]
-pub(crate) async fn server_side_apply_removes_a_struct_no_longer_applied() {
+async fn server_side_apply_removes_a_struct_no_longer_applied() {
     let (_server, client) = server_with_crds().await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "ci");
     let with = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gone", "annotations": {"a": "1", "b": "2"}}, "data": {"k": "v"}});
