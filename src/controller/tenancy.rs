@@ -131,19 +131,8 @@ pub fn evaluate(connection: &str, tenancy: Option<&Tenancy>, req: &Request<'_>) 
             req.runner_type.as_str()
         ));
     }
-    let outside = |paths: Vec<&String>| -> Option<String> {
-        paths
-            .into_iter()
-            .find(|p| !path_allowed(&rule.paths, ns, p))
-            .cloned()
-    };
-    let globs = || {
-        rule.paths
-            .iter()
-            .map(|g| g.replace("${namespace}", ns))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let outside = |paths: Vec<&String>| first_outside(&rule, ns, paths);
+    let globs = || globs(&rule, ns);
     if let Some(p) = outside(req.owner_path.iter().collect()) {
         return Err(format!(
             "{lane}: {p} is outside its paths ({}); {untouched}. Use a project or group under those paths, or ask the connection's owners to extend the rule",
@@ -162,6 +151,23 @@ pub fn evaluate(connection: &str, tenancy: Option<&Tenancy>, req: &Request<'_>) 
     Ok(name)
 }
 
+/// The first of `paths` outside the rule's paths.
+fn first_outside(rule: &TenancyRule, ns: &str, paths: Vec<&String>) -> Option<String> {
+    paths
+        .into_iter()
+        .find(|p| !path_allowed(&rule.paths, ns, p))
+        .cloned()
+}
+
+/// The rule's paths as the namespace sees them, for messages.
+fn globs(rule: &TenancyRule, ns: &str) -> String {
+    rule.paths
+        .iter()
+        .map(|g| g.replace("${namespace}", ns))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether the rule lets the namespace adopt `target`.
 fn check_adoption(
     rule: &TenancyRule,
@@ -171,19 +177,8 @@ fn check_adoption(
     lane: &str,
 ) -> Result<(), String> {
     let untouched = "nothing was done in GitLab";
-    let outside = |paths: Vec<&String>| -> Option<String> {
-        paths
-            .into_iter()
-            .find(|p| !path_allowed(&rule.paths, ns, p))
-            .cloned()
-    };
-    let globs = || {
-        rule.paths
-            .iter()
-            .map(|g| g.replace("${namespace}", ns))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let outside = |paths: Vec<&String>| first_outside(rule, ns, paths);
+    let globs = || globs(rule, ns);
     let id = target.id;
     match rule.adopt {
         AdoptPolicy::Never => {
