@@ -10,7 +10,7 @@ use crate::controller::{Context, Settings, connection};
 use crate::crd::{
     AccessLevel, Adopt, ConnectionKind, ConnectionRef, Runner, RunnerSpec, RunnerType, TokenSecret,
 };
-use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
+use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter, RunnerId};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -119,7 +119,7 @@ pub async fn import(
     let mut groups: BTreeMap<i64, String> = BTreeMap::new();
     for id in ids {
         let d = gl
-            .get_runner(id)
+            .get_runner(RunnerId(id))
             .await
             .map_err(|e| format!("reading runner {id}: {e}"))?;
         // Runners named by id pass the same filters as listed ones.
@@ -204,7 +204,7 @@ async fn selected_ids(gl: &dyn GitLabApi, sel: &Selection) -> Result<BTreeSet<i6
         listed
             .iter()
             .filter(|r| matches(r.description.as_deref()))
-            .map(|r| r.id),
+            .map(|r| r.id.0),
     );
     Ok(ids)
 }
@@ -306,7 +306,7 @@ fn manifest(
         }),
         token_rotation: None,
         deletion_policy: None,
-        adopt: Some(Adopt { runner_id: d.id }),
+        adopt: Some(Adopt { runner_id: d.id.0 }),
     };
     let mut r = Runner::new(name, spec);
     r.metadata.namespace = Some(target.namespace.clone());

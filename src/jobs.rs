@@ -100,7 +100,7 @@ pub async fn list(
     .map_err(|e| format!("the Runner's connection: {e}"))?;
     let jobs = conn
         .client
-        .recent_runner_jobs(id, status, limit)
+        .recent_runner_jobs(crate::gitlab::RunnerId(id), status, limit)
         .await
         .map_err(|e| format!("listing the jobs of GitLab runner {id}: {e}"))?;
     Ok(jobs.into_iter().map(JobRow::from).collect())

@@ -94,7 +94,7 @@ pub async fn prune(
             continue;
         }
         // Read again right before deleting: a rebuilt Runner may have taken it over since.
-        let still = match f.client.get_runner(o.id).await {
+        let still = match f.client.get_runner(crate::gitlab::RunnerId(o.id)).await {
             Ok(d) => Marker::parse(d.maintenance_note.as_deref())
                 .is_some_and(|m| m.to_string() == o.marker),
             Err(e) if e.is_not_found() => {
@@ -119,7 +119,7 @@ pub async fn prune(
             });
             continue;
         }
-        match f.client.delete_runner(o.id).await {
+        match f.client.delete_runner(crate::gitlab::RunnerId(o.id)).await {
             Ok(()) => report.deleted.push(o.id),
             Err(e) if e.is_not_found() => report.deleted.push(o.id),
             Err(e) => report.skipped.push(Skipped {

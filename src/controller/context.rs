@@ -137,13 +137,13 @@ impl Context {
 
     /// Another Runner (not `uid`) that recorded GitLab runner `id` in its status, as the caches
     /// know it: `(namespace, name)`.
-    pub fn claimant(&self, id: i64, uid: &str) -> Option<(String, String)> {
+    pub fn claimant(&self, id: crate::gitlab::RunnerId, uid: &str) -> Option<(String, String)> {
         use kube::{Resource, ResourceExt};
         self.caches.runners().into_iter().find_map(|g| {
             let r = g.0.as_ref().ok()?;
             (r.uid().as_deref() != Some(uid)
                 && r.meta().deletion_timestamp.is_none()
-                && r.status.as_ref().and_then(|s| s.runner_id) == Some(id))
+                && r.status.as_ref().and_then(|s| s.runner_id) == Some(id.0))
             .then(|| (r.namespace().unwrap_or_default(), r.name_any()))
         })
     }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::identity::Marker;
-use crate::gitlab::{GitLabApi, PauseGate, RateLimiter};
+use crate::gitlab::{GitLabApi, PauseGate, RateLimiter, RunnerId};
 
 /// A connection's GitLab client.
 pub type Client = Arc<dyn GitLabApi>;
@@ -64,7 +64,7 @@ pub struct GitLabClients {
     /// marker changes hands only when this process takes a runner over (and updates this), so
     /// the searches for a runner lost mid-create or left by a predecessor read each
     /// candidate's note once per process.
-    markers: Mutex<HashMap<i64, Option<Marker>>>,
+    markers: Mutex<HashMap<RunnerId, Option<Marker>>>,
     /// Project and group paths resolved to ids, per connection: many Runners name the same
     /// project.
     paths: Mutex<HashMap<PathKey, (i64, Instant)>>,
@@ -150,16 +150,16 @@ impl GitLabClients {
 
     /// The marker runner `id`'s note carried when this process last read it: None when never
     /// read, Some(None) when it carried none.
-    pub fn marker(&self, id: i64) -> Option<Option<Marker>> {
+    pub fn marker(&self, id: RunnerId) -> Option<Option<Marker>> {
         self.markers.lock().get(&id).cloned()
     }
 
-    pub fn remember_marker(&self, id: i64, marker: Option<Marker>) {
+    pub fn remember_marker(&self, id: RunnerId, marker: Option<Marker>) {
         self.markers.lock().insert(id, marker);
     }
 
     /// Runner `id`'s marker changes (this process rewrites it): read it again next time.
-    pub fn forget_marker(&self, id: i64) {
+    pub fn forget_marker(&self, id: RunnerId) {
         self.markers.lock().remove(&id);
     }
 

@@ -1,5 +1,7 @@
-//! The calls the controller and the read-only commands make, as a trait: the seam where tests
-//! put a wrapper (faults, "fail after the n-th write") around the real client.
+//! The calls the controller and the read-only commands make, as a trait: the seam between them
+//! and GitLab. `GitLabClient` is its one implementation (tests drive faults through the GitLab
+//! emulator, not through wrappers); runner ids are typed (`RunnerId`), projects and groups are
+//! named by id or full path as the API takes them.
 
 use futures::future::BoxFuture;
 use secrecy::SecretString;
@@ -13,15 +15,15 @@ type Answer<'a, T> = BoxFuture<'a, Result<T, GitLabError>>;
 /// GitLab's Runners API as the operator uses it. Implemented by [`GitLabClient`].
 pub trait GitLabApi: Send + Sync {
     /// `GET /runners/:id`.
-    fn get_runner(&self, id: i64) -> Answer<'_, RunnerDetails>;
+    fn get_runner(&self, id: RunnerId) -> Answer<'_, RunnerDetails>;
     /// `PUT /runners/:id` with the fields set in `attributes`.
     fn update_runner<'a>(
         &'a self,
-        id: i64,
+        id: RunnerId,
         attributes: &'a RunnerAttributes,
     ) -> Answer<'a, RunnerDetails>;
     /// `DELETE /runners/:id`.
-    fn delete_runner(&self, id: i64) -> Answer<'_, ()>;
+    fn delete_runner(&self, id: RunnerId) -> Answer<'_, ()>;
     /// `POST /user/runners`.
     fn create_user_runner<'a>(
         &'a self,
@@ -34,14 +36,14 @@ pub trait GitLabApi: Send + Sync {
         attributes: &'a RunnerAttributes,
     ) -> Answer<'a, RunnerRegistration>;
     /// `POST /runners/:id/reset_authentication_token`.
-    fn reset_runner_token(&self, id: i64) -> Answer<'_, ResetToken>;
+    fn reset_runner_token(&self, id: RunnerId) -> Answer<'_, ResetToken>;
     /// `POST /runners/verify` without a `system_id`: whether GitLab accepts a runner token,
     /// and for which runner. Creates no runner manager (it does record a contact).
     fn verify_runner<'a>(&'a self, token: &'a SecretString) -> Answer<'a, RunnerRegistration>;
     /// `POST /projects/:id/runners`.
-    fn assign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, Runner>;
+    fn assign_runner<'a>(&'a self, project: &'a str, runner_id: RunnerId) -> Answer<'a, Runner>;
     /// `DELETE /projects/:id/runners/:runner_id`.
-    fn unassign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, ()>;
+    fn unassign_runner<'a>(&'a self, project: &'a str, runner_id: RunnerId) -> Answer<'a, ()>;
     /// `GET /projects/:id` (id or full path).
     fn get_project<'a>(&'a self, project: &'a str) -> Answer<'a, Project>;
     /// `GET /groups/:id` (id or full path).
@@ -63,11 +65,11 @@ pub trait GitLabApi: Send + Sync {
         filter: &'a RunnerFilter,
     ) -> Answer<'a, Vec<Runner>>;
     /// `GET /runners/:id/managers`.
-    fn list_runner_managers(&self, id: i64) -> Answer<'_, Vec<RunnerManager>>;
+    fn list_runner_managers(&self, id: RunnerId) -> Answer<'_, Vec<RunnerManager>>;
     /// The most recent jobs of a runner, newest first.
     fn recent_runner_jobs<'a>(
         &'a self,
-        id: i64,
+        id: RunnerId,
         status: Option<&'a str>,
         limit: usize,
     ) -> Answer<'a, Vec<Job>>;
@@ -80,17 +82,17 @@ pub trait GitLabApi: Send + Sync {
 }
 
 impl GitLabApi for GitLabClient {
-    fn get_runner(&self, id: i64) -> Answer<'_, RunnerDetails> {
+    fn get_runner(&self, id: RunnerId) -> Answer<'_, RunnerDetails> {
         Box::pin(GitLabClient::get_runner(self, id))
     }
     fn update_runner<'a>(
         &'a self,
-        id: i64,
+        id: RunnerId,
         attributes: &'a RunnerAttributes,
     ) -> Answer<'a, RunnerDetails> {
         Box::pin(GitLabClient::update_runner(self, id, attributes))
     }
-    fn delete_runner(&self, id: i64) -> Answer<'_, ()> {
+    fn delete_runner(&self, id: RunnerId) -> Answer<'_, ()> {
         Box::pin(GitLabClient::delete_runner(self, id))
     }
     fn create_user_runner<'a>(
@@ -110,16 +112,16 @@ impl GitLabApi for GitLabClient {
             attributes,
         ))
     }
-    fn reset_runner_token(&self, id: i64) -> Answer<'_, ResetToken> {
+    fn reset_runner_token(&self, id: RunnerId) -> Answer<'_, ResetToken> {
         Box::pin(GitLabClient::reset_runner_token(self, id))
     }
     fn verify_runner<'a>(&'a self, token: &'a SecretString) -> Answer<'a, RunnerRegistration> {
         Box::pin(GitLabClient::verify_runner(self, token, None))
     }
-    fn assign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, Runner> {
+    fn assign_runner<'a>(&'a self, project: &'a str, runner_id: RunnerId) -> Answer<'a, Runner> {
         Box::pin(GitLabClient::assign_runner(self, project, runner_id))
     }
-    fn unassign_runner<'a>(&'a self, project: &'a str, runner_id: i64) -> Answer<'a, ()> {
+    fn unassign_runner<'a>(&'a self, project: &'a str, runner_id: RunnerId) -> Answer<'a, ()> {
         Box::pin(GitLabClient::unassign_runner(self, project, runner_id))
     }
     fn get_project<'a>(&'a self, project: &'a str) -> Answer<'a, Project> {
@@ -148,12 +150,12 @@ impl GitLabApi for GitLabClient {
     ) -> Answer<'a, Vec<Runner>> {
         Box::pin(GitLabClient::list_group_runners(self, group, filter))
     }
-    fn list_runner_managers(&self, id: i64) -> Answer<'_, Vec<RunnerManager>> {
+    fn list_runner_managers(&self, id: RunnerId) -> Answer<'_, Vec<RunnerManager>> {
         Box::pin(GitLabClient::list_runner_managers(self, id))
     }
     fn recent_runner_jobs<'a>(
         &'a self,
-        id: i64,
+        id: RunnerId,
         status: Option<&'a str>,
         limit: usize,
     ) -> Answer<'a, Vec<Job>> {

@@ -7,10 +7,27 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
     String::deserialize(d).map(SecretString::from)
 }
 
+/// A GitLab runner's id: what the Runners API's `:id` and `runner_id` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunnerId(pub i64);
+
+impl std::fmt::Display for RunnerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<RunnerId> for i64 {
+    fn from(id: RunnerId) -> i64 {
+        id.0
+    }
+}
+
 /// A runner in list answers (`Runner` entity).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Runner {
-    pub id: i64,
+    pub id: RunnerId,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -53,7 +70,7 @@ pub struct GroupRef {
 /// `GET/PUT /runners/:id` (`RunnerDetails` entity).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct RunnerDetails {
-    pub id: i64,
+    pub id: RunnerId,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -102,7 +119,7 @@ impl RunnerDetails {
 /// Answer of runner creation, registration and verify: the token is shown this once.
 #[derive(Deserialize)]
 pub struct RunnerRegistration {
-    pub id: i64,
+    pub id: RunnerId,
     #[serde(deserialize_with = "secret")]
     pub token: SecretString,
     #[serde(default)]

@@ -22,7 +22,7 @@ use crate::controller::plan::{self, GitLabState, SecretState, Step};
 use crate::controller::reasons::Reason;
 use crate::controller::{Context, Error, Settings, connection, gitlab_clients, runner, secret};
 use crate::crd::{DeletionPolicy, Runner, RunnerType};
-use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails};
+use crate::gitlab::{ClientConfig, GitLabApi, GitLabClient, RunnerDetails, RunnerId};
 
 pub use render::{orphans_text as render_orphans, render_text, to_output};
 
@@ -517,11 +517,12 @@ impl Sight<'_> {
                 runner.token_secret_name()
             ));
         }
-        let known = status.runner_id.or_else(|| {
+        let known = status.runner_id.map(RunnerId).or_else(|| {
             secret_obj
                 .as_ref()
                 .filter(|_| secret_state != SecretState::Foreign)
                 .and_then(secret::runner_id)
+                .map(RunnerId)
         });
         let restored = matches!(secret_state, SecretState::Restored { .. });
         let gitlab = match known.or(desired.adopt) {
@@ -546,7 +547,7 @@ impl Sight<'_> {
     fn classify(&self, d: RunnerDetails, adopting: bool) -> GitLabState {
         let (runner, status) = (self.runner, self.runner.status.as_ref());
         let cluster = self.ctx.and_then(|c| c.settings.cluster_name.as_ref());
-        let recorded = status.and_then(|s| s.runner_id);
+        let recorded = status.and_then(|s| s.runner_id).map(RunnerId);
         if runner::is_ours(&d, runner, recorded, cluster) {
             return GitLabState::Present(Box::new(d));
         }
@@ -616,27 +617,29 @@ fn describe(
             p.warnings.push(format!(
                 "adopting runner {id} resets its token: the runner process using the current one stops working until it gets the new Secret"
             ));
-            Action::Adopt { runner_id: id }
+            Action::Adopt {
+                runner_id: id.into(),
+            }
         }
         Step::TakeOver {
             runner: rid,
             keep_token,
         } => {
-            p.runner_id = Some(rid);
+            p.runner_id = Some(rid.into());
             Action::TakeOver {
-                runner_id: rid,
+                runner_id: rid.into(),
                 keep_token,
             }
         }
         Step::Update { runner: rid, attrs } => Action::Update {
-            runner_id: rid,
+            runner_id: rid.into(),
             fields: fields(plan::field_changes(details, &attrs)),
         },
         Step::Assign {
             runner: rid,
             project,
         } => Action::Assign {
-            runner_id: rid,
+            runner_id: rid.into(),
             project_id: project,
             project: paths.get(&project).cloned(),
         },
@@ -644,7 +647,7 @@ fn describe(
             runner: rid,
             project,
         } => Action::Unassign {
-            runner_id: rid,
+            runner_id: rid.into(),
             project_id: project,
             project: paths.get(&project).cloned(),
         },
@@ -652,7 +655,7 @@ fn describe(
             runner: rid,
             reason,
         } => Action::RotateToken {
-            runner_id: rid,
+            runner_id: rid.into(),
             reason: reason.as_str().into(),
         },
         Step::Blocked { reason, message } => return Some((reason, message)),
@@ -676,7 +679,7 @@ fn fields(changes: Vec<plan::FieldChange>) -> Vec<Field> {
 /// Another Runner that claims runner `id`: by the id in its status, or by its marker (a live
 /// Runner of this cluster, or any Runner of another).
 fn claimant(
-    id: i64,
+    id: RunnerId,
     runner: &Runner,
     details: Option<&RunnerDetails>,
     claims: &BTreeMap<i64, Vec<(String, String)>>,
@@ -684,7 +687,7 @@ fn claimant(
 ) -> Option<plan::Claimant> {
     let uid = runner.uid().unwrap_or_default();
     if let Some((_, who)) = claims
-        .get(&id)
+        .get(&id.0)
         .and_then(|c| c.iter().find(|(u, _)| *u != uid))
     {
         return Some(plan::Claimant::Runner(who.clone()));
@@ -739,12 +742,14 @@ async fn deletion(
         return Ok(p);
     }
     let found = match status.runner_id {
-        Some(id) => runner::fetch(gl, id).await?,
+        Some(id) => runner::fetch(gl, RunnerId(id)).await?,
         None => None,
     };
     match found {
-        Some(d) if runner::is_ours(&d, runner, status.runner_id, cluster) => {
-            p.actions.push(Action::Delete { runner_id: d.id });
+        Some(d) if runner::is_ours(&d, runner, status.runner_id.map(RunnerId), cluster) => {
+            p.actions.push(Action::Delete {
+                runner_id: d.id.into(),
+            });
         }
         Some(d) => {
             p.warnings.push(format!(
@@ -752,7 +757,7 @@ async fn deletion(
                 d.id
             ));
             p.actions.push(Action::Release {
-                runner_id: Some(d.id),
+                runner_id: Some(d.id.into()),
             });
         }
         None => p.actions.push(Action::Release { runner_id: None }),

@@ -90,19 +90,19 @@ pub async fn scan(client: &kube::Client, cluster: &ClusterName) -> Result<Vec<Fo
             },
         };
         let known = seen.entry(resolved.url.clone()).or_default();
-        for r in listed.into_iter().filter(|r| known.insert(r.id)) {
+        for r in listed.into_iter().filter(|r| known.insert(r.id.0)) {
             let Ok(d) = gl.get_runner(r.id).await else {
                 continue;
             };
             let Some(m) = Marker::parse(d.maintenance_note.as_deref()) else {
                 continue;
             };
-            if m.cluster.as_deref() != Some(cluster.as_str()) || claims.claim(d.id, &m) {
+            if m.cluster.as_deref() != Some(cluster.as_str()) || claims.claim(d.id.0, &m) {
                 continue;
             }
             out.push(Found {
                 orphan: Orphan {
-                    id: d.id,
+                    id: d.id.0,
                     description: d.description.clone().unwrap_or_default(),
                     marker: m.to_string(),
                     contacted_at: d.contacted_at.clone(),

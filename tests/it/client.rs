@@ -85,14 +85,17 @@ async fn lifecycle_through_every_runner_endpoint() {
         .await
         .unwrap();
     assert_eq!(cleared.maximum_timeout, None);
-    assert_eq!(emu.runner(id).unwrap().maximum_timeout, None);
+    assert_eq!(emu.runner(id.0).unwrap().maximum_timeout, None);
 
     gl.assign_runner(&lib.path_with_namespace, id)
         .await
         .unwrap();
-    assert_eq!(emu.runner(id).unwrap().projects, vec!["grp/app", "grp/lib"]);
+    assert_eq!(
+        emu.runner(id.0).unwrap().projects,
+        vec!["grp/app", "grp/lib"]
+    );
     gl.unassign_runner("grp/lib", id).await.unwrap();
-    assert_eq!(emu.runner(id).unwrap().projects, vec!["grp/app"]);
+    assert_eq!(emu.runner(id.0).unwrap().projects, vec!["grp/app"]);
 
     let verified = gl.verify_runner(&created.token, Some("s_1")).await.unwrap();
     assert_eq!(verified.id, id);
@@ -101,7 +104,7 @@ async fn lifecycle_through_every_runner_endpoint() {
         "s_1"
     );
     emu.add_job(
-        id,
+        id.0,
         JobRec {
             id: 7,
             status: "running".into(),
@@ -117,14 +120,14 @@ async fn lifecycle_through_every_runner_endpoint() {
     assert_eq!(jobs[0].id, 7);
 
     let reset = gl.reset_runner_token(id).await.unwrap();
-    assert_eq!(emu.runner(id).unwrap().token, reset.token.expose_secret());
+    assert_eq!(emu.runner(id.0).unwrap().token, reset.token.expose_secret());
     let err = gl.verify_runner(&created.token, None).await.unwrap_err();
     assert_eq!(err.status(), Some(403), "the old token died at once");
     let again = gl
         .reset_runner_token_with_token(&reset.token)
         .await
         .unwrap();
-    assert_eq!(emu.runner(id).unwrap().token, again.token.expose_secret());
+    assert_eq!(emu.runner(id.0).unwrap().token, again.token.expose_secret());
 
     let owned = gl
         .list_owned_runners(&RunnerFilter {
@@ -149,7 +152,7 @@ async fn lifecycle_through_every_runner_endpoint() {
     );
 
     gl.delete_runner(id).await.unwrap();
-    assert!(emu.runner(id).is_none());
+    assert!(emu.runner(id.0).is_none());
     let gone = gl.get_runner(id).await.unwrap_err();
     assert!(gone.is_not_found());
 
@@ -158,7 +161,7 @@ async fn lifecycle_through_every_runner_endpoint() {
         .await
         .unwrap();
     gl.delete_runner_by_token(&second.token).await.unwrap();
-    assert!(emu.runner(second.id).is_none());
+    assert!(emu.runner(second.id.0).is_none());
 }
 
 #[tokio::test]
@@ -215,7 +218,7 @@ async fn admin_and_legacy_endpoints() {
         )
         .await
         .unwrap();
-    assert_eq!(emu.runner(reg.id).unwrap().projects, vec!["grp/app"]);
+    assert_eq!(emu.runner(reg.id.0).unwrap().projects, vec!["grp/app"]);
     assert!(
         root.reset_project_registration_token("grp/app")
             .await
@@ -326,7 +329,7 @@ async fn pagination_reads_every_page() {
         .await
         .unwrap();
     assert_eq!(all.len(), 230);
-    let mut ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    let mut ids: Vec<i64> = all.iter().map(|r| r.id.0).collect();
     ids.dedup();
     assert_eq!(ids.len(), 230);
     assert_eq!(

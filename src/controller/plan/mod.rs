@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::gitlab::{RunnerAttributes, RunnerDetails};
+use crate::gitlab::{RunnerAttributes, RunnerDetails, RunnerId};
 
 mod attrs;
 #[cfg(test)]
@@ -35,7 +35,7 @@ pub struct Desired {
     pub rotation: RotationPolicy,
     /// Value of the rotate-token annotation, if any.
     pub rotate_request: Option<String>,
-    pub adopt: Option<i64>,
+    pub adopt: Option<RunnerId>,
     /// A project runner's owner project: its id and spec.project as written.
     pub owner_project: Option<(i64, String)>,
 }
@@ -103,22 +103,25 @@ pub enum Step {
     /// Register a new runner (`recreated`: the old one vanished from GitLab).
     Create { recreated: bool },
     /// Take over an existing runner by id (resets its token).
-    Adopt(i64),
+    Adopt(RunnerId),
     /// Record a runner left by this cluster's earlier incarnation of the Runner as this one's;
     /// `keep_token`: write the restored Secret's token (GitLab accepts it) as ours, else a
     /// token reset follows.
-    TakeOver { runner: i64, keep_token: bool },
+    TakeOver { runner: RunnerId, keep_token: bool },
     /// `PUT /runners/:id` with these fields.
     Update {
-        runner: i64,
+        runner: RunnerId,
         attrs: RunnerAttributes,
     },
     /// Assign the runner to one more project.
-    Assign { runner: i64, project: i64 },
+    Assign { runner: RunnerId, project: i64 },
     /// Remove the runner from a project.
-    Unassign { runner: i64, project: i64 },
+    Unassign { runner: RunnerId, project: i64 },
     /// Reset the runner's token and write the Secret.
-    RotateToken { runner: i64, reason: RotationReason },
+    RotateToken {
+        runner: RunnerId,
+        reason: RotationReason,
+    },
     /// Something blocks progress; nothing is done in GitLab about it.
     Blocked { reason: Reason, message: String },
     /// GitLab shows the spec cannot be met as written (a project it names is gone): the
@@ -135,7 +138,7 @@ pub enum Shortcut {
     Done,
     /// Reset the recorded runner's token without reading it first (a runner gone meanwhile
     /// answers 404: then observe everything).
-    Rotate(i64),
+    Rotate(RunnerId),
     /// Observe and plan everything.
     Full,
 }
@@ -149,7 +152,7 @@ pub fn shortcut(
 ) -> Shortcut {
     match recorded {
         Some(_) if rotation_only && (request.is_none() || request == handled) => Shortcut::Done,
-        Some(id) if rotation_only => Shortcut::Rotate(id),
+        Some(id) if rotation_only => Shortcut::Rotate(RunnerId(id)),
         _ => Shortcut::Full,
     }
 }
@@ -202,7 +205,7 @@ fn owner_moved(desired: &Desired, gitlab: &GitLabState) -> Option<Step> {
     })
 }
 
-fn claimed(id: i64, by: &Claimant) -> Step {
+fn claimed(id: RunnerId, by: &Claimant) -> Step {
     Step::Blocked {
         reason: Reason::RunnerClaimed,
         message: match by {
@@ -397,7 +400,12 @@ fn secret_not_owned() -> Step {
     }
 }
 
-fn token_step(runner: i64, desired: &Desired, token: &TokenState, now: Timestamp) -> Option<Step> {
+fn token_step(
+    runner: RunnerId,
+    desired: &Desired,
+    token: &TokenState,
+    now: Timestamp,
+) -> Option<Step> {
     let rotate = |reason| Some(Step::RotateToken { runner, reason });
     match token.secret {
         SecretState::Foreign => return Some(secret_not_owned()),

@@ -63,7 +63,7 @@ fn desired() -> Desired {
 
 fn seen(projects: &[i64]) -> RunnerDetails {
     RunnerDetails {
-        id: 7,
+        id: RunnerId(7),
         description: Some("d".into()),
         paused: Some(false),
         active: Some(true),
@@ -121,10 +121,10 @@ fn unknown_creates_or_adopts() {
         vec![Step::Create { recreated: false }]
     );
     let mut d = desired();
-    d.adopt = Some(42);
+    d.adopt = Some(RunnerId(42));
     assert_eq!(
         plan(&d, &GitLabState::Unknown, &token(), t(0)),
-        vec![Step::Adopt(42)]
+        vec![Step::Adopt(RunnerId(42))]
     );
 }
 
@@ -152,15 +152,15 @@ fn foreign_runner_is_never_touched_unless_adopted() {
         }]
     ));
     let mut d = desired();
-    d.adopt = Some(7);
+    d.adopt = Some(RunnerId(7));
     let not_ours = GitLabState::NotOurs(Box::new(seen(&[1])));
     // Fields that match cost nothing: the token reset is the only write.
     assert_eq!(
         plan(&d, &not_ours, &token(), t(0)),
         vec![
-            Step::Adopt(7),
+            Step::Adopt(RunnerId(7)),
             Step::RotateToken {
-                runner: 7,
+                runner: RunnerId(7),
                 reason: RotationReason::Adopted
             }
         ]
@@ -174,9 +174,9 @@ fn foreign_runner_is_never_touched_unless_adopted() {
     assert_eq!(
         plan(&d, &not_ours, &missing, t(0)),
         vec![
-            Step::Adopt(7),
+            Step::Adopt(RunnerId(7)),
             Step::RotateToken {
-                runner: 7,
+                runner: RunnerId(7),
                 reason: RotationReason::Adopted
             }
         ]
@@ -186,16 +186,16 @@ fn foreign_runner_is_never_touched_unless_adopted() {
     assert_eq!(
         plan(&d, &not_ours, &token(), t(0)),
         vec![
-            Step::Adopt(7),
+            Step::Adopt(RunnerId(7)),
             Step::Update {
-                runner: 7,
+                runner: RunnerId(7),
                 attrs: RunnerAttributes {
                     description: Some("from the spec".into()),
                     ..Default::default()
                 }
             },
             Step::RotateToken {
-                runner: 7,
+                runner: RunnerId(7),
                 reason: RotationReason::Adopted
             }
         ]
@@ -224,7 +224,7 @@ fn only_differing_fields_are_sent() {
     assert_eq!(
         steps,
         vec![Step::Update {
-            runner: 7,
+            runner: RunnerId(7),
             attrs: RunnerAttributes {
                 paused: Some(false),
                 tag_list: Some(vec!["a".into(), "b".into()]),
@@ -284,7 +284,7 @@ fn every_field_is_compared() {
             vec![]
         } else {
             vec![Step::Update {
-                runner: 7,
+                runner: RunnerId(7),
                 attrs: want,
             }]
         };
@@ -308,11 +308,11 @@ fn assignments_follow_the_spec_and_spare_the_owner() {
         steps,
         vec![
             Step::Assign {
-                runner: 7,
+                runner: RunnerId(7),
                 project: 2
             },
             Step::Unassign {
-                runner: 7,
+                runner: RunnerId(7),
                 project: 4
             }
         ]
@@ -341,18 +341,18 @@ fn locked_runners_are_unlocked_around_assignment() {
         plan(&d, &present(r), &token(), t(0)),
         vec![
             Step::Update {
-                runner: 7,
+                runner: RunnerId(7),
                 attrs: RunnerAttributes {
                     locked: Some(false),
                     ..Default::default()
                 }
             },
             Step::Assign {
-                runner: 7,
+                runner: RunnerId(7),
                 project: 2
             },
             Step::Update {
-                runner: 7,
+                runner: RunnerId(7),
                 attrs: RunnerAttributes {
                     locked: Some(true),
                     ..Default::default()
@@ -366,11 +366,11 @@ fn locked_runners_are_unlocked_around_assignment() {
         steps,
         vec![
             Step::Assign {
-                runner: 7,
+                runner: RunnerId(7),
                 project: 2
             },
             Step::Update {
-                runner: 7,
+                runner: RunnerId(7),
                 attrs: RunnerAttributes {
                     locked: Some(true),
                     ..Default::default()
@@ -386,14 +386,14 @@ fn token_recovery_and_foreign_secrets() {
         (
             SecretState::Missing,
             Some(Step::RotateToken {
-                runner: 7,
+                runner: RunnerId(7),
                 reason: RotationReason::Recovered,
             }),
         ),
         (
             SecretState::Tampered,
             Some(Step::RotateToken {
-                runner: 7,
+                runner: RunnerId(7),
                 reason: RotationReason::Recovered,
             }),
         ),
@@ -425,7 +425,7 @@ fn pending_rotation_is_redone() {
     assert_eq!(
         plan(&desired(), &present(seen(&[1])), &tk, t(0)),
         vec![Step::RotateToken {
-            runner: 7,
+            runner: RunnerId(7),
             reason: RotationReason::Interval
         }]
     );
@@ -439,7 +439,7 @@ fn rotation_on_request_once_per_value() {
     assert_eq!(
         plan(&d, &present(seen(&[1])), &tk, t(0)),
         vec![Step::RotateToken {
-            runner: 7,
+            runner: RunnerId(7),
             reason: RotationReason::Requested
         }]
     );
@@ -456,7 +456,7 @@ fn rotation_by_interval_and_expiry() {
     assert_eq!(
         plan(&d, &present(seen(&[1])), &tk, t(100)),
         vec![Step::RotateToken {
-            runner: 7,
+            runner: RunnerId(7),
             reason: RotationReason::Interval
         }]
     );
@@ -468,7 +468,7 @@ fn rotation_by_interval_and_expiry() {
     assert_eq!(
         plan(&d, &present(seen(&[1])), &tk, t(600)),
         vec![Step::RotateToken {
-            runner: 7,
+            runner: RunnerId(7),
             reason: RotationReason::Expiry
         }]
     );
@@ -502,7 +502,7 @@ fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
     old.maintenance_note = Some("note\n[old marker]".into());
     let predecessor = GitLabState::Predecessor(Box::new(old));
     let note_only = Step::Update {
-        runner: 7,
+        runner: RunnerId(7),
         attrs: RunnerAttributes {
             maintenance_note: Some("note\n[marker]".into()),
             ..Default::default()
@@ -513,7 +513,7 @@ fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
             plan(&desired(), &predecessor, &with_secret(live), t(0)),
             vec![
                 Step::TakeOver {
-                    runner: 7,
+                    runner: RunnerId(7),
                     keep_token: true
                 },
                 note_only.clone()
@@ -531,12 +531,12 @@ fn a_predecessors_runner_is_taken_over_keeping_a_live_token() {
             plan(&desired(), &predecessor, &with_secret(dead), t(0)),
             vec![
                 Step::TakeOver {
-                    runner: 7,
+                    runner: RunnerId(7),
                     keep_token: false
                 },
                 note_only.clone(),
                 Step::RotateToken {
-                    runner: 7,
+                    runner: RunnerId(7),
                     reason: RotationReason::TakenOver
                 }
             ],
@@ -569,7 +569,7 @@ fn restored_secrets_are_kept_when_live_and_overwritten_only_when_dead() {
             t(0)
         ),
         vec![Step::TakeOver {
-            runner: 7,
+            runner: RunnerId(7),
             keep_token: true
         }]
     );
@@ -581,7 +581,7 @@ fn restored_secrets_are_kept_when_live_and_overwritten_only_when_dead() {
             t(0)
         ),
         vec![Step::RotateToken {
-            runner: 7,
+            runner: RunnerId(7),
             reason: RotationReason::Recovered
         }]
     );
@@ -656,7 +656,7 @@ fn an_owner_project_moved_by_gitlab_makes_the_spec_invalid() {
 #[test]
 fn a_runner_another_runner_manages_is_never_adopted() {
     let mut d = desired();
-    d.adopt = Some(7);
+    d.adopt = Some(RunnerId(7));
     for (by, says) in [
         (
             Claimant::Runner("ci/other".into()),
@@ -685,7 +685,7 @@ fn a_new_rotate_request_alone_resets_without_reading() {
     use Shortcut::*;
     let cases = [
         // (only the request changed, recorded id, request, handled) → shortcut
-        (true, Some(7), Some("b"), Some("a"), Rotate(7)),
+        (true, Some(7), Some("b"), Some("a"), Rotate(RunnerId(7))),
         (true, Some(7), Some("a"), Some("a"), Done),
         (true, Some(7), None, Some("a"), Done),
         (true, None, Some("b"), None, Full),
@@ -704,15 +704,15 @@ fn a_new_rotate_request_alone_resets_without_reading() {
 fn refusals_mean_done_invalid_or_error() {
     use crate::gitlab::{ErrorKind, Refusal};
     let assign = Step::Assign {
-        runner: 7,
+        runner: RunnerId(7),
         project: 9,
     };
     let unassign = Step::Unassign {
-        runner: 7,
+        runner: RunnerId(7),
         project: 9,
     };
     let update = Step::Update {
-        runner: 7,
+        runner: RunnerId(7),
         attrs: RunnerAttributes::default(),
     };
     assert_eq!(

@@ -7,7 +7,7 @@ use crate::controller::error::Error;
 use crate::controller::identity;
 use crate::controller::plan::{self, Failure, GitLabState, Step};
 use crate::controller::reasons::{Reason, RotationReason};
-use crate::gitlab::{GitLabError, RunnerAttributes};
+use crate::gitlab::{GitLabError, RunnerAttributes, RunnerId};
 
 use super::desired::Scope;
 use super::event;
@@ -73,7 +73,7 @@ fn refused(pass: &mut Pass<'_>, step: &Step, e: GitLabError, action: String) -> 
 async fn update(
     pass: &mut Pass<'_>,
     scope: &Scope,
-    rid: i64,
+    rid: RunnerId,
     attrs: &RunnerAttributes,
 ) -> Result<(), Error> {
     let changes = plan::describe_changes(pass.details.as_ref(), attrs);
@@ -118,7 +118,7 @@ async fn update(
     Ok(())
 }
 
-async fn assign(pass: &mut Pass<'_>, rid: i64, project: i64) -> Result<(), Error> {
+async fn assign(pass: &mut Pass<'_>, rid: RunnerId, project: i64) -> Result<(), Error> {
     if let Err(e) = pass.gl().assign_runner(&project.to_string(), rid).await {
         let step = Step::Assign {
             runner: rid,
@@ -149,7 +149,7 @@ async fn assign(pass: &mut Pass<'_>, rid: i64, project: i64) -> Result<(), Error
     Ok(())
 }
 
-async fn unassign(pass: &mut Pass<'_>, rid: i64, project: i64) -> Result<(), Error> {
+async fn unassign(pass: &mut Pass<'_>, rid: RunnerId, project: i64) -> Result<(), Error> {
     if let Err(e) = pass.gl().unassign_runner(&project.to_string(), rid).await {
         let step = Step::Unassign {
             runner: rid,
@@ -179,13 +179,13 @@ async fn unassign(pass: &mut Pass<'_>, rid: i64, project: i64) -> Result<(), Err
 /// then each field the adoption changes reported.
 async fn adopt(
     pass: &mut Pass<'_>,
-    target: i64,
+    target: RunnerId,
     scope: &Scope,
     gitlab: &GitLabState,
 ) -> Result<(), Error> {
     // Recorded before any write: a crash from here on finds the runner ours (spec.adopt and
     // status agree) with its reset still pending.
-    pass.status.runner_id = Some(target);
+    pass.status.runner_id = Some(target.into());
     pass.status.pending_rotation = Some(RotationReason::Adopted.as_str().into());
     pass.save().await?;
     // "My description disappeared": each field the adoption changes, before and after.

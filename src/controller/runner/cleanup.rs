@@ -18,7 +18,7 @@ use crate::controller::plan::SecretState;
 use crate::controller::reasons::Reason;
 use crate::controller::secret;
 use crate::crd::{DeletionPolicy, READY, Runner, condition, set_condition};
-use crate::gitlab::{GitLabApi, RunnerDetails};
+use crate::gitlab::{GitLabApi, RunnerDetails, RunnerId};
 
 use super::desired::{carries_marker, is_ours};
 use super::lane::check_lane;
@@ -184,7 +184,7 @@ pub(crate) async fn delete_in_gitlab(
     if !is_ours(
         &details,
         runner,
-        status.runner_id,
+        status.runner_id.map(RunnerId),
         ctx.settings.cluster_name.as_ref(),
     ) {
         event(
@@ -231,7 +231,7 @@ async fn find_for_deletion(
         .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
         .and_then(|s| secret::runner_id(&s));
     Ok(match status.runner_id.or(secret_id) {
-        Some(id) => fetch(gl, id).await?,
+        Some(id) => fetch(gl, RunnerId(id)).await?,
         None if status.creation_started.is_none() => None,
         None => {
             // Created, then crashed before recording the id: find it by our marker.
@@ -299,7 +299,7 @@ async fn release_marker(ctx: &Context, runner: &Runner, id: i64) -> Result<(), S
     .await
     .map_err(|e| e.to_string())?;
     let gl = &*conn.client;
-    let Some(d) = fetch(gl, id).await.map_err(|e| e.to_string())? else {
+    let Some(d) = fetch(gl, RunnerId(id)).await.map_err(|e| e.to_string())? else {
         return Ok(());
     };
     let cluster = ctx.settings.cluster_name.as_ref();
@@ -312,7 +312,7 @@ async fn release_marker(ctx: &Context, runner: &Runner, id: i64) -> Result<(), S
         maintenance_note: Some(note),
         ..Default::default()
     };
-    gl.update_runner(id, &attrs)
+    gl.update_runner(RunnerId(id), &attrs)
         .await
         .map_err(|e| format!("removing the marker: {e}"))?;
     Ok(())

@@ -12,7 +12,7 @@ use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::plan::{Desired, DesiredAttrs, RotationPolicy, SecretState, TokenState};
 use crate::controller::reasons::RotationReason;
 use crate::crd::{self, Runner, RunnerStatus, RunnerType};
-use crate::gitlab::RunnerDetails;
+use crate::gitlab::{RunnerDetails, RunnerId};
 
 use super::{NOTE_LIMIT, ROTATE_ANNOTATION};
 
@@ -45,12 +45,12 @@ pub(crate) fn carries_marker(
 pub(crate) fn is_ours(
     d: &RunnerDetails,
     runner: &Runner,
-    recorded: Option<i64>,
+    recorded: Option<RunnerId>,
     cluster: Option<&ClusterName>,
 ) -> bool {
     let taken = recorded == Some(d.id);
     carries_marker(d.maintenance_note.as_deref(), runner, cluster)
-        || (taken && runner.spec.adopt.as_ref().map(|a| a.runner_id) == Some(d.id))
+        || (taken && runner.spec.adopt.as_ref().map(|a| RunnerId(a.runner_id)) == Some(d.id))
         || (taken && is_predecessors(d, runner, cluster))
 }
 
@@ -169,7 +169,7 @@ pub(crate) fn desired(
         is_project_runner: s.runner_type == RunnerType::ProjectType,
         rotation: rotation_policy(runner)?,
         rotate_request: runner.annotations().get(ROTATE_ANNOTATION).cloned(),
-        adopt: s.adopt.as_ref().map(|a| a.runner_id),
+        adopt: s.adopt.as_ref().map(|a| RunnerId(a.runner_id)),
         owner_project: owner_project
             .filter(|_| s.runner_type == RunnerType::ProjectType)
             .zip(s.project.clone()),

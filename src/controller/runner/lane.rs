@@ -97,7 +97,7 @@ async fn adopt_target(
     gl: &dyn GitLabApi,
     id: i64,
 ) -> Result<AdoptTarget, Error> {
-    let Some(d) = super::fetch(gl, id).await? else {
+    let Some(d) = super::fetch(gl, crate::gitlab::RunnerId(id)).await? else {
         return Err(Error::Invalid(format!(
             "spec.adopt.runnerId {id}: no such runner in GitLab"
         )));

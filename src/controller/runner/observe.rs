@@ -16,7 +16,7 @@ use crate::controller::plan::{Claimant, GitLabState, SecretState};
 use crate::controller::{caches, secret};
 use crate::crd::{GitLabRunnerState, Runner, RunnerStatus, RunnerType};
 use crate::gitlab::ErrorKind;
-use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter};
+use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter, RunnerId};
 
 use super::desired::{Scope, carries_marker, is_ours, is_predecessors, token_expiry};
 use super::pass::Pass;
@@ -36,12 +36,12 @@ pub(crate) async fn observe(
     answered: Option<RunnerDetails>,
 ) -> Result<Observed, Error> {
     let (secret, id_in_secret) = observe_secret(pass).await?;
-    let known = pass.status.runner_id.or(id_in_secret);
+    let known = pass.recorded().or(id_in_secret.map(RunnerId));
     let restored = matches!(secret, SecretState::Restored { .. });
     let gitlab = match (known, answered.filter(|d| Some(d.id) == known)) {
         (Some(_), Some(d)) => GitLabState::Present(Box::new(d)),
         (Some(id), None) => match fetch(pass.gl(), id).await? {
-            Some(d) => classify(pass.ctx, d, pass.runner, pass.status.runner_id),
+            Some(d) => classify(pass.ctx, d, pass.runner, pass.recorded()),
             // Only a restored Secret named it: the old runner is gone, nothing was lost here.
             None if restored && pass.status.runner_id.is_none() => GitLabState::Unknown,
             None => GitLabState::Gone,
@@ -65,21 +65,21 @@ pub(crate) async fn observe(
         );
         // Known from the Secret after a crash before the status write: record it now (and
         // the create it came from is over).
-        pass.status.runner_id = Some(d.id);
+        pass.status.runner_id = Some(d.id.into());
         pass.status.creation_started = None;
     }
     Ok(Observed { secret, gitlab })
 }
 
 /// The runner `spec.adopt` names: ours already, someone else's, or managed by another Runner.
-async fn adoption_target(pass: &mut Pass<'_>, id: i64) -> Result<GitLabState, Error> {
+async fn adoption_target(pass: &mut Pass<'_>, id: RunnerId) -> Result<GitLabState, Error> {
     let cluster = pass.ctx.settings.cluster_name.as_ref();
     let Some(d) = fetch(pass.gl(), id).await? else {
         return Err(Error::Invalid(format!(
             "spec.adopt.runnerId {id}: no such runner in GitLab"
         )));
     };
-    if is_ours(&d, pass.runner, pass.status.runner_id, cluster) {
+    if is_ours(&d, pass.runner, pass.recorded(), cluster) {
         return Ok(GitLabState::Present(Box::new(d)));
     }
     Ok(match claimant(pass, &d).await? {
@@ -135,7 +135,7 @@ async fn unrecorded(pass: &mut Pass<'_>, scope: &Scope) -> Result<GitLabState, E
         .await?;
         return Ok(match found {
             Some(d) => {
-                pass.status.runner_id = Some(d.id);
+                pass.status.runner_id = Some(d.id.into());
                 pass.status.creation_started = None;
                 GitLabState::Present(Box::new(d))
             }
@@ -144,7 +144,7 @@ async fn unrecorded(pass: &mut Pass<'_>, scope: &Scope) -> Result<GitLabState, E
     }
     Ok(
         match find_predecessor(ctx, pass.gl(), runner, scope_ids.0, scope_ids.1).await? {
-            Some(d) => classify(ctx, d, runner, pass.status.runner_id),
+            Some(d) => classify(ctx, d, runner, pass.recorded()),
             None => GitLabState::Unknown,
         },
     )
@@ -202,7 +202,7 @@ pub(crate) async fn observe_secret(
                 if answer.token_expires_at.is_some() {
                     restored.expires_at = answer.token_expires_at.clone();
                 }
-                answer.id == restored.runner_id
+                answer.id == RunnerId(restored.runner_id)
             }
             Err(e) if e.kind() == ErrorKind::Forbidden => false,
             Err(e) => {
@@ -500,7 +500,7 @@ pub(crate) fn classify(
     ctx: &Context,
     d: RunnerDetails,
     runner: &Runner,
-    recorded: Option<i64>,
+    recorded: Option<RunnerId>,
 ) -> GitLabState {
     let cluster = ctx.settings.cluster_name.as_ref();
     if is_ours(&d, runner, recorded, cluster) {
@@ -583,7 +583,10 @@ pub(crate) async fn find_predecessor(
     Ok(None)
 }
 
-pub(crate) async fn fetch(gl: &dyn GitLabApi, id: i64) -> Result<Option<RunnerDetails>, Error> {
+pub(crate) async fn fetch(
+    gl: &dyn GitLabApi,
+    id: RunnerId,
+) -> Result<Option<RunnerDetails>, Error> {
     match gl.get_runner(id).await {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.is_not_found() => Ok(None),

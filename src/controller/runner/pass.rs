@@ -16,7 +16,7 @@ use crate::controller::plan::Desired;
 use crate::controller::reasons::RotationReason;
 use crate::controller::{consumers, secret};
 use crate::crd::{RegistrationStrategy, Runner, RunnerStatus};
-use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails, RunnerRegistration};
+use crate::gitlab::{CreateUserRunner, GitLabApi, RunnerDetails, RunnerId, RunnerRegistration};
 
 use super::{MANAGER, ROTATE_ANNOTATION, event, now_str};
 
@@ -37,6 +37,11 @@ pub(crate) struct Pass<'a> {
 }
 
 impl Pass<'_> {
+    /// The runner id status records.
+    pub(crate) fn recorded(&self) -> Option<RunnerId> {
+        self.status.runner_id.map(RunnerId)
+    }
+
     pub(crate) fn gl(&self) -> &dyn GitLabApi {
         &*self.conn.client
     }
@@ -87,7 +92,7 @@ impl Pass<'_> {
 
     pub(crate) async fn write_secret(
         &mut self,
-        runner_id: i64,
+        runner_id: RunnerId,
         token: &SecretString,
         expires_at: Option<&str>,
     ) -> Result<(), Error> {
@@ -100,7 +105,7 @@ impl Pass<'_> {
     /// The Secret and status's token bookkeeping, consumers untouched.
     async fn store_token(
         &mut self,
-        runner_id: i64,
+        runner_id: RunnerId,
         token: &SecretString,
         expires_at: Option<&str>,
         issued: String,
@@ -109,7 +114,7 @@ impl Pass<'_> {
             self.runner,
             &secret::TokenData {
                 token,
-                runner_id,
+                runner_id: runner_id.into(),
                 url: &self.conn.url,
                 issued_at: &issued,
                 expires_at,
@@ -210,7 +215,7 @@ impl Pass<'_> {
         // The token exists nowhere else: into the Secret first, then the id into status.
         self.write_secret(reg.id, &reg.token, reg.token_expires_at.as_deref())
             .await?;
-        self.status.runner_id = Some(reg.id);
+        self.status.runner_id = Some(reg.id.into());
         self.status.creation_started = None;
         let reason = if recreated {
             RotationReason::Recovered
@@ -232,7 +237,7 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn created_event(&self, id: i64, recreated: bool) {
+    async fn created_event(&self, id: RunnerId, recreated: bool) {
         let (reason, note) = if recreated {
             (
                 Reason::Recreated,
@@ -294,18 +299,18 @@ impl Pass<'_> {
     /// id goes into status; a restored token GitLab accepts goes into the Secret as ours (the
     /// consumers already run with it: none is restarted). Without one, the token reset the
     /// plan puts next is recorded as pending first.
-    pub(crate) async fn take_over(&mut self, id: i64, keep_token: bool) -> Result<(), Error> {
+    pub(crate) async fn take_over(&mut self, id: RunnerId, keep_token: bool) -> Result<(), Error> {
         let previous = self
             .details
             .as_ref()
             .and_then(|d| crate::controller::identity::Marker::parse(d.maintenance_note.as_deref()))
             .filter(|m| m.uid != self.runner.uid().unwrap_or_default());
-        self.status.runner_id = Some(id);
+        self.status.runner_id = Some(id.into());
         self.status.creation_started = None;
         let kept = match self
             .restored
             .take()
-            .filter(|r| keep_token && r.runner_id == id)
+            .filter(|r| keep_token && RunnerId(r.runner_id) == id)
         {
             Some(restored) => {
                 self.check_secret_writable().await?;
@@ -355,7 +360,11 @@ impl Pass<'_> {
         Ok(())
     }
 
-    pub(crate) async fn rotate(&mut self, id: i64, reason: RotationReason) -> Result<(), Error> {
+    pub(crate) async fn rotate(
+        &mut self,
+        id: RunnerId,
+        reason: RotationReason,
+    ) -> Result<(), Error> {
         self.check_secret_writable().await?;
         self.ctx
             .metrics

@@ -61,7 +61,7 @@ impl GitLabClient {
     // ---- One runner ----
 
     /// `GET /runners/:id`, with its projects and groups.
-    pub async fn get_runner(&self, id: i64) -> Result<RunnerDetails, GitLabError> {
+    pub async fn get_runner(&self, id: RunnerId) -> Result<RunnerDetails, GitLabError> {
         self.get("GET /runners/:id", &format!("runners/{id}"), &())
             .await
     }
@@ -69,7 +69,7 @@ impl GitLabClient {
     /// `PUT /runners/:id` with only the given attributes.
     pub async fn update_runner(
         &self,
-        id: i64,
+        id: RunnerId,
         attributes: &RunnerAttributes,
     ) -> Result<RunnerDetails, GitLabError> {
         let body =
@@ -85,7 +85,7 @@ impl GitLabClient {
     }
 
     /// `DELETE /runners/:id`.
-    pub async fn delete_runner(&self, id: i64) -> Result<(), GitLabError> {
+    pub async fn delete_runner(&self, id: RunnerId) -> Result<(), GitLabError> {
         let call = self.call_with_body(
             Method::DELETE,
             "DELETE /runners/:id",
@@ -112,7 +112,7 @@ impl GitLabClient {
     /// `GET /runners/:id/jobs` (all pages).
     pub async fn list_runner_jobs(
         &self,
-        id: i64,
+        id: RunnerId,
         filter: &JobFilter,
     ) -> Result<Vec<Job>, GitLabError> {
         self.get_all(
@@ -127,7 +127,7 @@ impl GitLabClient {
     /// `GET /runners/:id/jobs?order_by=id&sort=desc`, only the pages needed.
     pub async fn recent_runner_jobs(
         &self,
-        id: i64,
+        id: RunnerId,
         status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Job>, GitLabError> {
@@ -167,7 +167,10 @@ impl GitLabClient {
     }
 
     /// `GET /runners/:id/managers`.
-    pub async fn list_runner_managers(&self, id: i64) -> Result<Vec<RunnerManager>, GitLabError> {
+    pub async fn list_runner_managers(
+        &self,
+        id: RunnerId,
+    ) -> Result<Vec<RunnerManager>, GitLabError> {
         self.get(
             "GET /runners/:id/managers",
             &format!("runners/{id}/managers"),
@@ -238,7 +241,7 @@ impl GitLabClient {
     // ---- Tokens ----
 
     /// `POST /runners/:id/reset_authentication_token`: the old token dies at once.
-    pub async fn reset_runner_token(&self, id: i64) -> Result<ResetToken, GitLabError> {
+    pub async fn reset_runner_token(&self, id: RunnerId) -> Result<ResetToken, GitLabError> {
         let call = self.call_with_body(
             Method::POST,
             "POST /runners/:id/reset_authentication_token",
@@ -318,7 +321,7 @@ impl GitLabClient {
     pub async fn assign_runner(
         &self,
         project: &str,
-        runner_id: i64,
+        runner_id: RunnerId,
     ) -> Result<Runner, GitLabError> {
         let path = format!("projects/{}/runners", segment(project));
         let call = self.call_with_body(
@@ -332,7 +335,11 @@ impl GitLabClient {
     }
 
     /// `DELETE /projects/:id/runners/:runner_id`.
-    pub async fn unassign_runner(&self, project: &str, runner_id: i64) -> Result<(), GitLabError> {
+    pub async fn unassign_runner(
+        &self,
+        project: &str,
+        runner_id: RunnerId,
+    ) -> Result<(), GitLabError> {
         let path = format!("projects/{}/runners/{runner_id}", segment(project));
         let call = self.call_with_body(
             Method::DELETE,
