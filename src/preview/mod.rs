@@ -397,14 +397,22 @@ async fn one(
             .extend(lane_warnings(check, runner, &status, ids).await?);
     }
     let desired = runner::desired(runner, assigned, owner_project, cluster)?;
-    let seen = Sight {
+    let scope = runner::Scope {
+        owner_project,
+        owner_group,
+        desired,
+        drift_possible: false,
+    };
+    let mut seen = ReadOnly {
         ctx,
         gl,
         runner,
         claims,
-        scope: (owner_project, owner_group),
+        warnings: vec![],
     };
-    let (secret_state, gitlab) = seen.observe(&desired, &mut p.warnings).await?;
+    let observed = runner::observe(&mut seen, &scope, None).await?;
+    p.warnings.append(&mut seen.warnings);
+    let (secret_state, gitlab, desired) = (observed.secret, observed.gitlab, scope.desired);
     let token = runner::token_state(&status, secret_state);
     let steps = plan::plan(&desired, &gitlab, &token, Timestamp::now());
     let details = match &gitlab {
@@ -473,111 +481,98 @@ async fn lane_warnings(
     )
 }
 
-/// What `plan` observes: as the controller does, but read-only (a restored token is not
-/// checked with GitLab, which would record a contact) and with the claims read from the
-/// cluster's Runners instead of the controller's caches.
-struct Sight<'a> {
+/// How `plan` observes (the decisions are the controller's: `runner::observe`): read-only — a
+/// restored token is not checked with GitLab, which would record a contact — with the claims
+/// listed from the cluster's Runners instead of the controller's caches, and no search for a
+/// runner lost mid-create.
+struct ReadOnly<'a> {
     ctx: Option<&'a Context>,
     gl: &'a dyn GitLabApi,
     runner: &'a Runner,
     claims: &'a BTreeMap<i64, Vec<(String, String)>>,
-    /// The owner project and group ids.
-    scope: (Option<i64>, Option<i64>),
+    /// What the plan should say besides its steps.
+    warnings: Vec<String>,
 }
 
-impl Sight<'_> {
-    async fn observe(
-        &self,
-        desired: &plan::Desired,
-        warnings: &mut Vec<String>,
-    ) -> Result<(SecretState, GitLabState), Error> {
+impl runner::Sight for ReadOnly<'_> {
+    fn gl(&self) -> &dyn GitLabApi {
+        self.gl
+    }
+
+    fn runner(&self) -> &Runner {
+        self.runner
+    }
+
+    fn cluster(&self) -> Option<&ClusterName> {
+        self.ctx.and_then(|c| c.settings.cluster_name.as_ref())
+    }
+
+    fn recorded(&self) -> Option<RunnerId> {
+        self.runner
+            .status
+            .as_ref()
+            .and_then(|s| s.runner_id)
+            .map(RunnerId)
+    }
+
+    async fn secret(&mut self) -> Result<(SecretState, Option<RunnerId>), Error> {
         let runner = self.runner;
-        let status = runner.status.clone().unwrap_or_default();
-        let cluster = self.ctx.and_then(|c| c.settings.cluster_name.as_ref());
-        let secret_obj = match self.ctx {
-            Some(ctx) => Api::<Secret>::namespaced(
-                ctx.client.clone(),
-                &runner.namespace().unwrap_or_default(),
-            )
+        let Some(ctx) = self.ctx else {
+            return Ok((SecretState::Missing, None));
+        };
+        let ns = runner.namespace().unwrap_or_default();
+        let secret_obj = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&runner.token_secret_name())
             .await
-            .map_err(Error::kube("reading the token Secret"))?,
-            None => None,
-        };
-        let mut secret_state =
-            secret::observe(secret_obj.as_ref(), runner, status.token_hash.as_deref());
+            .map_err(Error::kube("reading the token Secret"))?;
+        let hash = runner.status.as_ref().and_then(|s| s.token_hash.as_deref());
+        let mut state = secret::observe(secret_obj.as_ref(), runner, hash);
         let restored = secret_obj
             .as_ref()
             .and_then(|s| secret::restored(s, runner));
-        if secret_state == SecretState::Foreign && cluster.is_some() && restored.is_some() {
+        if state == SecretState::Foreign && self.cluster().is_some() && restored.is_some() {
             // Checking the token would record a contact in GitLab: assumed live, and said so.
-            secret_state = SecretState::Restored { live: true };
-            warnings.push(format!(
+            state = SecretState::Restored { live: true };
+            self.warnings.push(format!(
                 "the Secret {} was restored (no owner): its token is kept if GitLab still accepts it, else reset",
                 runner.token_secret_name()
             ));
         }
-        let known = status.runner_id.map(RunnerId).or_else(|| {
-            secret_obj
-                .as_ref()
-                .filter(|_| secret_state != SecretState::Foreign)
-                .and_then(secret::runner_id)
-                .map(RunnerId)
-        });
-        let restored = matches!(secret_state, SecretState::Restored { .. });
-        let gitlab = match known.or(desired.adopt) {
-            Some(id) => match runner::fetch(self.gl, id).await? {
-                Some(d) => self.classify(d, known.is_none()),
-                None if known.is_some() && !(restored && status.runner_id.is_none()) => {
-                    GitLabState::Gone
-                }
-                None if known.is_none() => {
-                    return Err(Error::Invalid(format!(
-                        "spec.adopt.runnerId {id}: no such runner in GitLab"
-                    )));
-                }
-                None => self.predecessor().await?,
-            },
-            None => self.predecessor().await?,
-        };
-        Ok((secret_state, gitlab))
+        let id = secret_obj
+            .as_ref()
+            .filter(|_| state != SecretState::Foreign)
+            .and_then(secret::runner_id)
+            .map(RunnerId);
+        Ok((state, id))
     }
 
-    /// A runner found by id (`adopting`: the one spec.adopt names).
-    fn classify(&self, d: RunnerDetails, adopting: bool) -> GitLabState {
-        let (runner, status) = (self.runner, self.runner.status.as_ref());
-        let cluster = self.ctx.and_then(|c| c.settings.cluster_name.as_ref());
-        let recorded = status.and_then(|s| s.runner_id).map(RunnerId);
-        if runner::is_ours(&d, runner, recorded, cluster) {
-            return GitLabState::Present(Box::new(d));
-        }
-        let claimant = claimant(d.id, runner, Some(&d), self.claims, cluster);
-        match claimant {
-            Some(by) if adopting => GitLabState::Claimed(Box::new(d), by),
-            None if runner::is_predecessors(&d, runner, cluster) => {
-                GitLabState::Predecessor(Box::new(d))
-            }
-            _ => GitLabState::NotOurs(Box::new(d)),
-        }
+    async fn claimant(&self, d: &RunnerDetails) -> Result<Option<plan::Claimant>, Error> {
+        Ok(claimant(
+            d.id,
+            self.runner,
+            Some(d),
+            self.claims,
+            self.cluster(),
+        ))
     }
 
-    /// Before registering: a runner this cluster made for this Runner before a rebuild.
-    async fn predecessor(&self) -> Result<GitLabState, Error> {
+    fn unclaimed(&self, d: &RunnerDetails) -> bool {
+        claimant(d.id, self.runner, Some(d), self.claims, self.cluster()).is_none()
+    }
+
+    async fn interrupted_create(
+        &mut self,
+        _scope: &runner::Scope,
+    ) -> Result<Option<Option<RunnerDetails>>, Error> {
+        Ok(None)
+    }
+
+    async fn predecessor(&self, scope: &runner::Scope) -> Result<Option<RunnerDetails>, Error> {
         let Some(ctx) = self.ctx else {
-            return Ok(GitLabState::Unknown);
+            return Ok(None);
         };
-        let (project, group) = self.scope;
-        let cluster = ctx.settings.cluster_name.as_ref();
-        let found = runner::find_predecessor(ctx, self.gl, self.runner, project, group)
-            .await?
-            .filter(|d| claimant(d.id, self.runner, Some(d), self.claims, cluster).is_none());
-        Ok(match found {
-            Some(d) if runner::is_ours(&d, self.runner, None, cluster) => {
-                GitLabState::Present(Box::new(d))
-            }
-            Some(d) => GitLabState::Predecessor(Box::new(d)),
-            None => GitLabState::Unknown,
-        })
+        let (project, group) = (scope.owner_project, scope.owner_group);
+        runner::find_predecessor(ctx, self.gl, self.runner, project, group).await
     }
 }
 

@@ -11,7 +11,7 @@ use crate::crd::Runner;
 use super::act::act;
 use super::desired::{Scope, desired, marker, token_state};
 use super::lane::check_lane;
-use super::observe::{observe, resolve_ids};
+use super::observe::{observe, record, resolve_ids};
 use super::pass::Pass;
 use super::{NOTE_LIMIT, NOTE_TRUNCATED, ROTATE_ANNOTATION};
 
@@ -26,6 +26,7 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
     let mut answered = None;
     for _round in 0..4 {
         let observed = observe(pass, &scope, answered.take()).await?;
+        record(pass, &observed);
         let token = token_state(&pass.status, observed.secret);
         let now = pass.ctx.clock.now();
         let steps = plan::plan(&scope.desired, &observed.gitlab, &token, now);

@@ -35,9 +35,9 @@ use crate::crd::{READY, Runner};
 
 // What the plan, import and prune commands share with the controller.
 pub use desired::marker;
-pub(crate) use desired::{desired, is_ours, is_predecessors, rotation_policy, token_state, ts};
+pub(crate) use desired::{Scope, desired, is_ours, rotation_policy, token_state, ts};
 pub(crate) use lane::check_lane;
-pub(crate) use observe::{fetch, find_predecessor, resolve_ids};
+pub(crate) use observe::{Sight, fetch, find_predecessor, observe, resolve_ids};
 
 use cleanup::cleanup;
 use gate::apply;

@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::context::Context;
 use crate::controller::error::Error;
-use crate::controller::identity::Marker;
+use crate::controller::identity::{ClusterName, Marker};
 use crate::controller::managers;
 use crate::controller::plan::{Claimant, GitLabState, SecretState};
 use crate::controller::{caches, secret};
@@ -27,127 +27,201 @@ pub(crate) struct Observed {
     pub(crate) gitlab: GitLabState,
 }
 
-/// One round's observation. `answered`: what GitLab answered to the last round's writes, when
-/// that says all it stored (then the runner is not read again). Records in status what the
-/// observation proves (the runner's id, the end of an interrupted create).
-pub(crate) async fn observe(
-    pass: &mut Pass<'_>,
+/// What an observation reads, and how: the controller's pass (its caches, the token checked
+/// with GitLab, claims from the watched Runners) or the `plan` command (read-only, claims
+/// listed from the cluster). `observe` decides what it all means, for both.
+pub(crate) trait Sight: Send {
+    fn gl(&self) -> &dyn GitLabApi;
+    fn runner(&self) -> &Runner;
+    fn cluster(&self) -> Option<&ClusterName>;
+    /// The runner id status records.
+    fn recorded(&self) -> Option<RunnerId>;
+    /// The token Secret, and the runner id it records (when it is not someone else's).
+    fn secret(
+        &mut self,
+    ) -> impl Future<Output = Result<(SecretState, Option<RunnerId>), Error>> + Send;
+    /// Another live Runner that manages `d`: it recorded it, or marked it.
+    fn claimant(
+        &self,
+        d: &RunnerDetails,
+    ) -> impl Future<Output = Result<Option<Claimant>, Error>> + Send;
+    /// No other live Runner claims `d` (a predecessor's runner is taken over only then).
+    fn unclaimed(&self, d: &RunnerDetails) -> bool;
+    /// After a create interrupted before its id was recorded: our runner, found by its marker
+    /// (`Some(None)`: searched, not there); `None` when no create was interrupted.
+    fn interrupted_create(
+        &mut self,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<Option<Option<RunnerDetails>>, Error>> + Send;
+    /// Before registering: a runner this cluster made for this Runner before a rebuild.
+    fn predecessor(
+        &self,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<Option<RunnerDetails>, Error>> + Send;
+}
+
+/// One round's observation: the token Secret, and which runner in GitLab is this Runner's and
+/// what it is to it. `answered`: what GitLab answered to the last round's writes, when that says
+/// all it stored (then the runner is not read again).
+pub(crate) async fn observe<S: Sight>(
+    s: &mut S,
     scope: &Scope,
     answered: Option<RunnerDetails>,
 ) -> Result<Observed, Error> {
-    let (secret, id_in_secret) = observe_secret(pass).await?;
-    let known = pass.recorded().or(id_in_secret.map(RunnerId));
+    let (secret, id_in_secret) = s.secret().await?;
+    let recorded = s.recorded();
+    let known = recorded.or(id_in_secret);
     let restored = matches!(secret, SecretState::Restored { .. });
     let gitlab = match (known, answered.filter(|d| Some(d.id) == known)) {
         (Some(_), Some(d)) => GitLabState::Present(Box::new(d)),
-        (Some(id), None) => match fetch(pass.gl(), id).await? {
-            Some(d) => classify(pass.ctx, d, pass.runner, pass.recorded()),
+        (Some(id), None) => match fetch(s.gl(), id).await? {
+            Some(d) => classify(s, d),
             // Only a restored Secret named it: the old runner is gone, nothing was lost here.
-            None if restored && pass.status.runner_id.is_none() => GitLabState::Unknown,
+            None if restored && recorded.is_none() => GitLabState::Unknown,
             None => GitLabState::Gone,
         },
         (None, _) => match scope.desired.adopt {
-            Some(id) => adoption_target(pass, id).await?,
-            None => unrecorded(pass, scope).await?,
+            Some(id) => adoption_target(s, id).await?,
+            None => match s.interrupted_create(scope).await? {
+                Some(Some(d)) => GitLabState::Present(Box::new(d)),
+                Some(None) => GitLabState::Unknown,
+                None => match s.predecessor(scope).await? {
+                    Some(d) => classify(s, d),
+                    None => GitLabState::Unknown,
+                },
+            },
         },
     };
-    if let GitLabState::Present(d)
-    | GitLabState::NotOurs(d)
-    | GitLabState::Predecessor(d)
-    | GitLabState::Claimed(d, _) = &gitlab
-    {
-        pass.details = Some((**d).clone());
-    }
-    if let GitLabState::Present(d) = &gitlab {
-        pass.status.token_expires_at = token_expiry(
-            pass.status.token_expires_at.as_deref(),
-            d.token_expires_at.as_deref(),
-        );
-        // Known from the Secret after a crash before the status write: record it now (and
-        // the create it came from is over).
-        pass.status.runner_id = Some(d.id.into());
-        pass.status.creation_started = None;
-    }
     Ok(Observed { secret, gitlab })
 }
 
+/// What a runner found by id is to this Runner: ours, left by this cluster's earlier
+/// incarnation of it (and claimed by no other Runner), or someone else's.
+fn classify<S: Sight>(s: &S, d: RunnerDetails) -> GitLabState {
+    let (runner, cluster) = (s.runner(), s.cluster());
+    if is_ours(&d, runner, s.recorded(), cluster) {
+        GitLabState::Present(Box::new(d))
+    } else if is_predecessors(&d, runner, cluster) && s.unclaimed(&d) {
+        GitLabState::Predecessor(Box::new(d))
+    } else {
+        GitLabState::NotOurs(Box::new(d))
+    }
+}
+
 /// The runner `spec.adopt` names: ours already, someone else's, or managed by another Runner.
-async fn adoption_target(pass: &mut Pass<'_>, id: RunnerId) -> Result<GitLabState, Error> {
-    let cluster = pass.ctx.settings.cluster_name.as_ref();
-    let Some(d) = fetch(pass.gl(), id).await? else {
+async fn adoption_target<S: Sight>(s: &S, id: RunnerId) -> Result<GitLabState, Error> {
+    let Some(d) = fetch(s.gl(), id).await? else {
         return Err(Error::Invalid(format!(
             "spec.adopt.runnerId {id}: no such runner in GitLab"
         )));
     };
-    if is_ours(&d, pass.runner, pass.recorded(), cluster) {
+    if is_ours(&d, s.runner(), s.recorded(), s.cluster()) {
         return Ok(GitLabState::Present(Box::new(d)));
     }
-    Ok(match claimant(pass, &d).await? {
+    Ok(match s.claimant(&d).await? {
         Some(by) => GitLabState::Claimed(Box::new(d), by),
         None => GitLabState::NotOurs(Box::new(d)),
     })
 }
 
-/// No tug of war: another live Runner manages the runner when it recorded it in its status,
-/// or marked it (created or adopted it) — in this cluster, or in another one.
-async fn claimant(pass: &Pass<'_>, d: &RunnerDetails) -> Result<Option<Claimant>, Error> {
-    let ctx = pass.ctx;
-    let uid = pass.runner.uid().unwrap_or_default();
-    if let Some((ns, name)) = ctx.claimant(d.id, &uid) {
-        return Ok(Some(Claimant::Runner(format!("{ns}/{name}"))));
+/// Records in the pass what an observation proves: the runner's details and, when it is ours,
+/// its id and token expiry (known from the Secret or a marker search after a crash before the
+/// status write; the create it came from is over).
+pub(crate) fn record(pass: &mut Pass<'_>, observed: &Observed) {
+    if let GitLabState::Present(d)
+    | GitLabState::NotOurs(d)
+    | GitLabState::Predecessor(d)
+    | GitLabState::Claimed(d, _) = &observed.gitlab
+    {
+        pass.details = Some((**d).clone());
     }
-    let Some(m) = Marker::parse(d.maintenance_note.as_deref()) else {
-        return Ok(None);
-    };
-    if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
-        return Ok(Some(Claimant::OtherCluster {
-            runner: m.path(),
-            cluster: m.cluster.clone().unwrap_or_default(),
-        }));
+    if let GitLabState::Present(d) = &observed.gitlab {
+        pass.status.token_expires_at = token_expiry(
+            pass.status.token_expires_at.as_deref(),
+            d.token_expires_at.as_deref(),
+        );
+        pass.status.runner_id = Some(d.id.into());
+        pass.status.creation_started = None;
     }
-    let other = Api::<Runner>::namespaced(ctx.client.clone(), &m.namespace)
-        .get_opt(&m.name)
-        .await
-        .map_err(Error::kube("reading the Runner that claims the runner"))?;
-    Ok(other
-        .filter(|o| o.meta().uid.as_deref() == Some(m.uid.as_str()))
-        .map(|_| Claimant::Runner(m.path())))
 }
 
-/// Nothing records a runner: after an interrupted create, ours is found by its marker (a
-/// list); before registering, a runner this cluster made for this Runner before a rebuild
-/// (only with --cluster-name).
-async fn unrecorded(pass: &mut Pass<'_>, scope: &Scope) -> Result<GitLabState, Error> {
-    let (ctx, runner) = (pass.ctx, pass.runner);
-    let scope_ids = (scope.owner_project, scope.owner_group);
-    if pass.status.creation_started.is_some() {
-        let started = pass.status.creation_started.as_deref();
-        let description = &scope.desired.attrs.description;
-        let found = find_marked(
-            ctx,
-            pass.gl(),
-            runner,
-            scope_ids.0,
-            scope_ids.1,
-            started,
-            description,
-        )
-        .await?;
-        return Ok(match found {
-            Some(d) => {
-                pass.status.runner_id = Some(d.id.into());
-                pass.status.creation_started = None;
-                GitLabState::Present(Box::new(d))
-            }
-            None => GitLabState::Unknown,
-        });
+impl Sight for Pass<'_> {
+    fn gl(&self) -> &dyn GitLabApi {
+        &*self.conn.client
     }
-    Ok(
-        match find_predecessor(ctx, pass.gl(), runner, scope_ids.0, scope_ids.1).await? {
-            Some(d) => classify(ctx, d, runner, pass.recorded()),
-            None => GitLabState::Unknown,
-        },
-    )
+
+    fn runner(&self) -> &Runner {
+        self.runner
+    }
+
+    fn cluster(&self) -> Option<&ClusterName> {
+        self.ctx.settings.cluster_name.as_ref()
+    }
+
+    fn recorded(&self) -> Option<RunnerId> {
+        self.status.runner_id.map(RunnerId)
+    }
+
+    async fn secret(&mut self) -> Result<(SecretState, Option<RunnerId>), Error> {
+        let (state, id) = observe_secret(self).await?;
+        Ok((state, id.map(RunnerId)))
+    }
+
+    /// No tug of war: another live Runner manages the runner when it recorded it in its
+    /// status, or marked it (created or adopted it) — in this cluster, or in another one.
+    async fn claimant(&self, d: &RunnerDetails) -> Result<Option<Claimant>, Error> {
+        let ctx = self.ctx;
+        let uid = self.runner.uid().unwrap_or_default();
+        if let Some((ns, name)) = ctx.claimant(d.id, &uid) {
+            return Ok(Some(Claimant::Runner(format!("{ns}/{name}"))));
+        }
+        let Some(m) = Marker::parse(d.maintenance_note.as_deref()) else {
+            return Ok(None);
+        };
+        if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
+            return Ok(Some(Claimant::OtherCluster {
+                runner: m.path(),
+                cluster: m.cluster.clone().unwrap_or_default(),
+            }));
+        }
+        let other = Api::<Runner>::namespaced(ctx.client.clone(), &m.namespace)
+            .get_opt(&m.name)
+            .await
+            .map_err(Error::kube("reading the Runner that claims the runner"))?;
+        Ok(other
+            .filter(|o| o.meta().uid.as_deref() == Some(m.uid.as_str()))
+            .map(|_| Claimant::Runner(m.path())))
+    }
+
+    fn unclaimed(&self, d: &RunnerDetails) -> bool {
+        unclaimed(self.ctx, d, self.runner)
+    }
+
+    async fn interrupted_create(
+        &mut self,
+        scope: &Scope,
+    ) -> Result<Option<Option<RunnerDetails>>, Error> {
+        let Some(started) = self.status.creation_started.as_deref() else {
+            return Ok(None);
+        };
+        let description = &scope.desired.attrs.description;
+        let (project, group) = (scope.owner_project, scope.owner_group);
+        let found = find_marked(
+            self.ctx,
+            self.gl(),
+            self.runner,
+            project,
+            group,
+            Some(started),
+            description,
+        );
+        Ok(Some(found.await?))
+    }
+
+    async fn predecessor(&self, scope: &Scope) -> Result<Option<RunnerDetails>, Error> {
+        let (project, group) = (scope.owner_project, scope.owner_group);
+        find_predecessor(self.ctx, self.gl(), self.runner, project, group).await
+    }
 }
 
 /// The token Secret: from the cache when it is the version this process wrote or checked and
@@ -491,25 +565,6 @@ async fn list_scope(
 fn remember_marker(ctx: &Context, d: &RunnerDetails) {
     ctx.gitlab
         .remember_marker(d.id, Marker::parse(d.maintenance_note.as_deref()));
-}
-
-/// What a runner found by id is to this Runner: ours, left by this cluster's earlier
-/// incarnation of it (whose uid no Runner here has, and that no other Runner recorded), or
-/// someone else's.
-pub(crate) fn classify(
-    ctx: &Context,
-    d: RunnerDetails,
-    runner: &Runner,
-    recorded: Option<RunnerId>,
-) -> GitLabState {
-    let cluster = ctx.settings.cluster_name.as_ref();
-    if is_ours(&d, runner, recorded, cluster) {
-        GitLabState::Present(Box::new(d))
-    } else if is_predecessors(&d, runner, cluster) && unclaimed(ctx, &d, runner) {
-        GitLabState::Predecessor(Box::new(d))
-    } else {
-        GitLabState::NotOurs(Box::new(d))
-    }
 }
 
 /// Never two live claimants: a runner whose marked uid is still a Runner here, or that another

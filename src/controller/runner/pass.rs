@@ -37,11 +37,6 @@ pub(crate) struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The runner id status records.
-    pub(crate) fn recorded(&self) -> Option<RunnerId> {
-        self.status.runner_id.map(RunnerId)
-    }
-
     pub(crate) fn gl(&self) -> &dyn GitLabApi {
         &*self.conn.client
     }
