@@ -1,5 +1,6 @@
-//! Shared state of the controllers: clients, event recorder, per-connection GitLab clients,
-//! per-object backoff.
+//! What the controllers share: the Kubernetes client, the event recorder, settings, and the
+//! owners of the rest — `GitLabClients` (per connection), `Recent` (per Runner), the caches,
+//! metrics and the clock.
 
 use crate::controller::reasons::Reason;
 use std::sync::Arc;

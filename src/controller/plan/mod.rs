@@ -1,7 +1,10 @@
 //! The reconcile decision, as a pure function: (desired, observed, now) → steps.
 //!
-//! No I/O here; `runner/converge.rs` observes and acts. Every rule users rely on is decided (and
-//! tested) in this file.
+//! No I/O here: `runner/observe.rs` observes (for the controller and the `plan` command alike),
+//! `runner/act.rs` carries out each step, `runner/converge.rs` runs the rounds. Every choice is
+//! made in this file — what to create, adopt, take over, update, (un)assign or rotate, what
+//! blocks, a spec GitLab shows cannot be met, the rotation shortcut, what a refused step means —
+//! and each is tested in `tests.rs`.
 
 use crate::controller::reasons::{Reason, RotationReason};
 use std::collections::BTreeSet;
