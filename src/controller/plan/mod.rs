@@ -6,6 +6,7 @@
 //! blocks, a spec GitLab shows cannot be met, the rotation shortcut, what a refused step means —
 //! and each is tested in `tests.rs`.
 
+use crate::controller::identity;
 use crate::controller::reasons::{Reason, RotationReason};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -188,6 +189,41 @@ pub fn on_failure(
         )),
         (Step::Unassign { .. }, ErrorKind::NotFound) => Failure::Done,
         _ => Failure::Error,
+    }
+}
+
+/// Why an update is made (its event says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// Only the ownership marker changes (a cluster name written in, a takeover): no drift.
+    Marker,
+    /// The spec did not change since the last pass, yet GitLab differs: someone changed it.
+    Drift,
+    /// The spec changed, or the lock is lifted or restored around an assignment.
+    Spec,
+}
+
+/// What `attrs` (an Update step) does to the runner as it was (`before`); `spec_unchanged`: the
+/// Runner's generation is the one the last pass observed.
+pub fn update_kind(
+    before: Option<&RunnerDetails>,
+    attrs: &RunnerAttributes,
+    spec_unchanged: bool,
+) -> UpdateKind {
+    let note_only = *attrs
+        == RunnerAttributes {
+            maintenance_note: attrs.maintenance_note.clone(),
+            ..Default::default()
+        };
+    let old_note = before.and_then(|d| d.maintenance_note.as_deref());
+    let same_text = attrs.maintenance_note.as_deref().map(identity::strip)
+        == Some(identity::strip(old_note.unwrap_or_default()));
+    if note_only && same_text {
+        UpdateKind::Marker
+    } else if spec_unchanged && attrs.locked.is_none() {
+        UpdateKind::Drift
+    } else {
+        UpdateKind::Spec
     }
 }
 

@@ -753,3 +753,40 @@ fn refusals_mean_done_invalid_or_error() {
         Failure::Error
     );
 }
+
+#[test]
+fn updates_say_whether_they_revert_drift_follow_the_spec_or_move_the_marker() {
+    let mut before = seen(&[1]);
+    // Marked before the cluster had a name.
+    before.maintenance_note = Some("note\n[runner-operator: managed by Runner ci/a, uid u]".into());
+    let note = |n: &str| RunnerAttributes {
+        maintenance_note: Some(n.into()),
+        ..Default::default()
+    };
+    let tags = RunnerAttributes {
+        tag_list: Some(vec!["x".into()]),
+        ..Default::default()
+    };
+    let lock = RunnerAttributes {
+        locked: Some(false),
+        ..Default::default()
+    };
+    let marked = "note\n[runner-operator: managed by Runner ci/a, uid u, cluster prod]";
+    let cases = [
+        // (attrs, spec unchanged) → kind
+        (note(marked), true, UpdateKind::Marker),
+        (note(marked), false, UpdateKind::Marker),
+        (note("other text"), true, UpdateKind::Drift),
+        (note("other text"), false, UpdateKind::Spec),
+        (tags.clone(), true, UpdateKind::Drift),
+        (tags, false, UpdateKind::Spec),
+        (lock, true, UpdateKind::Spec),
+    ];
+    for (attrs, unchanged, want) in cases {
+        assert_eq!(
+            update_kind(Some(&before), &attrs, unchanged),
+            want,
+            "{attrs:?} {unchanged}"
+        );
+    }
+}

@@ -4,8 +4,7 @@
 use kube::runtime::events::EventType;
 
 use crate::controller::error::Error;
-use crate::controller::identity;
-use crate::controller::plan::{self, Failure, GitLabState, Step};
+use crate::controller::plan::{self, Failure, GitLabState, Step, UpdateKind};
 use crate::controller::reasons::{Reason, RotationReason};
 use crate::gitlab::{GitLabError, RunnerAttributes, RunnerId};
 
@@ -77,42 +76,29 @@ async fn update(
     attrs: &RunnerAttributes,
 ) -> Result<(), Error> {
     let changes = plan::describe_changes(pass.details.as_ref(), attrs);
-    // Only the marker changes (a cluster name written in, a takeover): no drift.
-    let before = pass
-        .details
-        .as_ref()
-        .and_then(|d| d.maintenance_note.clone());
-    let marker_only = *attrs
-        == RunnerAttributes {
-            maintenance_note: attrs.maintenance_note.clone(),
-            ..Default::default()
-        }
-        && attrs.maintenance_note.as_deref().map(identity::strip)
-            == Some(identity::strip(before.as_deref().unwrap_or_default()));
+    let kind = plan::update_kind(pass.details.as_ref(), attrs, scope.drift_possible);
     let d = pass
         .gl()
         .update_runner(rid, attrs)
         .await
         .map_err(Error::gitlab(format!("updating runner {rid}")))?;
     pass.details = Some(d);
-    let (t, reason, note) = if marker_only {
-        (
+    let (t, reason, note) = match kind {
+        UpdateKind::Marker => (
             EventType::Normal,
             Reason::MarkerUpdated,
             format!("rewrote the ownership marker of runner {rid} ({changes})"),
-        )
-    } else if scope.drift_possible && attrs.locked.is_none() {
-        (
+        ),
+        UpdateKind::Drift => (
             EventType::Warning,
             Reason::DriftReverted,
             format!("runner {rid} was changed outside the operator; restored {changes}"),
-        )
-    } else {
-        (
+        ),
+        UpdateKind::Spec => (
             EventType::Normal,
             Reason::Updated,
             format!("updated runner {rid}: {changes}"),
-        )
+        ),
     };
     event(pass.ctx, pass.runner, t, reason, "Update", note).await;
     Ok(())
