@@ -90,14 +90,9 @@ pub async fn list(
         .and_then(|s| s.runner_id)
         .ok_or_else(|| format!("Runner {ns}/{name} has no GitLab runner yet (status.runnerId is unset): see its Ready condition"))?;
     let ctx = Context::new(client, Settings::default());
-    let conn = connection::for_runner(
-        &ctx,
-        ns,
-        runner.spec.connection_ref.kind,
-        &runner.spec.connection_ref.name,
-    )
-    .await
-    .map_err(|e| format!("the Runner's connection: {e}"))?;
+    let conn = connection::of_runner(&ctx, &runner)
+        .await
+        .map_err(|e| format!("the Runner's connection: {e}"))?;
     let jobs = conn
         .client
         .recent_runner_jobs(crate::gitlab::RunnerId(id), status, limit)

@@ -225,6 +225,13 @@ pub async fn for_runner(
     }
 }
 
+/// The connection `runner` names in spec.connectionRef (see `for_runner`).
+pub async fn of_runner(ctx: &Context, runner: &crate::crd::Runner) -> Result<Resolved, Error> {
+    let r = &runner.spec.connection_ref;
+    let ns = runner.namespace().unwrap_or_default();
+    for_runner(ctx, &ns, r.kind, &r.name).await
+}
+
 pub(crate) fn namespaced_key(conn: &GitLabConnection) -> String {
     format!(
         "GitLabConnection/{}/{}",

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::plan::SecretState;
 use crate::crd::{Runner, SecretFormat};
+use crate::gitlab::RunnerId;
 
 pub const TOKEN_KEY: &str = "runner-token";
 pub const REGISTRATION_TOKEN_KEY: &str = "runner-registration-token";
@@ -34,7 +35,7 @@ pub fn token_hash(token: &str) -> String {
 /// What goes into the Secret.
 pub struct TokenData<'a> {
     pub token: &'a SecretString,
-    pub runner_id: i64,
+    pub runner_id: RunnerId,
     pub url: &'a str,
     pub issued_at: &'a str,
     pub expires_at: Option<&'a str>,
@@ -112,7 +113,7 @@ pub fn observe(
 
 /// What a token Secret restored from a backup holds.
 pub struct Restored {
-    pub runner_id: i64,
+    pub runner_id: RunnerId,
     pub token: SecretString,
     /// When the token was issued, from the Secret's token-generation annotation.
     pub issued_at: Option<String>,
@@ -161,12 +162,13 @@ pub fn restored(secret: &Secret, runner: &Runner) -> Option<Restored> {
 }
 
 /// The runner id a Secret records (recovery when status lost it).
-pub fn runner_id(secret: &Secret) -> Option<i64> {
+pub fn runner_id(secret: &Secret) -> Option<RunnerId> {
     secret
         .data
         .as_ref()?
         .get(RUNNER_ID_KEY)
         .and_then(|b| String::from_utf8_lossy(&b.0).parse().ok())
+        .map(RunnerId)
 }
 
 #[cfg(test)]
@@ -185,7 +187,7 @@ mod tests {
     fn data(token: &SecretString) -> TokenData<'_> {
         TokenData {
             token,
-            runner_id: 5,
+            runner_id: RunnerId(5),
             url: "https://g",
             issued_at: "2026-01-01T00:00:00Z",
             expires_at: Some("2026-02-01T00:00:00Z"),
@@ -230,7 +232,7 @@ mod tests {
         let mut foreign = s.clone();
         foreign.metadata.owner_references = None;
         assert_eq!(observe(Some(&foreign), &r, Some(&h)), SecretState::Foreign);
-        assert_eq!(runner_id(&s), Some(5));
+        assert_eq!(runner_id(&s), Some(RunnerId(5)));
     }
 
     #[test]
@@ -245,7 +247,7 @@ mod tests {
         let mut velero = s.clone();
         velero.metadata.owner_references = None;
         let found = restored(&velero, &r).expect("restored");
-        assert_eq!(found.runner_id, 5);
+        assert_eq!(found.runner_id, RunnerId(5));
         assert_eq!(found.token.expose_secret(), "glrt-t1_secretvalue");
         assert_eq!(found.issued_at.as_deref(), Some("2026-01-01T00:00:00Z"));
         let mut stale = s.clone();

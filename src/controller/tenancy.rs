@@ -131,18 +131,16 @@ pub fn evaluate(connection: &str, tenancy: Option<&Tenancy>, req: &Request<'_>) 
             req.runner_type.as_str()
         ));
     }
-    let outside = |paths: Vec<&String>| first_outside(&rule, ns, paths);
-    let globs = || globs(&rule, ns);
-    if let Some(p) = outside(req.owner_path.iter().collect()) {
+    if let Some(p) = first_outside(&rule, ns, req.owner_path.iter().collect()) {
         return Err(format!(
             "{lane}: {p} is outside its paths ({}); {untouched}. Use a project or group under those paths, or ask the connection's owners to extend the rule",
-            globs()
+            globs(&rule, ns)
         ));
     }
-    if let Some(p) = outside(req.assigned_paths.iter().collect()) {
+    if let Some(p) = first_outside(&rule, ns, req.assigned_paths.iter().collect()) {
         return Err(format!(
             "{lane}: assigned project {p} is outside its paths ({}); {untouched}. Remove it from spec.assignedProjects, or ask the connection's owners to extend the rule",
-            globs()
+            globs(&rule, ns)
         ));
     }
     if let Some(target) = &req.adopt {
@@ -177,8 +175,6 @@ fn check_adoption(
     lane: &str,
 ) -> Result<(), String> {
     let untouched = "nothing was done in GitLab";
-    let outside = |paths: Vec<&String>| first_outside(rule, ns, paths);
-    let globs = || globs(rule, ns);
     let id = target.id;
     match rule.adopt {
         AdoptPolicy::Never => {
@@ -196,7 +192,9 @@ fn check_adoption(
             let owner = target.owner_path.as_ref();
             let first_outside = match owner {
                 None => Some("(no owner project or group)".to_string()),
-                Some(_) => outside(
+                Some(_) => first_outside(
+                    rule,
+                    ns,
                     owner
                         .into_iter()
                         .chain(target.assigned_paths.iter())
@@ -206,7 +204,7 @@ fn check_adoption(
             if let Some(p) = first_outside {
                 return Err(format!(
                     "{lane}: runner {id} serves {p}, outside its paths ({}); it is not adopted and its token stays valid; {untouched}. Adopt only runners whose owner and every project lie under those paths",
-                    globs()
+                    globs(rule, ns)
                 ));
             }
         }

@@ -264,14 +264,7 @@ pub async fn plan_with(
     for runner in runners {
         let (ns, name) = (runner.namespace().unwrap_or_default(), runner.name_any());
         let plan = match &access {
-            Access::Cluster(ctx) => match connection::for_runner(
-                ctx,
-                &ns,
-                runner.spec.connection_ref.kind,
-                &runner.spec.connection_ref.name,
-            )
-            .await
-            {
+            Access::Cluster(ctx) => match connection::of_runner(ctx, &runner).await {
                 Ok(r) => {
                     let lane = Some((&**ctx, &r, changes));
                     one(Some(&**ctx), &*r.client, &runner, &claims, lane).await
@@ -541,8 +534,7 @@ impl runner::Sight for ReadOnly<'_> {
         let id = secret_obj
             .as_ref()
             .filter(|_| state != SecretState::Foreign)
-            .and_then(secret::runner_id)
-            .map(RunnerId);
+            .and_then(secret::runner_id);
         Ok((state, id))
     }
 
@@ -688,11 +680,8 @@ fn claimant(
         return Some(plan::Claimant::Runner(who.clone()));
     }
     let m = Marker::parse(details.and_then(|d| d.maintenance_note.as_deref()))?;
-    if !m.in_cluster(cluster) {
-        return Some(plan::Claimant::OtherCluster {
-            runner: m.path(),
-            cluster: m.cluster.clone().unwrap_or_default(),
-        });
+    if let Some(other) = plan::Claimant::other_cluster(&m, cluster) {
+        return Some(other);
     }
     let live = claims.values().flatten().any(|(u, _)| *u == m.uid);
     (live && m.uid != uid).then(|| plan::Claimant::Runner(m.path()))

@@ -72,6 +72,19 @@ pub enum Claimant {
     OtherCluster { runner: String, cluster: String },
 }
 
+impl Claimant {
+    /// The Runner of another cluster that `m` names, if it names one.
+    pub fn other_cluster(
+        m: &identity::Marker,
+        cluster: Option<&identity::ClusterName>,
+    ) -> Option<Self> {
+        (!m.in_cluster(cluster)).then(|| Claimant::OtherCluster {
+            runner: m.path(),
+            cluster: m.cluster.clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// The token Secret as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretState {
@@ -150,13 +163,13 @@ pub enum Shortcut {
 /// Whether a pass can take the rotation shortcut.
 pub fn shortcut(
     rotation_only: bool,
-    recorded: Option<i64>,
+    recorded: Option<RunnerId>,
     request: Option<&str>,
     handled: Option<&str>,
 ) -> Shortcut {
     match recorded {
         Some(_) if rotation_only && (request.is_none() || request == handled) => Shortcut::Done,
-        Some(id) if rotation_only => Shortcut::Rotate(RunnerId(id)),
+        Some(id) if rotation_only => Shortcut::Rotate(id),
         _ => Shortcut::Full,
     }
 }

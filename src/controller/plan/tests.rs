@@ -685,11 +685,17 @@ fn a_new_rotate_request_alone_resets_without_reading() {
     use Shortcut::*;
     let cases = [
         // (only the request changed, recorded id, request, handled) → shortcut
-        (true, Some(7), Some("b"), Some("a"), Rotate(RunnerId(7))),
-        (true, Some(7), Some("a"), Some("a"), Done),
-        (true, Some(7), None, Some("a"), Done),
+        (
+            true,
+            Some(RunnerId(7)),
+            Some("b"),
+            Some("a"),
+            Rotate(RunnerId(7)),
+        ),
+        (true, Some(RunnerId(7)), Some("a"), Some("a"), Done),
+        (true, Some(RunnerId(7)), None, Some("a"), Done),
         (true, None, Some("b"), None, Full),
-        (false, Some(7), Some("b"), Some("a"), Full),
+        (false, Some(RunnerId(7)), Some("b"), Some("a"), Full),
     ];
     for (only, id, request, handled, want) in cases {
         assert_eq!(

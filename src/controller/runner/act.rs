@@ -35,8 +35,8 @@ pub(crate) async fn act(
         Step::Adopt(target) => adopt(pass, target, scope, gitlab).await,
         Step::TakeOver { runner, keep_token } => pass.take_over(runner, keep_token).await,
         Step::Update { runner, attrs } => update(pass, scope, runner, &attrs).await,
-        Step::Assign { runner, project } => assign(pass, runner, project).await,
-        Step::Unassign { runner, project } => unassign(pass, runner, project).await,
+        Step::Assign { runner, project } => assign(pass, &step, runner, project).await,
+        Step::Unassign { runner, project } => unassign(pass, &step, runner, project).await,
         Step::RotateToken { runner, reason } => {
             pass.rotate(runner, reason).await?;
             if reason == RotationReason::Adopted {
@@ -104,14 +104,15 @@ async fn update(
     Ok(())
 }
 
-async fn assign(pass: &mut Pass<'_>, rid: RunnerId, project: i64) -> Result<(), Error> {
+async fn assign(
+    pass: &mut Pass<'_>,
+    step: &Step,
+    rid: RunnerId,
+    project: i64,
+) -> Result<(), Error> {
     if let Err(e) = pass.gl().assign_runner(&project.to_string(), rid).await {
-        let step = Step::Assign {
-            runner: rid,
-            project,
-        };
         let action = format!("assigning runner {rid} to project {project}");
-        refused(pass, &step, e, action)?;
+        refused(pass, step, e, action)?;
     }
     if let Some(d) = pass.details.as_mut()
         && !d.projects.iter().any(|p| p.id == project)
@@ -135,14 +136,15 @@ async fn assign(pass: &mut Pass<'_>, rid: RunnerId, project: i64) -> Result<(), 
     Ok(())
 }
 
-async fn unassign(pass: &mut Pass<'_>, rid: RunnerId, project: i64) -> Result<(), Error> {
+async fn unassign(
+    pass: &mut Pass<'_>,
+    step: &Step,
+    rid: RunnerId,
+    project: i64,
+) -> Result<(), Error> {
     if let Err(e) = pass.gl().unassign_runner(&project.to_string(), rid).await {
-        let step = Step::Unassign {
-            runner: rid,
-            project,
-        };
         let action = format!("unassigning runner {rid} from project {project}");
-        refused(pass, &step, e, action)?;
+        refused(pass, step, e, action)?;
     }
     if let Some(d) = pass.details.as_mut() {
         d.projects.retain(|p| p.id != project);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use tracing::Instrument;
 
 use crate::controller::connection;
@@ -97,9 +97,7 @@ async fn connect(
     status: &mut RunnerStatus,
 ) -> Result<Resolved, Error> {
     let generation = runner.meta().generation;
-    let r = &runner.spec.connection_ref;
-    let ns = runner.namespace().unwrap_or_default();
-    match connection::for_runner(ctx, &ns, r.kind, &r.name).await {
+    match connection::of_runner(ctx, runner).await {
         Ok(c) => {
             let ok = (true, Reason::Resolved, String::new());
             set(ctx, status, generation, "ConnectionReady", ok);

@@ -37,15 +37,7 @@ pub(crate) async fn cleanup(runner: Arc<Runner>, ctx: Arc<Context>) -> Result<Ac
         orphan(&ctx, &runner).await;
         return Ok(Action::await_change());
     }
-    let ns = runner.namespace().unwrap_or_default();
-    let conn = match connection::for_runner(
-        &ctx,
-        &ns,
-        runner.spec.connection_ref.kind,
-        &runner.spec.connection_ref.name,
-    )
-    .await
-    {
+    let conn = match connection::of_runner(&ctx, &runner).await {
         Ok(c) => c,
         Err(e) => {
             return Err(deletion_blocked(&ctx, &runner, format!("{e}; fix the connection")).await?);
@@ -230,8 +222,8 @@ async fn find_for_deletion(
         ))?
         .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
         .and_then(|s| secret::runner_id(&s));
-    Ok(match status.runner_id.or(secret_id) {
-        Some(id) => fetch(gl, RunnerId(id)).await?,
+    Ok(match status.runner_id.map(RunnerId).or(secret_id) {
+        Some(id) => fetch(gl, id).await?,
         None if status.creation_started.is_none() => None,
         None => {
             // Created, then crashed before recording the id: find it by our marker.
@@ -289,15 +281,9 @@ async fn delete_everywhere(gl: &dyn GitLabApi, details: &RunnerDetails) -> Resul
 /// marker — so `prune` never counts it as an orphan and a later Runner of the same name does
 /// not take it over.
 async fn release_marker(ctx: &Context, runner: &Runner, id: i64) -> Result<(), String> {
-    let ns = runner.namespace().unwrap_or_default();
-    let conn = connection::for_runner(
-        ctx,
-        &ns,
-        runner.spec.connection_ref.kind,
-        &runner.spec.connection_ref.name,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let conn = connection::of_runner(ctx, runner)
+        .await
+        .map_err(|e| e.to_string())?;
     let gl = &*conn.client;
     let Some(d) = fetch(gl, RunnerId(id)).await.map_err(|e| e.to_string())? else {
         return Ok(());

@@ -11,7 +11,7 @@ use crate::crd::Runner;
 use super::act::act;
 use super::desired::{Scope, desired, marker, token_state};
 use super::lane::check_lane;
-use super::observe::{observe, record, resolve_ids};
+use super::observe::{Sight, observe, record, resolve_ids};
 use super::pass::Pass;
 use super::{NOTE_LIMIT, NOTE_TRUNCATED, ROTATE_ANNOTATION};
 
@@ -116,7 +116,7 @@ async fn rotated_only(pass: &mut Pass<'_>) -> Result<bool, Error> {
     let request = pass.runner.annotations().get(ROTATE_ANNOTATION);
     let shortcut = plan::shortcut(
         pass.rotation_only,
-        pass.status.runner_id,
+        pass.recorded(),
         request.map(String::as_str),
         pass.status.handled_rotate_request.as_deref(),
     );

@@ -34,7 +34,6 @@ use super::error::Error;
 use crate::crd::{READY, Runner};
 
 // What the plan, import and prune commands share with the controller.
-pub use desired::marker;
 pub(crate) use desired::{Scope, desired, is_ours, rotation_policy, token_state, ts};
 pub(crate) use lane::check_lane;
 pub(crate) use observe::{Sight, fetch, find_predecessor, observe, resolve_ids};
@@ -42,7 +41,7 @@ pub(crate) use observe::{Sight, fetch, find_predecessor, observe, resolve_ids};
 use cleanup::cleanup;
 use gate::apply;
 
-pub use crate::crd::{FINALIZER, ROTATE_ANNOTATION};
+use crate::crd::{FINALIZER, ROTATE_ANNOTATION};
 
 pub(crate) const MANAGER: &str = "runner-operator";
 

@@ -147,7 +147,7 @@ pub(crate) fn record(pass: &mut Pass<'_>, observed: &Observed) {
 
 impl Sight for Pass<'_> {
     fn gl(&self) -> &dyn GitLabApi {
-        &*self.conn.client
+        Pass::gl(self)
     }
 
     fn runner(&self) -> &Runner {
@@ -163,8 +163,7 @@ impl Sight for Pass<'_> {
     }
 
     async fn secret(&mut self) -> Result<(SecretState, Option<RunnerId>), Error> {
-        let (state, id) = observe_secret(self).await?;
-        Ok((state, id.map(RunnerId)))
+        observe_secret(self).await
     }
 
     /// No tug of war: another live Runner manages the runner when it recorded it in its
@@ -178,11 +177,8 @@ impl Sight for Pass<'_> {
         let Some(m) = Marker::parse(d.maintenance_note.as_deref()) else {
             return Ok(None);
         };
-        if !m.in_cluster(ctx.settings.cluster_name.as_ref()) {
-            return Ok(Some(Claimant::OtherCluster {
-                runner: m.path(),
-                cluster: m.cluster.clone().unwrap_or_default(),
-            }));
+        if let Some(other) = Claimant::other_cluster(&m, self.cluster()) {
+            return Ok(Some(other));
         }
         let other = Api::<Runner>::namespaced(ctx.client.clone(), &m.namespace)
             .get_opt(&m.name)
@@ -229,7 +225,7 @@ impl Sight for Pass<'_> {
 /// runner id it records, when status lost it.
 pub(crate) async fn observe_secret(
     pass: &mut Pass<'_>,
-) -> Result<(SecretState, Option<i64>), Error> {
+) -> Result<(SecretState, Option<RunnerId>), Error> {
     let (ctx, runner) = (pass.ctx, pass.runner);
     let (ns, name) = (
         runner.namespace().unwrap_or_default(),
@@ -276,7 +272,7 @@ pub(crate) async fn observe_secret(
                 if answer.token_expires_at.is_some() {
                     restored.expires_at = answer.token_expires_at.clone();
                 }
-                answer.id == RunnerId(restored.runner_id)
+                answer.id == restored.runner_id
             }
             Err(e) if e.kind() == ErrorKind::Forbidden => false,
             Err(e) => {

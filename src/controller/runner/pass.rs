@@ -58,7 +58,7 @@ impl Pass<'_> {
             self.runner,
             &secret::TokenData {
                 token: &placeholder,
-                runner_id: self.status.runner_id.unwrap_or(0),
+                runner_id: RunnerId(self.status.runner_id.unwrap_or(0)),
                 url: &self.conn.url,
                 issued_at: &now_str(self.ctx),
                 expires_at: None,
@@ -109,7 +109,7 @@ impl Pass<'_> {
             self.runner,
             &secret::TokenData {
                 token,
-                runner_id: runner_id.into(),
+                runner_id,
                 url: &self.conn.url,
                 issued_at: &issued,
                 expires_at,
@@ -305,7 +305,7 @@ impl Pass<'_> {
         let kept = match self
             .restored
             .take()
-            .filter(|r| keep_token && RunnerId(r.runner_id) == id)
+            .filter(|r| keep_token && r.runner_id == id)
         {
             Some(restored) => {
                 self.check_secret_writable().await?;
