@@ -93,6 +93,22 @@ impl Caches {
         Cached::Found(store.get(&ObjectRef::new(name)))
     }
 
+    /// The names of managed token Secrets in `ns` that the object `uid` controls (None: no
+    /// cache yet).
+    pub fn owned_token_secrets(&self, ns: &str, uid: &str) -> Option<Vec<String>> {
+        let s = self.scope(ns)?;
+        if !ready(&s.token_secrets) {
+            return None;
+        }
+        let owned = s.token_secrets.state().into_iter().filter(|m| {
+            m.namespace().as_deref() == Some(ns)
+                && m.owner_references()
+                    .iter()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
+        });
+        Some(owned.map(|m| m.name_any()).collect())
+    }
+
     /// A managed token Secret's metadata.
     pub fn token_secret(&self, ns: &str, name: &str) -> Cached<PartialObjectMeta<Secret>> {
         let Some(s) = self.scope(ns) else {

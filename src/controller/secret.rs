@@ -45,10 +45,9 @@ pub struct TokenData<'a> {
 pub fn build(runner: &Runner, data: &TokenData) -> Secret {
     let spec = runner.spec.token_secret.clone().unwrap_or_default();
     let hash = token_hash(data.token.expose_secret());
-    let mut labels = spec.labels.clone();
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    labels.insert(LABEL_RUNNER.into(), runner.name_any());
-    let mut annotations = spec.annotations.clone();
+    let mut secret = skeleton(runner);
+    let labels = secret.metadata.labels.take().unwrap_or_default();
+    let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
     annotations.insert(ANN_TOKEN_HASH.into(), hash.clone());
     annotations.insert(
         ANN_TOKEN_GENERATION.into(),
@@ -65,20 +64,67 @@ pub fn build(runner: &Runner, data: &TokenData) -> Secret {
     if let Some(e) = data.expires_at {
         map.insert(EXPIRES_KEY.into(), bytes(e));
     }
+    secret.data = Some(map);
+    secret.metadata.labels = Some(labels);
+    secret.metadata.annotations = Some(annotations);
+    secret
+}
+
+/// The token Secret without data: name, owner, the labels and annotations the spec asks for
+/// and the operator's own labels.
+fn skeleton(runner: &Runner) -> Secret {
+    let spec = runner.spec.token_secret.clone().unwrap_or_default();
+    let mut labels = spec.labels;
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_RUNNER.into(), runner.name_any());
     let mut secret = Secret {
-        data: Some(map),
         type_: Some("Opaque".into()),
         ..Default::default()
     };
     secret.metadata.name = Some(runner.token_secret_name());
     secret.metadata.namespace = runner.namespace();
     secret.metadata.labels = Some(labels);
-    secret.metadata.annotations = Some(annotations);
+    secret.metadata.annotations = Some(spec.annotations);
     secret.metadata.owner_references = runner.controller_owner_ref(&()).map(|o| vec![o]);
     secret
 }
 
+/// The token-generation annotation of a Secret written ahead of a create starts with this,
+/// followed by when the create started (the token write replaces it).
+pub const CREATION_STARTED: &str = "creation-started/";
+
+/// The write-ahead record of a create: the Secret, owned by the Runner, with no token yet and
+/// the time the create started. Creating it (never overwriting) proves in one request that the
+/// name is free and that the API server admits the Secret, before GitLab issues a token; a
+/// crash after GitLab's answer finds the runner from it. The token write replaces the token
+/// and the creation-started annotation (both fields it sets).
+pub fn build_pending(runner: &Runner, started: &str) -> Secret {
+    let mut secret = skeleton(runner);
+    secret.metadata.annotations.get_or_insert_default().insert(
+        ANN_TOKEN_GENERATION.into(),
+        format!("{CREATION_STARTED}{started}"),
+    );
+    secret.data = Some(BTreeMap::from([(TOKEN_KEY.into(), ByteString(Vec::new()))]));
+    secret
+}
+
+/// When the create a write-ahead Secret records started (None: it holds a token, or is not one).
+pub fn creation_started(secret: &Secret) -> Option<String> {
+    let empty = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(TOKEN_KEY))
+        .is_none_or(|t| t.0.is_empty());
+    secret
+        .annotations()
+        .get(ANN_TOKEN_GENERATION)
+        .and_then(|g| g.strip_prefix(CREATION_STARTED))
+        .filter(|_| empty)
+        .map(str::to_string)
+}
+
 /// Is this Secret ours and does it hold the token we issued (`expected_hash` from status)?
+/// Ours with no token yet, written ahead of a create, counts as missing.
 pub fn observe(
     secret: Option<&Secret>,
     runner: &Runner,
@@ -93,6 +139,9 @@ pub fn observe(
         .any(|o| Some(&o.uid) == runner.meta().uid.as_ref() && o.controller == Some(true));
     if !ours {
         return SecretState::Foreign;
+    }
+    if creation_started(secret).is_some() {
+        return SecretState::Missing;
     }
     let token = secret
         .data
@@ -233,6 +282,16 @@ mod tests {
         foreign.metadata.owner_references = None;
         assert_eq!(observe(Some(&foreign), &r, Some(&h)), SecretState::Foreign);
         assert_eq!(runner_id(&s), Some(RunnerId(5)));
+        let pending = build_pending(&r, "2026-01-01T00:00:00Z");
+        assert_eq!(observe(Some(&pending), &r, None), SecretState::Missing);
+        assert_eq!(
+            creation_started(&pending).as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(creation_started(&s), None, "holds a token: not pending");
+        let mut taken = pending.clone();
+        taken.metadata.owner_references = None;
+        assert_eq!(observe(Some(&taken), &r, None), SecretState::Foreign);
     }
 
     #[test]

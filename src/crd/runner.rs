@@ -438,9 +438,14 @@ pub struct RunnerStatus {
     /// token does not match was edited by hand and is recovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_hash: Option<String>,
+    /// The token Secret's resourceVersion as the operator last wrote it: a Secret still at that
+    /// version needs no read after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_version: Option<String>,
     /// Set just before a runner is created in GitLab and cleared once its id is recorded: if a
     /// crash comes in between, the next pass looks for the runner by its marker instead of
-    /// creating a second one.
+    /// creating a second one. A create with no token Secret yet records this in the Secret it
+    /// writes first instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_started: Option<String>,
     /// A token reset recorded before calling GitLab; set until the new token is in the Secret, so

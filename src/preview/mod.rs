@@ -508,7 +508,10 @@ impl runner::Sight for ReadOnly<'_> {
             .map(RunnerId)
     }
 
-    async fn secret(&mut self) -> Result<(SecretState, Option<RunnerId>), Error> {
+    async fn secret(
+        &mut self,
+        _may_assume: bool,
+    ) -> Result<(SecretState, Option<RunnerId>), Error> {
         let runner = self.runner;
         let Some(ctx) = self.ctx else {
             return Ok((SecretState::Missing, None));

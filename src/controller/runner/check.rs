@@ -18,8 +18,8 @@ use crate::gitlab::ErrorKind;
 use super::converge::converge;
 use super::desired::{rotation_policy, ts};
 use super::observe::observe_gitlab;
-use super::pass::Pass;
 use super::pass::write_status;
+use super::pass::{Pass, SecretSeen};
 use super::status::{blocked_event, report, set};
 use super::warn_event;
 
@@ -56,6 +56,7 @@ pub(crate) async fn checked(
         rolled: false,
         rotation_only,
         restored: None,
+        secret: SecretSeen::default(),
     };
     let span = pass.log();
     let outcome = converge(&mut pass).instrument(span).await;

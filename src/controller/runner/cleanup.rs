@@ -214,17 +214,23 @@ async fn find_for_deletion(
     let status = runner.status.clone().unwrap_or_default();
     // The Secret may be all that knows the id (a crash before the status write): a failed
     // read is an error to retry, never "no runner".
-    let secret_id = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+    let ours = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&runner.token_secret_name())
         .await
         .map_err(Error::kube(
             "reading the token Secret before deleting the runner",
         ))?
-        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign)
-        .and_then(|s| secret::runner_id(&s));
+        .filter(|s| secret::observe(Some(s), runner, None) != SecretState::Foreign);
+    let secret_id = ours.as_ref().and_then(secret::runner_id);
+    // A create interrupted before its id was recorded: in status, or in the Secret written
+    // ahead of it.
+    let started = status
+        .creation_started
+        .clone()
+        .or_else(|| ours.as_ref().and_then(secret::creation_started));
     Ok(match status.runner_id.map(RunnerId).or(secret_id) {
         Some(id) => fetch(gl, id).await?,
-        None if status.creation_started.is_none() => None,
+        None if started.is_none() => None,
         None => {
             // Created, then crashed before recording the id: find it by our marker.
             let (p, g, _) = resolve_ids(None, runner, &status, gl).await.unwrap_or((
@@ -238,7 +244,7 @@ async fn find_for_deletion(
                 runner,
                 p,
                 g,
-                status.creation_started.as_deref(),
+                started.as_deref(),
                 runner.spec.description.as_deref().unwrap_or(""),
             )
             .await?

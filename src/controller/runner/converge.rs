@@ -54,6 +54,10 @@ pub(crate) async fn converge(pass: &mut Pass<'_>) -> Result<(), Error> {
             if pass.blocked.is_some() {
                 return Ok(());
             }
+            // A create found the token Secret's name taken: the next round reads that Secret.
+            if pass.secret.taken {
+                break;
+            }
         }
         if known_after {
             answered = pass.details.clone();

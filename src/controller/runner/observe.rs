@@ -19,7 +19,7 @@ use crate::gitlab::ErrorKind;
 use crate::gitlab::{GitLabApi, RunnerDetails, RunnerFilter, RunnerId};
 
 use super::desired::{Scope, carries_marker, is_ours, is_predecessors, token_expiry};
-use super::pass::Pass;
+use super::pass::{Pass, SecretSeen};
 
 /// What a round sees before deciding.
 pub(crate) struct Observed {
@@ -37,9 +37,16 @@ pub(crate) trait Sight: Send {
     /// The runner id status records.
     fn recorded(&self) -> Option<RunnerId>;
     /// The token Secret, and the runner id it records (when it is not someone else's).
+    /// `may_assume`: a Secret that cannot be ours may be assumed absent without reading (a
+    /// create proves it by creating the Secret; anything else reads it first).
     fn secret(
         &mut self,
+        may_assume: bool,
     ) -> impl Future<Output = Result<(SecretState, Option<RunnerId>), Error>> + Send;
+    /// The last `secret` was assumed absent, not read.
+    fn assumed_absent(&self) -> bool {
+        false
+    }
     /// Another live Runner that manages `d`: it recorded it, or marked it.
     fn claimant(
         &self,
@@ -68,7 +75,27 @@ pub(crate) async fn observe<S: Sight>(
     scope: &Scope,
     answered: Option<RunnerDetails>,
 ) -> Result<Observed, Error> {
-    let (secret, id_in_secret) = s.secret().await?;
+    let (secret, id_in_secret) = s.secret(scope.desired.adopt.is_none()).await?;
+    let observed = observe_gitlab_side(s, scope, answered.clone(), secret, id_in_secret).await?;
+    if !s.assumed_absent() || observed.gitlab == GitLabState::Unknown {
+        return Ok(observed);
+    }
+    // Only a create may write a Secret it has not read: anything else reads it first.
+    let (secret, id_in_secret) = s.secret(false).await?;
+    if id_in_secret.is_none() {
+        return Ok(Observed { secret, ..observed });
+    }
+    observe_gitlab_side(s, scope, answered, secret, id_in_secret).await
+}
+
+/// Which runner in GitLab is this Runner's, given what the token Secret showed.
+async fn observe_gitlab_side<S: Sight>(
+    s: &mut S,
+    scope: &Scope,
+    answered: Option<RunnerDetails>,
+    secret: SecretState,
+    id_in_secret: Option<RunnerId>,
+) -> Result<Observed, Error> {
     let recorded = s.recorded();
     let known = recorded.or(id_in_secret);
     let restored = matches!(secret, SecretState::Restored { .. });
@@ -162,8 +189,12 @@ impl Sight for Pass<'_> {
         self.status.runner_id.map(RunnerId)
     }
 
-    async fn secret(&mut self) -> Result<(SecretState, Option<RunnerId>), Error> {
-        observe_secret(self).await
+    async fn secret(&mut self, may_assume: bool) -> Result<(SecretState, Option<RunnerId>), Error> {
+        observe_secret(self, may_assume).await
+    }
+
+    fn assumed_absent(&self) -> bool {
+        self.secret.assumed_absent
     }
 
     /// No tug of war: another live Runner manages the runner when it recorded it in its
@@ -197,7 +228,12 @@ impl Sight for Pass<'_> {
         &mut self,
         scope: &Scope,
     ) -> Result<Option<Option<RunnerDetails>>, Error> {
-        let Some(started) = self.status.creation_started.as_deref() else {
+        let Some(started) = self
+            .secret
+            .creation_started
+            .as_deref()
+            .or(self.status.creation_started.as_deref())
+        else {
             return Ok(None);
         };
         let description = &scope.desired.attrs.description;
@@ -220,11 +256,12 @@ impl Sight for Pass<'_> {
     }
 }
 
-/// The token Secret: from the cache when it is the version this process wrote or checked and
-/// status names the same token, else read (the token itself is read only then). Also the
-/// runner id it records, when status lost it.
+/// The token Secret: from the cache when it is the version this process (or, after a restart,
+/// status) says the operator wrote or checked and status names the same token, else read (the
+/// token itself is read only then). Also the runner id it records, when status lost it.
 pub(crate) async fn observe_secret(
     pass: &mut Pass<'_>,
+    may_assume: bool,
 ) -> Result<(SecretState, Option<RunnerId>), Error> {
     let (ctx, runner) = (pass.ctx, pass.runner);
     let (ns, name) = (
@@ -232,11 +269,38 @@ pub(crate) async fn observe_secret(
         runner.token_secret_name(),
     );
     let uid = runner.uid().unwrap_or_default();
-    let known = ctx.recent.secret_version(&uid);
+    let known = ctx.recent.secret_version(&uid).or_else(|| {
+        let st = &pass.status;
+        st.token_secret_version.clone().zip(st.token_hash.clone())
+    });
     let cached = match ctx.caches.token_secret(&ns, &name) {
         caches::Cached::Found(m) => Some(m.and_then(|m| m.resource_version())),
         caches::Cached::NoCache => None,
     };
+    pass.secret.assumed_absent = false;
+    let st = &pass.status;
+    let never_written =
+        st.runner_id.is_none() && st.token_hash.is_none() && st.creation_started.is_none();
+    // A create interrupted before the Secret was renamed left its record under the old name.
+    let renamed = match never_written && runner.meta().generation.unwrap_or(1) > 1 {
+        true => ahead_elsewhere(pass, &ns, &name, &uid).await?,
+        false => None,
+    };
+    if may_assume
+        && never_written
+        && renamed.is_none()
+        && !pass.secret.taken
+        && cached == Some(None)
+    {
+        // A Runner that never had a token, and no Secret of ours by that name: a create's
+        // write-ahead Secret proves the name free (or finds it taken, and then it is read).
+        pass.secret = SecretSeen {
+            assumed_absent: true,
+            absent: true,
+            ..SecretSeen::default()
+        };
+        return Ok((SecretState::Missing, None));
+    }
     if let (Some(cached), Some((version, hash))) = (&cached, &known)
         && pass.status.token_hash.as_ref() == Some(hash)
         && pass.status.runner_id.is_some()
@@ -258,6 +322,15 @@ pub(crate) async fn observe_secret(
         runner,
         pass.status.token_hash.as_deref(),
     );
+    pass.secret = SecretSeen {
+        absent: secret_obj.is_none(),
+        creation_started: secret_obj
+            .as_ref()
+            .filter(|_| state == SecretState::Missing)
+            .and_then(secret::creation_started)
+            .or(renamed),
+        ..SecretSeen::default()
+    };
     pass.restored = None;
     if state == SecretState::Foreign
         && ctx.settings.cluster_name.is_some()
@@ -298,6 +371,30 @@ pub(crate) async fn observe_secret(
         .filter(|_| state != SecretState::Foreign)
         .and_then(secret::runner_id);
     Ok((state, id))
+}
+
+/// When a create started whose write-ahead Secret has another name than the spec gives now
+/// (the Secret was renamed before the interrupted create was found): read from the Secrets the
+/// Runner owns (the cache knows them), only for a Runner whose spec changed.
+async fn ahead_elsewhere(
+    pass: &Pass<'_>,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Option<String>, Error> {
+    let Some(names) = pass.ctx.caches.owned_token_secrets(ns, uid) else {
+        return Ok(None);
+    };
+    let api = Api::<Secret>::namespaced(pass.ctx.client.clone(), ns);
+    for other in names.iter().filter(|n| n.as_str() != name) {
+        let found = api.get_opt(other).await.map_err(Error::kube(
+            "reading an earlier token Secret of this Runner",
+        ))?;
+        if let Some(started) = found.as_ref().and_then(secret::creation_started) {
+            return Ok(Some(started));
+        }
+    }
+    Ok(None)
 }
 
 /// GitLab's view of the runner for status. The managers are read when due (see `managers`),

@@ -4,7 +4,7 @@
 use crate::controller::reasons::Reason;
 use crate::gitlab::ErrorKind;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -34,6 +34,22 @@ pub(crate) struct Pass<'a> {
     pub(crate) rotation_only: bool,
     /// A restored token Secret's token GitLab accepts (observed in this round).
     pub(crate) restored: Option<secret::Restored>,
+    /// What this pass knows of the token Secret's existence.
+    pub(crate) secret: SecretSeen,
+}
+
+/// The token Secret as far as a create needs to know.
+#[derive(Default)]
+pub(crate) struct SecretSeen {
+    /// No Secret of that name was read, and none is ours in the cache: assumed absent (a
+    /// create's write-ahead Secret then proves it, or finds someone else's).
+    pub(crate) assumed_absent: bool,
+    /// No Secret of that name exists (read, or assumed).
+    pub(crate) absent: bool,
+    /// Ours, written ahead of a create that started then: no token yet.
+    pub(crate) creation_started: Option<String>,
+    /// The write-ahead Secret found the name taken: read it before anything else.
+    pub(crate) taken: bool,
 }
 
 impl Pass<'_> {
@@ -83,6 +99,43 @@ impl Pass<'_> {
                     "checking that the token Secret {name} can be written (nothing was done in GitLab)"
                 ))(e),
             })
+    }
+
+    /// Creates the token Secret with no token and the time the create starts (the write-ahead
+    /// record, `secret::build_pending`). False when the name is taken by a Secret this pass has
+    /// not read: the next round reads it (someone else's is never overwritten).
+    async fn write_ahead(&mut self) -> Result<bool, Error> {
+        let started = now_str(self.ctx);
+        let s = secret::build_pending(self.runner, &started);
+        let name = self.runner.token_secret_name();
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        );
+        let pp = PostParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&pp, &s).await {
+            Ok(_) => {
+                self.secret.creation_started = Some(started);
+                self.secret.absent = false;
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.secret.taken = true;
+                Ok(false)
+            }
+            // The API server refuses the Secret itself: only the spec can fix that.
+            Err(e @ kube::Error::Api(_)) if matches!(&e, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422)) => {
+                Err(Error::Invalid(format!(
+                    "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
+                )))
+            }
+            Err(e) => Err(Error::kube(format!(
+                "creating the token Secret {name} (nothing was done in GitLab)"
+            ))(e)),
+        }
     }
 
     pub(crate) async fn write_secret(
@@ -135,6 +188,7 @@ impl Pass<'_> {
                 .map(|v| (v, secret::token_hash(token.expose_secret()))),
         );
         self.status.token_secret_name = Some(name);
+        self.status.token_secret_version = written.resource_version();
         self.status.token_hash = Some(secret::token_hash(token.expose_secret()));
         self.status.token_issued_at = Some(issued);
         self.status.token_expires_at = expires_at.map(str::to_string);
@@ -185,12 +239,22 @@ impl Pass<'_> {
             .as_ref()
             .map(|r| r.strategy)
             .unwrap_or_default();
-        self.check_secret_writable().await?;
         // Recorded first: a crash after GitLab created the runner makes the next pass look for
         // it (by its marker) instead of registering a second one.
-        if self.status.creation_started.is_none() {
-            self.status.creation_started = Some(now_str(self.ctx));
-            self.save().await?;
+        if self.secret.creation_started.is_some() {
+            // Written ahead by an earlier attempt: still the record.
+        } else if self.secret.absent {
+            if !self.write_ahead().await? {
+                return Ok(());
+            }
+        } else {
+            // Our Secret with a dead token (the runner was deleted in GitLab): the record goes
+            // into status, the Secret keeps its place until the new token replaces the old.
+            self.check_secret_writable().await?;
+            if self.status.creation_started.is_none() {
+                self.status.creation_started = Some(now_str(self.ctx));
+                self.save().await?;
+            }
         }
         let reg = match strategy {
             RegistrationStrategy::UserRunner => {
@@ -212,6 +276,7 @@ impl Pass<'_> {
             .await?;
         self.status.runner_id = Some(reg.id.into());
         self.status.creation_started = None;
+        self.secret.creation_started = None;
         let reason = if recreated {
             RotationReason::Recovered
         } else {
