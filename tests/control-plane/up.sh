@@ -8,8 +8,9 @@
 #
 #   tests/control-plane/up.sh [--dir DIR] [--no-controller-manager] [--watch-pid PID]
 #
-# Writes DIR/kubeconfig (cluster admin, a static token in group system:masters) and the audit
-# log DIR/audit.log (every request, metadata level), prints
+# Writes DIR/kubeconfig (cluster admin, a static token in group system:masters),
+# DIR/operator.kubeconfig (the same rights as user runner-operator), DIR/pids (etcd's and
+# kube-apiserver's) and the audit log DIR/audit.log (every request, metadata level), prints
 # "ready <kubeconfig>" once /readyz answers, and runs until interrupted, or until PID exits
 # (the test harness passes its own). Logs: DIR/*.log. Binaries come from build.sh's cache.
 set -euo pipefail
@@ -53,7 +54,10 @@ ssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3
 ssl ecparam -name prime256v1 -genkey -noout -out sa.key
 ssl ec -in sa.key -pubout -out sa.pub
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-echo "$token,admin,admin,system:masters" > tokens.csv
+# A second cluster admin for a process under test (the bench's operator): the audit log tells
+# its requests apart by user.
+op_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s,admin,admin,system:masters\n%s,runner-operator,runner-operator,system:masters\n' "$token" "$op_token" > tokens.csv
 # Every request at Metadata level (who, verb, resource, answer): the RBAC tests read it.
 cat > audit-policy.yaml <<'EOF'
 apiVersion: audit.k8s.io/v1
@@ -100,6 +104,9 @@ contexts:
   context: {cluster: control-plane, user: admin, namespace: default}
 current-context: admin
 EOF
+
+sed -e "s/$token/$op_token/" -e 's/name: admin$/name: runner-operator/' -e 's/user: admin,/user: runner-operator,/' -e 's/current-context: admin/current-context: runner-operator/' kubeconfig > operator.kubeconfig
+printf 'etcd %s\nkube-apiserver %s\n' "${pids[0]}" "${pids[1]}" > pids
 
 for _ in $(seq 1 600); do
   if curl -sf --cacert ca.crt -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then

@@ -1,10 +1,13 @@
 //! Scale benchmark: the operator binary, as its own process, against the GitLab emulator (a
-//! fixed latency per call) and the local Kubernetes API, both in this process.
+//! fixed latency per call, in this process) and a Kubernetes API: the local one in this process
+//! (`--backend local`, the default) or the real control plane (`--backend real`:
+//! kube-apiserver and etcd from `tests/control-plane/`, started for the run).
 //!
 //! ```text
 //! cargo build --release --example bench
 //! cargo build --release --no-default-features --bin runner-operator   # the production build
 //! target/release/examples/bench --runners 1000 --json a.json
+//! target/release/examples/bench --backend real --runners 1000 --json b.json
 //! target/release/examples/bench --render a.json b.json     # the table in docs/benchmarks.md
 //! ```
 //! `scripts/bench.sh` runs both sizes and rewrites the table. Phases: create N Runners (time to
@@ -12,7 +15,11 @@
 //! state; runner processes contacting GitLab (`--live-resyncs`); a rotation request on every
 //! Runner at once; SIGKILL and start again with a new Runner applied at once. RSS and CPU are
 //! the operator process's own (`/proc`), reconciles come from its `/metrics`, Kubernetes
-//! requests are the local API's counts minus the bench's own.
+//! requests are the local API's counts minus the bench's own, or on the real control plane the
+//! audit log's requests by the operator's user. The API side's CPU (kube-apiserver and etcd, or
+//! the bench process that holds the local API) is shown beside the operator's.
+
+mod backend;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,7 +27,6 @@ use std::time::{Duration, Instant};
 use gitlab_emulator::{Fault, FaultAction, GitLabEmulator, default_seed};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube_local::KubeApiServer;
 use runner_operator::crd::{GitLabConnection, Runner};
 use serde_json::{Value, json};
 
@@ -50,7 +56,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 /// User plus system CPU time of a process, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -135,7 +141,7 @@ impl Operator {
     }
 }
 
-type Counts = BTreeMap<String, u64>;
+pub(crate) type Counts = BTreeMap<String, u64>;
 
 fn delta(after: &Counts, before: &Counts, pred: impl Fn(&str) -> bool) -> u64 {
     after
@@ -159,20 +165,11 @@ fn kube_by_kind(after: &Counts, before: &Counts) -> Counts {
     for (k, v) in by_endpoint(after, before) {
         let (method, path) = k.split_once(' ').unwrap_or(("?", &k));
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let kind = [
-            "runners",
-            "secrets",
-            "events",
-            "gitlabconnections",
-            "clustergitlabconnections",
-            "leases",
-            "deployments",
-            "namespaces",
-        ]
-        .iter()
-        .find(|p| segs.contains(p))
-        .copied()
-        .unwrap_or("other");
+        let kind = KINDS
+            .iter()
+            .find(|p| segs.contains(p))
+            .copied()
+            .unwrap_or("other");
         let sub = if segs.last() == Some(&"status") {
             "/status"
         } else {
@@ -181,6 +178,60 @@ fn kube_by_kind(after: &Counts, before: &Counts) -> Counts {
         *out.entry(format!("{method} {kind}{sub}")).or_default() += v;
     }
     out
+}
+
+/// The plurals the operator reads and writes.
+const KINDS: [&str; 8] = [
+    "runners",
+    "secrets",
+    "events",
+    "gitlabconnections",
+    "clustergitlabconnections",
+    "leases",
+    "deployments",
+    "namespaces",
+];
+
+/// A GET of one object (a path that goes on after the plural), not a list or a watch.
+fn is_object_read(key: &str) -> bool {
+    let Some(path) = key.strip_prefix("GET ") else {
+        return false;
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [.., plural, _name] => KINDS.contains(plural) && *plural != "namespaces",
+        _ => false,
+    }
+}
+
+fn cpu_delta(after: &BTreeMap<&str, f64>, before: &BTreeMap<&str, f64>) -> Value {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                json!(v - before.get(k).copied().unwrap_or(0.0)),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Bytes of each Runner's status and of the whole object as JSON (what etcd holds for a
+/// custom resource, managedFields included): mean and largest.
+async fn object_sizes(runners: &Api<Runner>) -> Value {
+    let list = runners.list(&ListParams::default()).await.expect("list");
+    let mut status = Vec::new();
+    let mut object = Vec::new();
+    for r in &list.items {
+        status.push(serde_json::to_vec(&r.status).map_or(0, |v| v.len()));
+        object.push(serde_json::to_vec(r).map_or(0, |v| v.len()));
+    }
+    let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
+    json!({
+        "status_bytes_mean": mean(&status), "status_bytes_max": status.iter().max(),
+        "object_bytes_mean": mean(&object), "object_bytes_max": object.iter().max(),
+    })
 }
 
 fn is_ready(r: &Runner) -> bool {
@@ -218,10 +269,9 @@ async fn main() {
         times: u32::MAX,
         action: FaultAction::Delay { millis: latency },
     });
-    let kube = KubeApiServer::start_with("127.0.0.1:0", Duration::from_secs(30))
-        .await
-        .expect("kube");
-    let client = kube.client().await.expect("client");
+    let kube = backend::Backend::start(&arg("--backend").unwrap_or_else(|| "local".into())).await;
+    let client = kube.client().await;
+    let api_cpu0 = kube.cpu();
     runner_operator::sandbox::bootstrap(&client, &gitlab.url())
         .await
         .expect("bootstrap");
@@ -240,10 +290,9 @@ async fn main() {
     } else {
         10
     };
-    let kubeconfig = std::env::temp_dir().join(format!("bench-{}.kubeconfig", std::process::id()));
-    kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let kubeconfig = kube.operator_kubeconfig();
     let mut out = json!({
-        "runners": n, "latency_ms": latency, "concurrency": concurrency, "rps": effective_rps,
+        "backend": kube.name(), "runners": n, "latency_ms": latency, "concurrency": concurrency, "rps": effective_rps,
         "default_rate_limit": rps == 0, "resync_s": resync.as_secs(),
     });
     let mut operator = Operator::spawn(&bin, &kubeconfig, resync, concurrency);
@@ -251,7 +300,7 @@ async fn main() {
 
     // 1. Create N Runners; wait until every one is Ready.
     let mut own = 0u64;
-    let (k0, g0) = (kube.request_counts(), gitlab.request_counts());
+    let (k0, g0, c0) = (kube.request_counts(), gitlab.request_counts(), kube.cpu());
     let start = Instant::now();
     for i in 0..n {
         let r: Runner = serde_json::from_value(json!({"apiVersion": "gitlab.runner-operator.dev/v1alpha1", "kind": "Runner", "metadata": {"name": format!("r{i}"), "namespace": "ci"},
@@ -265,15 +314,17 @@ async fn main() {
     }
     own += wait_all(&runners, n, is_ready).await;
     let took = start.elapsed().as_secs_f64();
-    let (k1, g1) = (kube.request_counts(), gitlab.request_counts());
+    let (k1, g1, c1) = (kube.request_counts(), gitlab.request_counts(), kube.cpu());
     let bound = 2.0 * n as f64 / effective_rps as f64;
     out["create"] = json!({
         "seconds": took, "bound_seconds": bound,
         "gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
         "gitlab_by_endpoint": by_endpoint(&g1, &g0),
-        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(kube.own(own)) as f64 / n as f64,
         "kube_by_kind": kube_by_kind(&k1, &k0),
         "bench_own_kube_requests": own,
+        "operator_cpu_seconds": cpu_seconds(operator.pid()),
+        "api_cpu_seconds": cpu_delta(&c1, &c0),
     });
     eprintln!("create: {}", out["create"]);
 
@@ -375,14 +426,17 @@ async fn main() {
         "seconds": start.elapsed().as_secs_f64(),
         "gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
         "gitlab_by_endpoint": by_endpoint(&g1, &g0),
-        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+        "kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(kube.own(own)) as f64 / n as f64,
     });
     eprintln!("rotate: {}", out["rotate"]);
     let (cpu, reconciles, checks) = operator.work().await;
     out["process"] = json!({
         "peak_rss_mib": peak_rss_mib(operator.pid()),
         "cpu_seconds": cpu, "reconciles": reconciles, "checks": checks,
+        "api_cpu_seconds": cpu_delta(&kube.cpu(), &api_cpu0),
     });
+    out["size"] = object_sizes(&runners).await;
+    eprintln!("size: {}", out["size"]);
 
     // 5. SIGKILL, start again, apply a new Runner at once.
     operator.kill();
@@ -415,14 +469,16 @@ async fn main() {
     out["restart"] = json!({
         "new_runner_ready_seconds": new_ready,
         "first_resync_gitlab_per_runner": delta(&g1, &g0, |_| true) as f64 / n as f64,
-        "first_resync_kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(own) as f64 / n as f64,
+        "first_resync_kube_per_runner": delta(&k1, &k0, |_| true).saturating_sub(kube.own(own)) as f64 / n as f64,
+        // GETs of one object (not lists or watches), the bench's polls of its new Runner aside.
+        "first_resync_kube_reads_per_runner": delta(&k1, &k0, |k| is_object_read(k) && !k.ends_with("/after-restart")) as f64 / n as f64,
         "gitlab_by_endpoint": by_endpoint(&g1, &g0),
         "kube_by_kind": kube_by_kind(&k1, &k0),
+        "kube_reads": by_endpoint(&k1, &k0).into_iter().filter(|(k, _)| is_object_read(k)).collect::<Counts>(),
         "peak_rss_mib": peak_rss_mib(operator.pid()),
     });
     eprintln!("restart: {}", out["restart"]);
     operator.kill();
-    let _ = std::fs::remove_file(&kubeconfig);
     let text = serde_json::to_string_pretty(&out).expect("json");
     match arg("--json") {
         Some(path) => std::fs::write(&path, text).expect("write the results"),
@@ -457,7 +513,8 @@ fn render(files: &[String]) -> String {
     let mut s = String::from("| measure | goal |");
     for r in &runs {
         s += &format!(
-            " N = {}, {} req/s{} |",
+            " {} API, N = {}, {} req/s{} |",
+            r["backend"].as_str().unwrap_or("local"),
             f(r, "/runners"),
             f(r, "/rps"),
             if r["default_rate_limit"] == true {
@@ -532,9 +589,44 @@ fn render(files: &[String]) -> String {
             }),
         ),
         (
-            "peak RSS of the operator process",
+            "CPU while creating: the operator / the API side",
+            "",
+            Box::new(move |r| {
+                let api = r["create"]["api_cpu_seconds"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k} {:.0} s", v.as_f64().unwrap_or(f64::NAN)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_else(|| "not measured".into());
+                format!("{:.0} s / {api}", f(r, "/create/operator_cpu_seconds"))
+            }),
+        ),
+        (
+            "peak RSS of the operator process: creating, steady, rotating / after a restart",
             "< 64 MiB at 10,000",
-            Box::new(move |r| format!("{:.0} MiB", f(r, "/process/peak_rss_mib"))),
+            Box::new(move |r| {
+                format!(
+                    "{:.0} / {:.0} MiB",
+                    f(r, "/process/peak_rss_mib"),
+                    f(r, "/restart/peak_rss_mib")
+                )
+            }),
+        ),
+        (
+            "a Runner in etcd: status / whole object (JSON, managedFields included), mean (largest)",
+            "status ≤ 2 KiB",
+            Box::new(move |r| {
+                format!(
+                    "{:.0} ({:.0}) B / {:.0} ({:.0}) B",
+                    f(r, "/size/status_bytes_mean"),
+                    f(r, "/size/status_bytes_max"),
+                    f(r, "/size/object_bytes_mean"),
+                    f(r, "/size/object_bytes_max")
+                )
+            }),
         ),
         (
             "CPU per reconcile / per GitLab check (steady state)",
@@ -573,6 +665,13 @@ fn render(files: &[String]) -> String {
                     f(r, "/restart/first_resync_gitlab_per_runner"),
                     f(r, "/restart/first_resync_kube_per_runner")
                 )
+            }),
+        ),
+        (
+            "restart, first resync period: Kubernetes reads (GETs of one object) per Runner",
+            "0",
+            Box::new(move |r| {
+                format!("{:.3}", f(r, "/restart/first_resync_kube_reads_per_runner"))
             }),
         ),
     ];
