@@ -46,8 +46,7 @@ pub fn build(runner: &Runner, data: &TokenData) -> Secret {
     let spec = runner.spec.token_secret.clone().unwrap_or_default();
     let hash = token_hash(data.token.expose_secret());
     let mut secret = skeleton(runner);
-    let labels = secret.metadata.labels.take().unwrap_or_default();
-    let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
+    let annotations = secret.metadata.annotations.get_or_insert_default();
     annotations.insert(ANN_TOKEN_HASH.into(), hash.clone());
     annotations.insert(
         ANN_TOKEN_GENERATION.into(),
@@ -65,8 +64,6 @@ pub fn build(runner: &Runner, data: &TokenData) -> Secret {
         map.insert(EXPIRES_KEY.into(), bytes(e));
     }
     secret.data = Some(map);
-    secret.metadata.labels = Some(labels);
-    secret.metadata.annotations = Some(annotations);
     secret
 }
 

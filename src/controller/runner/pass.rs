@@ -52,6 +52,17 @@ pub(crate) struct SecretSeen {
     pub(crate) taken: bool,
 }
 
+/// A token Secret write that failed before anything was done in GitLab: the API server refusing
+/// the Secret itself is the spec's to fix; anything else is retried.
+fn refused_before_gitlab(name: &str, doing: &str, e: kube::Error) -> Error {
+    match &e {
+        kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Invalid(format!(
+            "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
+        )),
+        _ => Error::kube(format!("{doing} (nothing was done in GitLab)"))(e),
+    }
+}
+
 impl Pass<'_> {
     pub(crate) fn gl(&self) -> &dyn GitLabApi {
         &*self.conn.client
@@ -81,24 +92,27 @@ impl Pass<'_> {
             },
         );
         let name = self.runner.token_secret_name();
-        let api: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.runner.namespace().unwrap_or_default(),
-        );
+        let api = self.secrets();
         let mut pp = PatchParams::apply(MANAGER).force();
         pp.dry_run = true;
         api.patch(&name, &pp, &Patch::Apply(&s))
             .await
             .map(|_| ())
-            .map_err(|e| match &e {
-                // The API server refuses the Secret itself: only the spec can fix that.
-                kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Invalid(format!(
-                    "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
-                )),
-                _ => Error::kube(format!(
-                    "checking that the token Secret {name} can be written (nothing was done in GitLab)"
-                ))(e),
+            .map_err(|e| {
+                refused_before_gitlab(
+                    &name,
+                    &format!("checking that the token Secret {name} can be written"),
+                    e,
+                )
             })
+    }
+
+    /// The token Secrets of this Runner's namespace.
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(
+            self.ctx.client.clone(),
+            &self.runner.namespace().unwrap_or_default(),
+        )
     }
 
     /// Creates the token Secret with no token and the time the create starts (the write-ahead
@@ -108,10 +122,7 @@ impl Pass<'_> {
         let started = now_str(self.ctx);
         let s = secret::build_pending(self.runner, &started);
         let name = self.runner.token_secret_name();
-        let api: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.runner.namespace().unwrap_or_default(),
-        );
+        let api = self.secrets();
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
@@ -126,15 +137,11 @@ impl Pass<'_> {
                 self.secret.taken = true;
                 Ok(false)
             }
-            // The API server refuses the Secret itself: only the spec can fix that.
-            Err(e @ kube::Error::Api(_)) if matches!(&e, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422)) => {
-                Err(Error::Invalid(format!(
-                    "the token Secret {name} could not be written ({e}); nothing was done in GitLab: fix spec.tokenSecret"
-                )))
-            }
-            Err(e) => Err(Error::kube(format!(
-                "creating the token Secret {name} (nothing was done in GitLab)"
-            ))(e)),
+            Err(e) => Err(refused_before_gitlab(
+                &name,
+                &format!("creating the token Secret {name}"),
+                e,
+            )),
         }
     }
 
@@ -169,10 +176,7 @@ impl Pass<'_> {
             },
         );
         let name = self.runner.token_secret_name();
-        let api: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.runner.namespace().unwrap_or_default(),
-        );
+        let api = self.secrets();
         let written = api
             .patch(
                 &name,
