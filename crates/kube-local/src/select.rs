@@ -51,6 +51,10 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
 }
 
 impl LabelSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = vec![];
         for part in split_top(s) {
@@ -95,6 +99,10 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = vec![];
         for part in split_top(s) {

@@ -501,9 +501,63 @@ pub(crate) fn list(
         LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(Status::bad_request)?;
     let fields =
         FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(Status::bad_request)?;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let st = shared.lock();
-    let items = st.list(res, ns, &labels, &fields);
-    Ok((200, maybe_table(res, items, headers, st.rv, true)))
+    let (rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+        None => (st.rv, None),
+        Some(token) => {
+            if q.get("resourceVersion").is_some_and(|v| !v.is_empty()) {
+                return Err(Status::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let (rv, after) = decode_continue(token).ok_or_else(|| {
+                Status::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+            })?;
+            if rv < st.compacted_rv {
+                return Err(Status::new(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    json!({}),
+                ));
+            }
+            (rv, Some(after))
+        }
+    };
+    // Like etcd, a later page is read from the current state but reports the first page's
+    // resourceVersion, so a watch from it replays whatever changed in between.
+    let page = st.list_page(res, ns, &labels, &fields, after.as_ref(), limit);
+    let mut body = maybe_table(res, page.items, headers, rv, true);
+    if let (Some(next), Some(meta)) = (page.next, body["metadata"].as_object_mut()) {
+        meta.insert("continue".into(), json!(encode_continue(rv, &next)));
+        // The real server counts what is left only when no selector filters it.
+        if labels.is_empty() && fields.is_empty() {
+            meta.insert("remainingItemCount".into(), json!(page.remaining));
+        }
+    }
+    Ok((200, body))
+}
+
+/// An opaque continue token, as the real server's: base64 of the list's resourceVersion and
+/// the key the next page starts after.
+fn encode_continue(rv: u64, (ns, name): &(String, String)) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{ns}/{name}\u{0}")});
+    serde_json::to_value(k8s_openapi::ByteString(raw.to_string().into_bytes()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(json!(token)).ok()?;
+    let raw: Value = serde_json::from_slice(&bytes.0).ok()?;
+    let start = raw["start"].as_str()?.strip_suffix('\u{0}')?;
+    let (ns, name) = start.split_once('/')?;
+    Some((raw["rv"].as_u64()?, (ns.to_string(), name.to_string())))
 }
 
 /// The store a write goes to: the live one, or a detached copy for `dryRun=All`.

@@ -22,7 +22,20 @@ pub(crate) fn event_line(type_: &str, object: &Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// Initial events are read from the store this many at a time, as the real server pages them.
+const INITIAL_PAGE: usize = 500;
+
+fn bookmark(res: &ResourceDef, rv: u64) -> Bytes {
+    let obj = json!({"apiVersion": res.api_version(), "kind": res.kind, "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+    event_line("BOOKMARK", &obj)
+}
+
 pub(crate) struct WatchState {
+    shared: Arc<Shared>,
+    /// Where the next page of initial events starts (`Some(None)`: at the beginning).
+    initial: Option<Option<(String, String)>>,
+    /// The resourceVersion of the bookmark that ends the initial events, when asked for.
+    end_bookmark: Option<u64>,
     queue: VecDeque<Bytes>,
     rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     drop_rx: tokio::sync::watch::Receiver<u64>,
@@ -82,11 +95,15 @@ pub(crate) async fn watch(
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && *v != "0")
         .map(|v| v.parse::<u64>().unwrap_or(0));
+    // sendInitialEvents (a streaming list): the current state, then a bookmark marking its end.
+    let send_initial = q.flag("sendInitialEvents");
     let st = shared.lock();
     let rx = st.tx.subscribe();
     let mut queue = VecDeque::new();
     let last_rv;
-    match since {
+    let mut initial = None;
+    let mut end_bookmark = None;
+    match since.filter(|_| !send_initial) {
         Some(rv) => match st.events_since(res, rv) {
             Ok(events) => {
                 for e in events.iter().filter(|e| {
@@ -105,10 +122,10 @@ pub(crate) async fn watch(
             }
         },
         None => {
-            for o in st.list(res, ns, &labels, &fields) {
-                queue.push_back(line("ADDED", &o));
-            }
+            // Sent a page at a time as the client reads, not copied out of the store at once.
+            initial = Some(None);
             last_rv = st.rv;
+            end_bookmark = send_initial.then_some(st.rv);
         }
     }
     drop(st);
@@ -117,6 +134,9 @@ pub(crate) async fn watch(
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
     });
     let state = WatchState {
+        shared: shared.clone(),
+        initial,
+        end_bookmark,
         done: last_rv == u64::MAX,
         queue,
         rx,
@@ -134,6 +154,26 @@ pub(crate) async fn watch(
         loop {
             if let Some(line) = s.queue.pop_front() {
                 return Some((Ok::<Bytes, std::io::Error>(line), s));
+            }
+            if let Some(after) = s.initial.take() {
+                let page = s.shared.lock().list_page(
+                    &s.res,
+                    s.ns.as_deref(),
+                    &s.labels,
+                    &s.fields,
+                    after.as_ref(),
+                    Some(INITIAL_PAGE),
+                );
+                for o in &page.items {
+                    s.queue.push_back(line("ADDED", o));
+                }
+                s.initial = page.next.map(Some);
+                if s.initial.is_none()
+                    && let Some(rv) = s.end_bookmark.take()
+                {
+                    s.queue.push_back(bookmark(&s.res, rv));
+                }
+                continue;
             }
             if s.done {
                 return None;
@@ -155,8 +195,7 @@ pub(crate) async fn watch(
                     // Only as far as events were actually seen: anything newer may still be
                     // in the channel, and a bookmark past it would make the client skip it.
                     s.last_rv = s.last_rv.max(s.seen_rv);
-                    let obj = json!({"apiVersion": s.res.api_version(), "kind": s.res.kind, "metadata": {"resourceVersion": s.last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
-                    s.queue.push_back(event_line("BOOKMARK", &obj));
+                    s.queue.push_back(bookmark(&s.res, s.last_rv));
                 }
             }
         }

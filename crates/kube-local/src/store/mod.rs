@@ -72,6 +72,16 @@ impl Status {
     }
 }
 
+/// One page of a list.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// (namespace, name) of the last item when more follow.
+    pub next: Option<(String, String)>,
+    /// How many match after this page.
+    pub remaining: usize,
+}
+
 /// One change, as sent on watches.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -277,15 +287,49 @@ impl Store {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Vec<Value> {
-        self.objects
-            .iter()
-            .filter(|((g, p, n, _), _)| {
-                *g == res.group && *p == res.plural && ns.is_none_or(|ns| ns == n)
-            })
-            .map(|(_, v)| v)
-            .filter(|v| labels.matches(&v["metadata"]["labels"]) && fields.matches(v))
-            .cloned()
-            .collect()
+        self.list_page(res, ns, labels, fields, None, None).items
+    }
+
+    /// Up to `limit` matching objects after `after` (namespace, name), in the order etcd keeps
+    /// them (by namespace, then name), and where the next page starts.
+    pub fn list_page(
+        &self,
+        res: &ResourceDef,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+    ) -> Page {
+        use std::ops::Bound;
+        let (g, p) = (res.group.clone(), res.plural.clone());
+        let start = match after {
+            Some((n, name)) => Bound::Excluded((g, p, n.clone(), name.clone())),
+            None => Bound::Included((g, p, String::new(), String::new())),
+        };
+        let mut matching = self
+            .objects
+            .range((start, Bound::Unbounded))
+            .take_while(|((g, p, _, _), _)| *g == res.group && *p == res.plural)
+            .filter(|((_, _, n, _), v)| {
+                ns.is_none_or(|ns| ns == n)
+                    && labels.matches(&v["metadata"]["labels"])
+                    && fields.matches(v)
+            });
+        let mut page = Page::default();
+        let mut last = None;
+        for ((_, _, n, name), v) in matching.by_ref() {
+            if limit.is_some_and(|l| page.items.len() >= l) {
+                // One more exists: the page ends at the last one taken.
+                page.next = last.take();
+                page.remaining = 1;
+                break;
+            }
+            page.items.push(v.clone());
+            last = Some((n.clone(), name.clone()));
+        }
+        page.remaining += matching.count();
+        page
     }
 
     /// What the real server does to built-ins on every write: Secret `stringData` folds into `data`.

@@ -326,3 +326,115 @@ async fn leases_and_events_in_both_apis() {
         (Some("Tested"), Some("hello"))
     );
 }
+
+#[tokio::test]
+async fn lists_page_by_limit_and_continue_and_watches_stream_initial_events_in_pages() {
+    let (server, client) = server_with_crds().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "ci");
+    let cm = |name: String| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    };
+    for i in 0..5 {
+        cms.create(&PostParams::default(), &cm(format!("cm-{i}")))
+            .await
+            .unwrap();
+    }
+    let names = |l: &kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        l.items.iter().map(|c| c.name_any()).collect()
+    };
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first), ["cm-0", "cm-1"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let rv = first.metadata.resource_version.clone();
+    // Changes between pages: a later page shows the current state at the first page's version.
+    cms.delete("cm-2", &DeleteParams::default()).await.unwrap();
+    cms.create(&PostParams::default(), &cm("cm-9".into()))
+        .await
+        .unwrap();
+    let second = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["cm-3", "cm-4"]);
+    assert_eq!(second.metadata.resource_version, rv);
+    let last = cms
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["cm-9"]);
+    assert_eq!(last.metadata.continue_, None);
+    // A selector still pages, without a count of what is left.
+    let selected = cms
+        .list(&ListParams::default().limit(1).fields("metadata.name!=cm-0"))
+        .await
+        .unwrap();
+    assert_eq!(names(&selected), ["cm-1"]);
+    assert!(selected.metadata.continue_.is_some());
+    assert_eq!(selected.metadata.remaining_item_count, None);
+    // As on the real server: a token older than the compacted history is 410 Expired.
+    server.compact();
+    let e = cms
+        .list(&ListParams::default().continue_token(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&e), 410);
+    // kube-runtime's paged list sees everything.
+    let all: Vec<ConfigMap> =
+        kube::runtime::watcher(cms.clone(), kube::runtime::watcher::Config::default().page_size(2))
+            .take_while(|e| {
+                futures::future::ready(!matches!(e, Ok(kube::runtime::watcher::Event::InitDone)))
+            })
+            .try_filter_map(|e| async move {
+                Ok(match e {
+                    kube::runtime::watcher::Event::InitApply(c) => Some(c),
+                    _ => None,
+                })
+            })
+            .try_collect()
+            .await
+            .unwrap();
+    assert_eq!(all.len(), 5);
+    // A streaming list: more objects than one page of initial events, all of them before the
+    // bookmark that ends them, which carries the version they were read at.
+    futures::stream::iter(10..1_010)
+        .map(|i| {
+            let (cms, obj) = (cms.clone(), cm(format!("cm-{i}")));
+            async move { cms.create(&PostParams::default(), &obj).await }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let listed_rv = cms
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let mut stream = cms
+        .watch(&WatchParams::streaming_lists().timeout(5), "")
+        .await
+        .unwrap()
+        .boxed();
+    let mut added = std::collections::BTreeSet::new();
+    loop {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(c)) => assert!(added.insert(c.name_any())),
+            Some(WatchEvent::Bookmark(b)) => {
+                assert_eq!(
+                    b.metadata.annotations.get("k8s.io/initial-events-end"),
+                    Some(&"true".to_string())
+                );
+                assert_eq!(Some(b.metadata.resource_version), listed_rv);
+                break;
+            }
+            other => panic!("expected initial events, got {other:?}"),
+        }
+    }
+    assert_eq!(added.len(), 1_005);
+}
