@@ -384,20 +384,22 @@ async fn lists_page_by_limit_and_continue_and_watches_stream_initial_events_in_p
         .unwrap_err();
     assert_eq!(status_code(&e), 410);
     // kube-runtime's paged list sees everything.
-    let all: Vec<ConfigMap> =
-        kube::runtime::watcher(cms.clone(), kube::runtime::watcher::Config::default().page_size(2))
-            .take_while(|e| {
-                futures::future::ready(!matches!(e, Ok(kube::runtime::watcher::Event::InitDone)))
-            })
-            .try_filter_map(|e| async move {
-                Ok(match e {
-                    kube::runtime::watcher::Event::InitApply(c) => Some(c),
-                    _ => None,
-                })
-            })
-            .try_collect()
-            .await
-            .unwrap();
+    let all: Vec<ConfigMap> = kube::runtime::watcher(
+        cms.clone(),
+        kube::runtime::watcher::Config::default().page_size(2),
+    )
+    .take_while(|e| {
+        futures::future::ready(!matches!(e, Ok(kube::runtime::watcher::Event::InitDone)))
+    })
+    .try_filter_map(|e| async move {
+        Ok(match e {
+            kube::runtime::watcher::Event::InitApply(c) => Some(c),
+            _ => None,
+        })
+    })
+    .try_collect()
+    .await
+    .unwrap();
     assert_eq!(all.len(), 5);
     // A streaming list: more objects than one page of initial events, all of them before the
     // bookmark that ends them, which carries the version they were read at.
