@@ -132,8 +132,8 @@ pub fn shutdown_signal() -> futures::future::Shared<futures::future::BoxFuture<'
 /// the caches' size (docs/benchmarks.md). Two arenas serve the two busy threads as well.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
-    // exists.
+    // SAFETY: mallopt only sets an allocator parameter and takes glibc's own lock; called
+    // before the async runtime starts, it bounds every arena the process will have.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }

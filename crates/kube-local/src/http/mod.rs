@@ -533,11 +533,14 @@ pub(crate) fn list(
     let page = st.list_page(res, ns, &labels, &fields, after.as_ref(), limit);
     let mut body = maybe_table(res, page.items, headers, rv, true);
     if let (Some(next), Some(meta)) = (page.next, body["metadata"].as_object_mut()) {
-        meta.insert("continue".into(), json!(encode_continue(rv, &next)));
         // The real server counts what is left only when no selector filters it.
         if labels.is_empty() && fields.is_empty() {
-            meta.insert("remainingItemCount".into(), json!(page.remaining));
+            meta.insert(
+                "remainingItemCount".into(),
+                json!(st.count_after(res, ns, &next)),
+            );
         }
+        meta.insert("continue".into(), json!(encode_continue(rv, &next)));
     }
     Ok((200, body))
 }

@@ -78,8 +78,6 @@ pub struct Page {
     pub items: Vec<Value>,
     /// (namespace, name) of the last item when more follow.
     pub next: Option<(String, String)>,
-    /// How many match after this page.
-    pub remaining: usize,
 }
 
 /// One change, as sent on watches.
@@ -301,35 +299,51 @@ impl Store {
         after: Option<&(String, String)>,
         limit: Option<usize>,
     ) -> Page {
-        use std::ops::Bound;
-        let (g, p) = (res.group.clone(), res.plural.clone());
-        let start = match after {
-            Some((n, name)) => Bound::Excluded((g, p, n.clone(), name.clone())),
-            None => Bound::Included((g, p, String::new(), String::new())),
-        };
         let mut matching = self
-            .objects
-            .range((start, Bound::Unbounded))
-            .take_while(|((g, p, _, _), _)| *g == res.group && *p == res.plural)
-            .filter(|((_, _, n, _), v)| {
-                ns.is_none_or(|ns| ns == n)
-                    && labels.matches(&v["metadata"]["labels"])
-                    && fields.matches(v)
-            });
+            .range_after(res, ns, after)
+            .filter(|(_, v)| labels.matches(&v["metadata"]["labels"]) && fields.matches(v));
         let mut page = Page::default();
         let mut last = None;
         for ((_, _, n, name), v) in matching.by_ref() {
             if limit.is_some_and(|l| page.items.len() >= l) {
                 // One more exists: the page ends at the last one taken.
                 page.next = last.take();
-                page.remaining = 1;
                 break;
             }
             page.items.push(v.clone());
             last = Some((n.clone(), name.clone()));
         }
-        page.remaining += matching.count();
         page
+    }
+
+    /// How many objects of a kind (in `ns`) come after `after`, selectors aside: the real
+    /// server's `remainingItemCount`.
+    pub fn count_after(
+        &self,
+        res: &ResourceDef,
+        ns: Option<&str>,
+        after: &(String, String),
+    ) -> usize {
+        self.range_after(res, ns, Some(after)).count()
+    }
+
+    /// The objects of a kind (in `ns`) after `after`, in key order.
+    fn range_after<'a>(
+        &'a self,
+        res: &'a ResourceDef,
+        ns: Option<&'a str>,
+        after: Option<&(String, String)>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+        use std::ops::Bound;
+        let (g, p) = (res.group.clone(), res.plural.clone());
+        let start = match after {
+            Some((n, name)) => Bound::Excluded((g, p, n.clone(), name.clone())),
+            None => Bound::Included((g, p, String::new(), String::new())),
+        };
+        self.objects
+            .range((start, Bound::Unbounded))
+            .take_while(|((g, p, _, _), _)| *g == res.group && *p == res.plural)
+            .filter(move |((_, _, n, _), _)| ns.is_none_or(|ns| ns == n))
     }
 
     /// What the real server does to built-ins on every write: Secret `stringData` folds into `data`.
