@@ -200,6 +200,7 @@ async fn runner_loop(
     .applied_objects();
     // Owned token Secrets: metadata only, kept in a store the passes read instead of the API.
     let (secret_store, secret_writer) = reflector::store();
+    let on_delete = ctx.clone();
     let secret_stream = reflector(
         secret_writer,
         watcher(
@@ -209,6 +210,15 @@ async fn runner_loop(
         .default_backoff()
         .modify(caches::slim_secret),
     )
+    .map(move |event| {
+        // A deletion the watch saw is not the cache lagging behind the operator's own write.
+        if let Ok(watcher::Event::Delete(meta)) = &event {
+            for owner in meta.owner_references() {
+                on_delete.recent.secret_deleted(&owner.uid);
+            }
+        }
+        event
+    })
     .touched_objects();
     ctx.caches.add_scope(caches::Scope {
         namespace: namespace.clone(),

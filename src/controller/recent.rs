@@ -110,6 +110,14 @@ impl Recent {
         });
     }
 
+    /// The Secret watch saw the token Secret deleted: from now on, no copy in the cache means
+    /// it is gone, however recent the operator's last write.
+    pub fn secret_deleted(&self, uid: &str) {
+        if let Some(e) = self.entries.lock().get_mut(uid) {
+            e.secret_written = None;
+        }
+    }
+
     /// Whether the cache's copy of the token Secret (its resourceVersion, None: no copy) only
     /// lags behind the operator's own write: older than that write, or not there yet within a
     /// few seconds of it. Then a pass would read what it already knows.
@@ -323,6 +331,11 @@ mod tests {
             !recent.secret_cache_lags("u", Some("x")),
             "cannot be ordered"
         );
+        // Deleted before any pass saw the cache catch up: the watch's Delete says it is gone.
+        recent.wrote_secret("u", Some(("12".into(), "h".into())));
+        assert!(recent.secret_cache_lags("u", None), "just written");
+        recent.secret_deleted("u");
+        assert!(!recent.secret_cache_lags("u", None), "deleted: gone");
     }
 
     #[test]
